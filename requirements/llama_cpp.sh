@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# llama_cpp.sh <venv-python> — llama.cpp's Python toolchain for the cpu target.
+#
+# Why a separate script: llama-cpp-python has no wheel on PyPI (pip compiles the sdist, ~6 min on
+# 2 cores, -march=native; pip's wheel cache makes a reinstall instant), and llama.cpp's HF->GGUF
+# converter is not on PyPI at all. PyPI's `gguf` carries the same version number as the gguf-py
+# vendored in the sdist but older code that the converter cannot use, so converter and gguf-py are
+# both installed from the very sdist llama-cpp-python was built from: the GGUF writer, the quantizer
+# and the runtime then come from one llama.cpp commit. Idempotent: a matching install is kept.
+set -euo pipefail
+PY=${1:?usage: llama_cpp.sh <venv-python>}
+VERSION=0.3.36
+CONSTRAINTS="$(cd "$(dirname "$0")" && pwd)/constraints.txt"
+STAMP="$("$PY" -c 'import sys; print(sys.prefix)')/share/slmake/llama-cpp-scripts.version"
+TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+
+# 1. llama-cpp-python (runtime + in-process quantizer)
+if [[ "$("$PY" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))' 2>/dev/null)" != "$VERSION" ]]; then
+  echo "llama_cpp.sh: installing llama-cpp-python==$VERSION (compiles from source the first time, minutes)"
+  "$PY" -m pip install "llama-cpp-python==$VERSION" -c "$CONSTRAINTS"
+fi
+
+# 2. the converter and the matching gguf-py. gguf-py is pip-installed (transformers reads GGUF through
+#    it). The converter is copied, with its conversion/ package and its own gguf-py, to
+#    <venv>/share/slmake/llama.cpp/ rather than pip-installed: as a package ("llama-cpp-scripts") it
+#    would pin transformers==4.57.6 and protobuf<5 in its metadata (so `pip check` fails), and put a
+#    top-level module named "conversion" on sys.path. Run in place it imports the gguf-py beside it.
+DEST="$(dirname "$STAMP")/llama.cpp"
+converter_ok() {
+  [[ -f "$STAMP" && "$(cat "$STAMP")" == "llama-cpp-python==$VERSION" && -f "$DEST/convert_hf_to_gguf.py" ]] &&
+    "$PY" -c 'import gguf; assert hasattr(gguf, "LazyChunkedTensor")' 2>/dev/null
+}
+if ! converter_ok; then
+  echo "llama_cpp.sh: installing llama.cpp's convert_hf_to_gguf and gguf-py from the llama-cpp-python==$VERSION sdist"
+  "$PY" -m pip download --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$TMP" -c "$CONSTRAINTS"
+  SRC="llama_cpp_python-$VERSION/vendor/llama.cpp"
+  tar -xzf "$TMP/llama_cpp_python-$VERSION.tar.gz" -C "$TMP" \
+    "$SRC/convert_hf_to_gguf.py" "$SRC/conversion" "$SRC/gguf-py" "$SRC/LICENSE"
+  # --force-reinstall: PyPI's gguf has the same version number, so pip would keep it.
+  "$PY" -m pip install --no-deps --force-reinstall "$TMP/$SRC/gguf-py" -c "$CONSTRAINTS"
+  rm -rf "$DEST" && mkdir -p "$DEST" && cp -r "$TMP/$SRC"/{convert_hf_to_gguf.py,conversion,gguf-py,LICENSE} "$DEST/"
+  echo "llama-cpp-python==$VERSION" > "$STAMP"
+fi
+
+# 3. smoke test: convert a random tiny Llama, quantize it, read it back with llama.cpp AND with
+#    transformers (which parses GGUF through the gguf package we just installed).
+if ! "$PY" - >"$TMP/smoke.log" 2>&1 <<'EOF'
+import os, subprocess, sys, tempfile
+from pathlib import Path
+import sentencepiece as spm, torch, llama_cpp
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+with tempfile.TemporaryDirectory() as d:
+    d = Path(d); (d / "hf").mkdir()
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(" ".join(words[i % 12:] + words[: i % 12]) for i in range(200)),
+        model_prefix=str(d / "hf" / "tokenizer"), vocab_size=300, model_type="bpe", byte_fallback=True,
+        remove_extra_whitespaces=False, pad_id=0, unk_id=1, bos_id=2, eos_id=3, minloglevel=2)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                 num_attention_heads=2, bos_token_id=2, eos_token_id=3)).save_pretrained(d / "hf")
+    gguf_path, q_path = d / "m.gguf", d / "q" / "model.gguf"
+    conv = Path(sys.prefix) / "share/slmake/llama.cpp/convert_hf_to_gguf.py"
+    r = subprocess.run([sys.executable, str(conv), str(d / "hf"), "--outtype", "f16",
+                        "--outfile", str(gguf_path)], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    q_path.parent.mkdir()
+    p = llama_cpp.llama_model_quantize_default_params(); p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+    assert llama_cpp.llama_model_quantize(str(gguf_path).encode(), str(q_path).encode(), p) == 0
+    llama_cpp.Llama(str(q_path), verbose=False).close()
+    m = AutoModelForCausalLM.from_pretrained(str(q_path.parent), gguf_file="model.gguf")
+    assert m.config.vocab_size == 300, m.config
+EOF
+then
+  tail -n 40 "$TMP/smoke.log"; echo "llama_cpp.sh: smoke test FAILED (log above)" >&2; exit 1
+fi
+echo "llama_cpp.sh: ok (convert -> quantize -> llama.cpp and transformers both read the GGUF)"

@@ -1,0 +1,3 @@
+"""slmake: make for small language models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,171 @@
+"""The base model: pretrained here from scratch (default, offline) or imported from HF / GGUF.
+
+Scratch: a SentencePiece tokenizer trained on the train split, a LlamaConfig from the spec and
+a short causal-LM pretraining run on the train split's prompts and responses *as separate
+documents* -- the base model learns the language of tickets and of the answers, but never sees a
+ticket paired with its answer, so fine-tuning has something real to teach.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .io import read_jsonl
+
+SPECIAL = {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
+
+
+class BaseModelError(Exception):
+    pass
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path, seed: int) -> Path:
+    """SentencePiece BPE, llama-style ids. remove_extra_whitespaces=False keeps llama.cpp's
+    tokenisation identical to sentencepiece's (NOTES.md: ~20 % agreement otherwise)."""
+    import io
+
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        character_coverage=1.0,
+        byte_fallback=True,
+        remove_extra_whitespaces=False,
+        split_digits=True,
+        pad_id=SPECIAL["pad"], unk_id=SPECIAL["unk"], bos_id=SPECIAL["bos"], eos_id=SPECIAL["eos"],
+        pad_piece="<pad>", unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>",
+        num_threads=1,
+        normalization_rule_name="identity",  # keep newlines: HF and llama.cpp do not normalise either
+        minloglevel=2,
+    )
+    path = out_dir / "tokenizer.model"
+    path.write_bytes(model.getvalue())
+    return path
+
+
+def load_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def build_scratch(cfg: dict, train_split: Path, out_dir: Path, seed: int) -> dict:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    s = cfg["scratch"]
+    rows = read_jsonl(train_split)
+    if not rows:
+        raise BaseModelError(f"{train_split}: the train split is empty; nothing to pretrain on")
+    docs = [r["prompt"] for r in rows] + [r["response"] for r in rows]
+    train_tokenizer(docs, s["vocab_size"], out_dir, seed)
+    # transformers 5: LlamaTokenizer(vocab_file=...) silently builds an empty vocab; loading the
+    # folder with a tokenizer_config converts tokenizer.model properly (needs protobuf).
+    (out_dir / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False,
+        "legacy": False, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+    }))
+    tok = load_tokenizer(out_dir)
+    if len(tok) != s["vocab_size"]:
+        raise BaseModelError(f"tokenizer has {len(tok)} tokens, expected model.scratch.vocab_size={s['vocab_size']}")
+    tok.save_pretrained(str(out_dir))
+
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=s["hidden_size"], intermediate_size=s["intermediate_size"],
+        num_hidden_layers=s["num_layers"], num_attention_heads=s["num_heads"],
+        num_key_value_heads=s["num_kv_heads"], max_position_embeddings=s["max_position_embeddings"],
+        bos_token_id=SPECIAL["bos"], eos_token_id=SPECIAL["eos"], pad_token_id=SPECIAL["pad"],
+        tie_word_embeddings=False, rms_norm_eps=1e-5,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    stats = pretrain(model, tok, docs, s["pretrain"], seed)
+    model.config.use_cache = True
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    return {"params": sum(p.numel() for p in model.parameters()), **stats}
+
+
+def pretrain(model, tok, docs: list[str], p: dict, seed: int) -> dict:
+    """Plain causal-LM loop over packed blocks of shuffled documents (deterministic, 1 process)."""
+    import torch
+
+    rng = random.Random(seed)
+    order = list(range(len(docs)))
+    rng.shuffle(order)
+    ids: list[int] = []
+    for i in order:
+        ids += tok(docs[i])["input_ids"] + [tok.eos_token_id]
+    block = p["block_size"]
+    n_blocks = len(ids) // block
+    if n_blocks == 0 or p["steps"] == 0:
+        return {"pretrain_steps": 0, "pretrain_tokens": len(ids), "pretrain_loss": None}
+    data = torch.tensor(ids[: n_blocks * block]).view(n_blocks, block)
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=p["lr"], weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=p["steps"], pct_start=0.1)
+    model.train()
+    loss_val = float("nan")
+    bar = tqdm(range(p["steps"]), desc="pretrain", unit="step", mininterval=2)
+    for _ in bar:
+        batch = data[torch.randint(0, n_blocks, (p["batch_size"],), generator=gen)]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        loss_val = loss.item()
+        bar.set_postfix(loss=f"{loss_val:.3f}", refresh=False)
+    model.eval()
+    return {"pretrain_steps": p["steps"], "pretrain_tokens": len(ids), "pretrain_loss": round(loss_val, 4)}
+
+
+def import_hf(cfg: dict, out_dir: Path) -> dict:
+    """Copy a Hugging Face model (local folder, hub id when allowed, or a GGUF) as safetensors."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    h = cfg["hf"]
+    src = h["path"]
+    local = Path(src).exists()
+    if not local and not cfg["allow_network"]:
+        raise BaseModelError(
+            f"model.hf.path: {src!r} is not a local folder and model.allow_network is false; "
+            "point it at a folder with config.json + weights, or set model.allow_network=true")
+    kw = dict(trust_remote_code=cfg["trust_remote_code"], local_files_only=not cfg["allow_network"])
+    if h.get("revision"):
+        kw["revision"] = h["revision"]
+    if h.get("gguf_file"):
+        kw["gguf_file"] = h["gguf_file"]
+    else:
+        kw["use_safetensors"] = True  # never unpickle .bin weights
+    try:
+        tok = AutoTokenizer.from_pretrained(src, **kw)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype="float32", **kw)
+    except (OSError, ValueError) as e:
+        raise BaseModelError(f"model.hf.path={src!r}: could not load a causal LM: {str(e).splitlines()[0]}") from None
+    if h.get("gguf_file"):  # dequantised to fp32: save it as a plain model
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    model.config.use_cache = True
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tok.save_pretrained(str(out_dir))
+    if local and (Path(src) / "tokenizer.model").exists():
+        shutil.copy(Path(src) / "tokenizer.model", out_dir / "tokenizer.model")
+    return {"params": sum(p.numel() for p in model.parameters()), "source": src}
+
+
+def write_info(out_dir: Path, info: dict) -> None:
+    (out_dir / "slmake_base.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

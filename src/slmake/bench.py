@@ -1,0 +1,124 @@
+"""Benchmark every artifact of one target, each in its own process.
+
+A child process per artifact gives an honest peak RSS (the parent reads it with wait4) and keeps a
+runtime that crashes from taking the others down. Figures: load time, time to first token, decode
+tokens/s (median over repeats after warm-up), peak RSS, size, task accuracy on the test split, and
+parity with the fp32 reference (share of prompts with identical greedy tokens).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import targets
+from .io import read_jsonl
+from .metrics import parity, score
+from .targets.base import Artifact, Skipped
+
+
+def bench_target(name: str, compile_dir: Path, reference_dir: Path, bench: dict, max_new_tokens: int,
+                 response_schema: dict) -> dict:
+    """Return {artifact_name: figures} for every artifact the target built (or failed to build)."""
+    listing = json.loads((compile_dir / "artifacts.json").read_text())
+    module = targets.load(name)
+    probe = module.probe()
+    results = {}
+    for entry in tqdm(listing["artifacts"], desc=f"bench@{name}", unit="artifact"):
+        art = Artifact.from_dict({k: v for k, v in entry.items() if k not in ("sha256", "size_bytes")})
+        if art.status != "built":
+            results[art.name] = {"status": "not_built", "reason": art.reason}
+            continue
+        job = {"target": name, "artifact": entry, "compile_dir": str(compile_dir),
+               "reference_dir": str(reference_dir), "bench": bench, "max_new_tokens": max_new_tokens,
+               "response_schema": response_schema}
+        res = _run_child(job)
+        res["size_mb"] = round(entry["size_bytes"] / 1e6, 3)
+        res["hardware_present"] = probe.present
+        results[art.name] = res
+    return results
+
+
+def _run_child(job: dict) -> dict:
+    with tempfile.TemporaryDirectory() as td:
+        job_path, out_path = Path(td) / "job.json", Path(td) / "result.json"
+        job_path.write_text(json.dumps(job))
+        proc = subprocess.Popen([sys.executable, "-m", "slmake.bench", str(job_path), str(out_path)],
+                                stderr=subprocess.PIPE, text=True)
+        # wait4 gives this child's own rusage: ru_maxrss is its peak RSS in KiB on Linux
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err = proc.stderr.read() if proc.stderr else ""
+        if out_path.exists():
+            res = json.loads(out_path.read_text())
+            if res.get("status") == "ok":
+                res["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+            return res
+        tail = " | ".join(err.strip().splitlines()[-3:])
+        return {"status": "failed", "reason": f"bench process exited {proc.returncode}: {tail}"}
+
+
+def _worker(job: dict) -> dict:
+    """Runs inside the child: load, accuracy/parity over the test rows, then timed repeats."""
+    from .base_model import load_tokenizer
+
+    module = targets.load(job["target"])
+    art = Artifact.from_dict({k: v for k, v in job["artifact"].items() if k not in ("sha256", "size_bytes")})
+    bench, max_new = job["bench"], job["max_new_tokens"]
+    ref_dir = Path(job["reference_dir"])
+    reference = read_jsonl(ref_dir / "reference.jsonl")
+    if bench["limit"]:
+        reference = reference[: bench["limit"]]
+    tok = load_tokenizer(ref_dir / "tokenizer")
+
+    t0 = time.perf_counter()
+    try:
+        runner = module.open_runner(art, Path(job["compile_dir"]), bench)
+    except Skipped as e:
+        return {"status": "skipped", "reason": str(e)}
+    load_s = time.perf_counter() - t0
+    try:
+        outs = [runner.generate(r["prompt_ids"], max_new).tokens for r in reference]
+        texts = [tok.decode(t, skip_special_tokens=True) for t in outs]
+        task = score(texts, [r["expected"] for r in reference], job["response_schema"])
+        speed_prompts = [r["prompt_ids"] for r in reference[: bench["speed_prompts"]]]
+        for p in speed_prompts[:1] * bench["warmup"]:
+            runner.generate(p, max_new)
+        ttfts, rates = [], []
+        for p in speed_prompts:
+            for _ in range(bench["repeats"]):
+                g = runner.generate(p, max_new)
+                ttfts.append(g.ttft_s)
+                if len(g.tokens) > 1 and g.decode_s > 0:
+                    rates.append((len(g.tokens) - 1) / g.decode_s)
+    finally:
+        runner.close()
+    return {
+        "status": "ok",
+        "runtime": art.runtime,
+        "load_s": round(load_s, 4),
+        "ttft_ms": round(statistics.median(ttfts) * 1000, 3) if ttfts else None,
+        "decode_tok_s": round(statistics.median(rates), 2) if rates else None,
+        "parity": parity(outs, [r["tokens"] for r in reference]),
+        "exact_match": task["exact_match"],
+        "valid": task["valid"],
+        "field_accuracy": task.get("field_accuracy", {}),
+        "n": task["n"],
+        "threads": bench["threads"],
+    }
+
+
+if __name__ == "__main__":  # the child process
+    job_file, out_file = sys.argv[1], sys.argv[2]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    result = _worker(json.loads(Path(job_file).read_text()))
+    Path(out_file).write_text(json.dumps(result))

@@ -1,0 +1,41 @@
+"""Evaluate the base and the fine-tuned fp32 models on the test split.
+
+The fine-tuned model's greedy outputs (token ids and text) become the reference every compiled
+artifact is compared with: parity = share of prompts whose greedy output is identical.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .io import read_jsonl
+from .metrics import score
+from .runtimes.hf import HFRunner
+
+
+def test_rows(splits: Path, limit: int | None) -> list[dict]:
+    rows = read_jsonl(splits / "test.jsonl")
+    return rows[:limit] if limit else rows
+
+
+def encode_prompts(tokenizer, rows: list[dict]) -> list[list[int]]:
+    """Token ids with BOS, exactly as training saw the prompt."""
+    return [tokenizer(r["prompt"])["input_ids"] for r in rows]
+
+
+def generate_all(runner, prompts: list[list[int]], max_new_tokens: int, desc: str) -> list[list[int]]:
+    return [runner.generate(p, max_new_tokens).tokens for p in tqdm(prompts, desc=desc, unit="prompt", mininterval=2)]
+
+
+def evaluate_model(folder: Path, tokenizer, rows: list[dict], prompts: list[list[int]],
+                   max_new_tokens: int, response_schema: dict, desc: str, threads: int | None = None):
+    runner = HFRunner(folder, threads=threads)
+    try:
+        tokens = generate_all(runner, prompts, max_new_tokens, desc)
+    finally:
+        runner.close()
+    texts = [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+    metrics = score(texts, [r["response"] for r in rows], response_schema)
+    return metrics, tokens, texts

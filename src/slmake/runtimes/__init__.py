@@ -1,0 +1,1 @@
+"""Runners: load an artifact in its own runtime and generate greedily from token ids."""

@@ -1,0 +1,54 @@
+"""ONNX Runtime GenAI runner: greedy generation on token ids with the builder's genai_config.json.
+
+Thread count is applied through ``og.Config.overlay`` (the decoder's session_options), so the
+built artifact stays untouched and its hash keeps meaning "what the builder wrote".
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..targets.base import Generation, Stopwatch
+
+
+class OrtGenAIRunner:
+    def __init__(self, model_dir: str | Path, threads: int | None = None):
+        import onnxruntime_genai as og
+
+        self._og = og
+        cfg = json.loads((Path(model_dir) / "genai_config.json").read_text())["model"]
+        eos = cfg.get("eos_token_id")
+        self.eos = set(eos if isinstance(eos, list) else [eos])
+        self.context = int(cfg.get("context_length") or 0)
+        config = og.Config(str(model_dir))
+        config.clear_providers()  # CPU execution provider
+        if threads:
+            opts = {"intra_op_num_threads": int(threads), "inter_op_num_threads": 1}
+            config.overlay(json.dumps({"model": {"decoder": {"session_options": opts}}}))
+        self.model = og.Model(config)
+
+    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+        og = self._og
+        max_length = len(prompt_ids) + max_new_tokens
+        if self.context:
+            max_length = min(max_length, self.context)
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(do_sample=False, num_beams=1, max_length=max_length, min_length=0,
+                                  repetition_penalty=1.0)
+        watch = Stopwatch()
+        gen = og.Generator(self.model, params)
+        gen.append_tokens(list(prompt_ids))   # prompt ids already carry BOS
+        out: list[int] = []
+        while len(out) < max_new_tokens and not gen.is_done():
+            gen.generate_next_token()
+            nxt = int(gen.get_next_tokens()[0])
+            watch.mark_first()
+            if nxt in self.eos:
+                break
+            out.append(nxt)
+        del gen
+        return watch.result(out)
+
+    def close(self) -> None:
+        self.model = None

@@ -1,0 +1,131 @@
+"""Compose the spec from conf/ (as DVC's Hydra integration does) and validate it.
+
+Every stage calls ``stage_params`` at start: it reads params.yaml, validates the slices the
+stage uses against the packaged JSON Schema and exits with a message that names the key path,
+the bad value and what was allowed -- never a library traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+GROUPS = ("model", "data", "train", "targets", "bench")
+
+
+class SpecError(Exception):
+    """A spec that cannot be used; the message is meant for the user as is."""
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    return json.loads(resources.files("slmake").joinpath("schema/spec.schema.json").read_text())
+
+
+def _path(error: ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<spec root>"
+
+
+def _explain(error: ValidationError) -> str:
+    """One line per problem: key path, offending value, what was allowed."""
+    path, value, v, kind = _path(error), error.instance, error.validator_value, error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
+        where = path if path != "<spec root>" else "the top level"
+        return f"{where}: unknown key(s) {extra}; allowed keys: {allowed}"
+    if kind == "enum":
+        return f"{path}: {value!r} is not one of {v}"
+    if kind == "type":
+        return f"{path}: {value!r} has type {type(value).__name__}, expected {v}"
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
+        return f"{path}: {value!r} is out of range, expected a value {op} {v}"
+    if kind == "required":
+        missing = [k for k in v if not isinstance(value, dict) or k not in value]
+        return f"{path}: missing required key(s) {missing}"
+    if kind == "multipleOf":
+        return f"{path}: {value!r} must be a multiple of {v}"
+    if kind == "pattern":
+        return f"{path}: {value!r} must match {v!r}"
+    if kind in ("minItems", "uniqueItems", "minLength", "minProperties"):
+        return f"{path}: {value!r} violates {kind}={v}"
+    return f"{path}: {error.message}"
+
+
+def validate(spec: dict, only: Iterable[str] | None = None) -> list[str]:
+    """Return every problem in ``spec`` (or in its top-level slices ``only``), sorted by key path."""
+    full = schema()
+    if only is None:
+        errors = list(Draft202012Validator(full).iter_errors(spec))
+    else:
+        errors = []
+        for key in only:
+            if key not in spec:
+                errors_msg = f"{key}: missing from the spec (params.yaml)"
+                return [errors_msg]
+            sub = dict(full["properties"][key])
+            for e in Draft202012Validator(sub).iter_errors(spec[key]):
+                e.path.appendleft(key)
+                errors.append(e)
+    return sorted({_explain(e) for e in errors})
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise SpecError(f"{path}: not found. Run stages from the project root, or `slmake check` to compose one.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping of spec keys, got {type(data).__name__}")
+    return data
+
+
+def stage_params(*keys: str, path: str | Path = "params.yaml") -> dict:
+    """Load params.yaml, validate the slices ``keys``; on error print them and exit 2."""
+    try:
+        spec = load_params(path)
+        problems = validate(spec, only=keys)
+        if problems:
+            raise SpecError(f"{path}: invalid spec:\n" + "\n".join(f"  - {p}" for p in problems))
+    except SpecError as e:
+        print(f"slmake: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return {k: spec[k] for k in keys}
+
+
+def compose(config_dir: str | Path = "conf", overrides: list[str] | None = None) -> dict:
+    """Compose conf/ with Hydra overrides into a plain dict (what `dvc exp run -S` writes)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+
+    config_dir = Path(config_dir).resolve()
+    if not (config_dir / "config.yaml").exists():
+        raise SpecError(f"{config_dir}/config.yaml: not found (run from the project root or pass --conf)")
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
+    except HydraException as e:
+        raise SpecError(_explain_hydra(e, config_dir)) from None
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _explain_hydra(e: Exception, config_dir: Path) -> str:
+    msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    for group in GROUPS:
+        if f"'{group}/" in msg or f"{group}=" in msg or f"'{group}'" in msg:
+            options = sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
+            return f"{msg}\n  available options for '{group}': {options}"
+    return msg

@@ -1,0 +1,21 @@
+"""The target registry: name -> module. Each module declares TARGET, probe, compile, open_runner
+(see targets/base.py). Modules are imported lazily so a missing toolchain only affects its target."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+REGISTRY = {
+    "cpu": "slmake.targets.cpu",
+}
+
+
+class UnknownTarget(KeyError):
+    pass
+
+
+def load(name: str) -> ModuleType:
+    if name not in REGISTRY:
+        raise UnknownTarget(f"unknown target {name!r}; known targets: {sorted(REGISTRY)}")
+    return importlib.import_module(REGISTRY[name])

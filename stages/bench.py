@@ -1,0 +1,22 @@
+"""bench@<target>: build/compile/<target> + reference + bench.* -> reports/bench/<target>.json (DVC metrics)"""
+
+import sys
+from pathlib import Path
+
+from slmake.spec import stage_params
+
+target = sys.argv[1]
+params = stage_params("bench", "eval", "data")
+
+from slmake.bench import bench_target  # noqa: E402
+from slmake.io import write_json_atomic  # noqa: E402
+
+results = bench_target(target, Path("build/compile") / target, Path("build/evaluate"), params["bench"],
+                       params["eval"]["max_new_tokens"], params["data"]["response_schema"])
+write_json_atomic(Path("reports/bench") / f"{target}.json", {target: results})
+for name, r in results.items():
+    if r["status"] == "ok":
+        print(f"bench@{target}: {name:<16} acc {r['exact_match']:.3f} parity {r['parity']:.3f} "
+              f"{r['decode_tok_s']} tok/s ttft {r['ttft_ms']} ms rss {r['peak_rss_mb']} MB")
+    else:
+        print(f"bench@{target}: {name:<16} {r['status']}: {r.get('reason', '')}")

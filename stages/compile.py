@@ -1,0 +1,20 @@
+"""compile@<target>: build/train/merged + targets.<target>.* -> build/compile/<target>/"""
+
+import sys
+from pathlib import Path
+
+from slmake import runtime_env
+from slmake.spec import stage_params
+
+target = sys.argv[1]
+params = stage_params("targets")
+if target not in params["targets"]:
+    sys.exit(f"slmake compile: target {target!r} is not enabled in params.yaml (enabled: {sorted(params['targets'])})")
+runtime_env.setup(threads=None, seed=0)
+
+from slmake.compile import compile_target  # noqa: E402
+
+entries = compile_target(target, params["targets"][target], Path("build/train/merged"), Path("build/compile"))
+for e in entries:
+    state = f"{e['size_bytes'] / 1e6:8.2f} MB" if e["status"] == "built" else f"FAILED: {e['reason']}"
+    print(f"compile@{target}: {e['name']:<16} {state}")

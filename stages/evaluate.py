@@ -1,0 +1,34 @@
+"""evaluate: base + merged fp32 models on the test split -> reports/evaluate.json + build/evaluate/
+(the reference outputs every artifact is compared with, and the tokenizer that encodes prompts)"""
+
+import json
+from pathlib import Path
+
+from slmake import runtime_env
+from slmake.spec import stage_params
+
+params = stage_params("eval", "data", "seed")
+ev, data = params["eval"], params["data"]
+runtime_env.setup(threads=1, seed=params["seed"])
+
+from slmake.base_model import load_tokenizer  # noqa: E402
+from slmake.evaluate import encode_prompts, evaluate_model, test_rows  # noqa: E402
+from slmake.io import atomic_dir, write_json_atomic  # noqa: E402
+
+merged, base = Path("build/train/merged"), Path("build/base")
+tok = load_tokenizer(merged)
+rows = test_rows(Path("build/data"), ev["limit"])
+prompts = encode_prompts(tok, rows)
+schema = data["response_schema"]
+base_m, _, _ = evaluate_model(base, tok, rows, prompts, ev["max_new_tokens"], schema, "evaluate base")
+ft_m, tokens, texts = evaluate_model(merged, tok, rows, prompts, ev["max_new_tokens"], schema, "evaluate fine-tuned")
+
+with atomic_dir("build/evaluate") as tmp:
+    with open(tmp / "reference.jsonl", "w", encoding="utf-8") as f:
+        for r, p, t, x in zip(rows, prompts, tokens, texts):
+            f.write(json.dumps({"id": r["id"], "prompt_ids": p, "tokens": t, "text": x,
+                                "expected": r["response"]}, ensure_ascii=False) + "\n")
+    tok.save_pretrained(str(tmp / "tokenizer"))
+write_json_atomic("reports/evaluate.json", {"base": base_m, "finetuned": ft_m})
+print(f"evaluate: base exact_match {base_m['exact_match']:.3f} -> fine-tuned {ft_m['exact_match']:.3f} "
+      f"(valid {ft_m['valid']:.3f}, n={ft_m['n']})")
