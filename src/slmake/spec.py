@@ -25,9 +25,21 @@ class SpecError(Exception):
     """A spec that cannot be used; the message is meant for the user as is."""
 
 
+def _schema_file(name: str) -> dict:
+    return json.loads(resources.files("slmake").joinpath("schema", name).read_text())
+
+
 @lru_cache(maxsize=1)
 def schema() -> dict:
-    return json.loads(resources.files("slmake").joinpath("schema/spec.schema.json").read_text())
+    """The full spec schema: the top level, the data slice, and one sub-schema per registered
+    target (each target owns its file, schema/targets/<name>.schema.json)."""
+    from .targets import REGISTRY
+
+    full = _schema_file("spec.schema.json")
+    full["properties"]["data"] = _schema_file("data.schema.json")
+    full["properties"]["targets"]["properties"] = {
+        name: _schema_file(f"targets/{name}.schema.json") for name in REGISTRY}
+    return full
 
 
 def _path(error: ValidationError) -> str:

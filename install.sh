@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The one command: create .venv, install the pinned stack, then build the default spec (`dvc repro`).
+#   ./install.sh             install + build
+#   ./install.sh --no-build  install only
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+"$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' ||
+  { echo "install.sh: slmake needs Python 3.11 (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+C=requirements/constraints.txt   # keeps torch on the CPU wheel for every pip call below
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+VPY=.venv/bin/python
+"$VPY" -m pip install -q --upgrade "pip==25.3" -c "$C"
+echo "install.sh: Python packages (requirements/lock.txt)"
+"$VPY" -m pip install -q -r requirements/lock.txt -c "$C"
+"$VPY" -m pip install -q --no-deps "optimum-intel==2.2.0" -c "$C"
+echo "install.sh: llama.cpp toolchain (llama-cpp-python, converter, gguf-py)"
+bash requirements/llama_cpp.sh "$VPY"
+"$VPY" -m pip install -q --no-deps -e . -c "$C"
+
+# pip check must be clean except the documented gap: optimum-intel declares torchvision, which we
+# deliberately do not install (PyPI's torchvision breaks beside the CPU torch wheel).
+problems=$("$VPY" -m pip check 2>&1 | grep -v "optimum-intel .* requires torchvision" | grep -v "^No broken" || true)
+if [ -n "$problems" ]; then echo "install.sh: pip check failed:"; echo "$problems"; exit 1; fi
+echo "install.sh: environment ready (.venv)"
+
+if [ "${1:-}" != "--no-build" ]; then
+  # shellcheck disable=SC1091
+  . .venv/bin/activate
+  dvc repro
+fi
