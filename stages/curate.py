@@ -1,4 +1,6 @@
-"""curate: raw data + data.* -> build/data/{train,val,test}.jsonl + reports/curation.json"""
+"""curate: raw data + data.* -> build/data/{train,val,test}.jsonl, reports/curation.json (metrics),
+reports/curation_ledger.csv (one row per input record), reports/curation_quarantine.jsonl
+(malformed records), reports/data_card.md"""
 
 import sys
 from pathlib import Path
@@ -8,7 +10,15 @@ from slmake.spec import stage_params
 
 params = stage_params("data")
 try:
-    report = run_curation(params["data"], Path("build/data"), Path("reports/curation.json"))
+    report = run_curation(params["data"], Path("build/data"), Path("reports/curation.json"),
+                          ledger_path=Path("reports/curation_ledger.csv"),
+                          quarantine_path=Path("reports/curation_quarantine.jsonl"),
+                          card_path=Path("reports/data_card.md"))
 except CurationError as e:
     sys.exit(f"slmake curate: {e}")
-print(f"curate: {report['input']} rows in, {report['kept']} kept, {report['dropped_total']} dropped; splits {report['splits']}")
+for warning in report["warnings"]:
+    print(f"curate: warning: {warning}", file=sys.stderr)
+pii = {k: v for k, v in report["pii"]["counts"].items() if v}
+print(f"curate: {report['input']} records in: {report['kept']} kept, {report['dropped_total']} dropped, "
+      f"{report['quarantined_total']} quarantined; splits {report['splits']}; PII scrubbed {pii or 'none'}; "
+      f"leakage 0")

@@ -32,6 +32,17 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path, seed: int)
     import sentencepiece as spm
 
     model = io.BytesIO()
+    try:
+        _train_spm(spm, texts, model, vocab_size)
+    except RuntimeError as e:
+        raise BaseModelError(f"model.scratch.vocab_size={vocab_size}: SentencePiece could not train on the "
+                             f"train split: {str(e).split('] ')[-1]}") from None
+    path = out_dir / "tokenizer.model"
+    path.write_bytes(model.getvalue())
+    return path
+
+
+def _train_spm(spm, texts: list[str], model, vocab_size: int) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts),
         model_writer=model,
@@ -47,9 +58,6 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path, seed: int)
         normalization_rule_name="identity",  # keep newlines: HF and llama.cpp do not normalise either
         minloglevel=2,
     )
-    path = out_dir / "tokenizer.model"
-    path.write_bytes(model.getvalue())
-    return path
 
 
 def load_tokenizer(folder: Path):

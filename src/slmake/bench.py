@@ -67,8 +67,9 @@ def _run_child(job: dict) -> dict:
 
 
 def _worker(job: dict) -> dict:
-    """Runs inside the child: load, accuracy/parity over the test rows, then timed repeats."""
-    from .base_model import load_tokenizer
+    """Runs inside the child: load, accuracy/parity over the test rows, then timed repeats.
+    Decodes with the light `tokenizers` library, not transformers, so peak RSS is the runtime's."""
+    from tokenizers import Tokenizer
 
     module = targets.load(job["target"])
     art = Artifact.from_dict({k: v for k, v in job["artifact"].items() if k not in ("sha256", "size_bytes")})
@@ -77,7 +78,7 @@ def _worker(job: dict) -> dict:
     reference = read_jsonl(ref_dir / "reference.jsonl")
     if bench["limit"]:
         reference = reference[: bench["limit"]]
-    tok = load_tokenizer(ref_dir / "tokenizer")
+    tok = Tokenizer.from_file(str(ref_dir / "tokenizer" / "tokenizer.json"))
 
     t0 = time.perf_counter()
     try:

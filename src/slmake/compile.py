@@ -14,10 +14,13 @@ from . import __version__, targets
 from .io import atomic_dir, sha256_tree, size_bytes, write_json_atomic
 from .toolchain import versions
 
+MANIFEST_GLOB = "manifest.*.json"
+
 
 def compile_target(name: str, settings: dict, merged_dir: Path, out_root: Path) -> list[dict]:
     module = targets.load(name)
     info = module.TARGET
+    merged_dir, out_root = merged_dir.resolve(), out_root.resolve()  # toolchains may run in another cwd
     inputs_sha = sha256_tree(merged_dir)
     out_dir = out_root / name
     with atomic_dir(out_dir) as tmp:
@@ -27,8 +30,10 @@ def compile_target(name: str, settings: dict, merged_dir: Path, out_root: Path) 
             entry = art.to_dict()
             if art.status == "built":
                 path = tmp / art.path
-                entry["sha256"] = sha256_tree(path)
-                entry["size_bytes"] = size_bytes(path)
+                # several bench entries may share one folder (e.g. one IR run on NPU and on CPU):
+                # each gets its own manifest, and manifests are not part of an artifact's hash
+                entry["sha256"] = sha256_tree(path, exclude=MANIFEST_GLOB)
+                entry["size_bytes"] = size_bytes(path, exclude=MANIFEST_GLOB)
                 manifest = {
                     "artifact": entry,
                     "target": name,
@@ -39,7 +44,7 @@ def compile_target(name: str, settings: dict, merged_dir: Path, out_root: Path) 
                     "python": platform.python_version(),
                 }
                 manifest_dir = path if path.is_dir() else path.parent
-                write_json_atomic(manifest_dir / "manifest.json", manifest)
+                write_json_atomic(manifest_dir / f"manifest.{art.name}.json", manifest)
             entries.append(entry)
         write_json_atomic(tmp / "artifacts.json", {"target": name, "artifacts": entries,
                                                    "inputs": {"merged_model_sha256": inputs_sha}})

@@ -25,6 +25,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -42,6 +43,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700; artifacts are meant to be shared
     try:
         yield tmp
         old = None
@@ -66,22 +68,27 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def sha256_tree(path: str | Path) -> str:
-    """Hash of a file, or of a folder's relative paths and file contents (order-independent of the FS)."""
+def _files(path: Path, exclude: str | None) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file() and not (exclude and p.match(exclude)))
+
+
+def sha256_tree(path: str | Path, exclude: str | None = None) -> str:
+    """Hash of a file, or of a folder's relative paths and file contents (order-independent of the
+    FS); files matching the glob ``exclude`` are left out."""
     path = Path(path)
     if path.is_file():
         return sha256_file(path)
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    for f in _files(path, exclude):
         h.update(f.relative_to(path).as_posix().encode() + b"\0" + sha256_file(f).encode() + b"\n")
     return h.hexdigest()
 
 
-def size_bytes(path: str | Path) -> int:
+def size_bytes(path: str | Path, exclude: str | None = None) -> int:
     path = Path(path)
     if path.is_file():
         return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return sum(p.stat().st_size for p in _files(path, exclude))
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -40,6 +40,12 @@ class _DVCLiveLogger:
         return Callback()
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _dataset(rows: list[dict]):
     from datasets import Dataset
 
@@ -58,7 +64,10 @@ def train_lora(cfg: dict, base_dir: Path, splits: Path, out_dir: Path, live, see
 
     set_seed(seed, deterministic=True)
     tok = load_tokenizer(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    if cfg["method"] == "qlora":
+        model = _load_4bit(base_dir, cfg["quant"])
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     model.config.use_cache = False
     train_rows, val_rows = read_jsonl(splits / "train.jsonl"), read_jsonl(splits / "val.jsonl")
     if not train_rows:
@@ -69,8 +78,9 @@ def train_lora(cfg: dict, base_dir: Path, splits: Path, out_dir: Path, live, see
                              target_modules=sorted(lora["target_modules"]), task_type="CAUSAL_LM", bias="none")
     work = out_dir / "_trainer"
     args = SFTConfig(
-        output_dir=str(work), seed=seed, data_seed=seed, use_cpu=True, bf16=False, fp16=False,
+        output_dir=str(work), seed=seed, data_seed=seed, use_cpu=not _cuda(), fp16=False,
         gradient_checkpointing=False, num_train_epochs=cfg["epochs"], max_steps=cfg["max_steps"],
+        bf16=cfg["method"] == "qlora" and cfg["quant"]["compute_dtype"] == "bfloat16" and _cuda(),
         per_device_train_batch_size=cfg["batch_size"], per_device_eval_batch_size=cfg["batch_size"],
         gradient_accumulation_steps=cfg["grad_accum"], learning_rate=cfg["lr"],
         warmup_ratio=cfg["warmup_ratio"], lr_scheduler_type="cosine", max_length=cfg["max_length"],
@@ -90,7 +100,14 @@ def train_lora(cfg: dict, base_dir: Path, splits: Path, out_dir: Path, live, see
 
     adapter_dir, merged_dir = out_dir / "adapter", out_dir / "merged"
     trainer.model.save_pretrained(str(adapter_dir), safe_serialization=True)
-    merged = trainer.model.merge_and_unload()
+    if cfg["method"] == "qlora":
+        # merge into the full-precision base, not the nf4 copy: the usual QLoRA deployment path
+        from peft import PeftModel
+
+        full = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+        merged = PeftModel.from_pretrained(full, str(adapter_dir)).merge_and_unload()
+    else:
+        merged = trainer.model.merge_and_unload()
     merged.config.use_cache = True
     merged.save_pretrained(str(merged_dir), safe_serialization=True)
     tok.save_pretrained(str(merged_dir))
@@ -100,6 +117,28 @@ def train_lora(cfg: dict, base_dir: Path, splits: Path, out_dir: Path, live, see
     shutil.rmtree(work, ignore_errors=True)
     normalise(adapter_dir, merged_dir)
     return metrics
+
+
+def _load_4bit(base_dir: Path, q: dict):
+    """QLoRA: the frozen base in bitsandbytes nf4/fp4 (double quantisation and compute dtype from
+    the spec), prepared for k-bit training. bitsandbytes also runs this on CPU (slowly), so the
+    path is testable without a GPU."""
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as e:
+        raise TrainError(f"train.method=qlora needs bitsandbytes: {e}") from None
+    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=q["type"],
+                             bnb_4bit_use_double_quant=q["double_quant"],
+                             # bf16/fp16 compute is a GPU setting: on CPU it is ~5x slower, so fp32 there
+                             bnb_4bit_compute_dtype=getattr(torch, q["compute_dtype"]) if _cuda() else torch.float32)
+    device_map = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), quantization_config=bnb, device_map=device_map,
+                                                 dtype=torch.float32)
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
 def normalise(adapter_dir: Path, merged_dir: Path) -> None:

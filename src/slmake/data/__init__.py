@@ -1,4 +1,4 @@
-"""Data preparation: turn a raw instruction/response file into clean, deterministic splits."""
+"""Data preparation: raw JSONL/CSV/Parquet in, clean deterministic splits and an audit trail out."""
 
 from slmake.data.curate import CurationError, format_prompt, run_curation
 

@@ -8,6 +8,9 @@ from types import ModuleType
 
 REGISTRY = {
     "cpu": "slmake.targets.cpu",
+    "intel_npu": "slmake.targets.intel_npu",
+    "cuda": "slmake.targets.cuda",
+    "qualcomm_npu": "slmake.targets.qualcomm_npu",
 }
 
 

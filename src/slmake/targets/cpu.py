@@ -40,6 +40,7 @@ QUANTIZED = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5
              "q4_k_m": "Q4_K_M", "q5_k_m": "Q5_K_M", "q6_k": "Q6_K"}   # quantized from gguf_f16
 PRECISIONS = ("fp32", "int8", "int4")
 INSTALL_HINT = "run `bash requirements/llama_cpp.sh <venv>/bin/python`"
+CONVERTER = "convert_hf_to_gguf.py"           # installed by requirements/llama_cpp.sh
 CONVERTER_ENV = "SLMAKE_LLAMA_CPP_CONVERTER"   # path to another convert_hf_to_gguf.py (optional)
 _FALLBACK = re.compile(r"warning: (\S+)\s+- ncols.*required for type\s+(\S+)\).*falling back to\s+(\S+)")
 
@@ -120,7 +121,7 @@ def _gguf(merged: Path, out: Path, quants: list[str], done) -> list[Artifact]:
 
 def _convert(merged: Path, out: Path, outtype: str) -> Artifact:
     art = Artifact(f"gguf_{outtype}", "gguf", outtype, f"gguf_{outtype}/model.gguf", "llama.cpp")
-    script = Path(os.environ.get(CONVERTER_ENV) or Path(sys.prefix) / "share/slmake/llama.cpp/convert_hf_to_gguf.py")
+    script = Path(os.environ.get(CONVERTER_ENV) or Path(sys.prefix) / "share/slmake/llama.cpp" / CONVERTER)
     if not script.is_file():
         return _failed(art, f"llama.cpp's converter is not installed ({script} missing); {INSTALL_HINT}")
     dest = out / art.path
@@ -131,7 +132,7 @@ def _convert(merged: Path, out: Path, outtype: str) -> Artifact:
     rc = _run([sys.executable, str(script), str(merged), "--outtype", outtype, "--outfile", str(tmp)], log)
     if rc != 0 or not tmp.is_file():
         shutil.rmtree(dest.parent, ignore_errors=True)
-        return _failed(art, f"convert_hf_to_gguf.py exited {rc}: {_last_error(log)} (log: {log})")
+        return _failed(art, f"{CONVERTER} exited {rc}: {_last_error(log, out)}")
     os.replace(tmp, dest)
     art.notes = {"tool": "llama.cpp convert_hf_to_gguf.py", **_tensor_types(dest)}
     return art
@@ -155,7 +156,7 @@ def _quantize(out: Path, f16: Artifact, quant: str) -> Artifact:
         rc = llama_cpp.llama_model_quantize(str(out / f16.path).encode(), str(tmp).encode(), params)
     if rc != 0 or not tmp.is_file():
         shutil.rmtree(dest.parent, ignore_errors=True)
-        return _failed(art, f"llama_model_quantize returned {rc}: {_last_error(log)} (log: {log})")
+        return _failed(art, f"llama_model_quantize returned {rc}: {_last_error(log, out)}")
     os.replace(tmp, dest)
     fallbacks = Counter(f"{a}->{b}" for _, a, b in _FALLBACK.findall(log.read_text(errors="replace")))
     art.notes = {"tool": "llama_cpp.llama_model_quantize", "quantized_from": "gguf_f16", **_tensor_types(dest)}
@@ -189,7 +190,8 @@ def _tensor_types(path: Path) -> dict:
     try:
         from gguf import GGUFReader
 
-        return {"tensor_types": dict(sorted(Counter(t.tensor_type.name.lower() for t in GGUFReader(path).tensors).items()))}
+        types = Counter(t.tensor_type.name.lower() for t in GGUFReader(path).tensors)
+        return {"tensor_types": dict(sorted(types.items()))}
     except Exception:  # the gguf package is optional at this point
         return {}
 
@@ -208,11 +210,11 @@ def _onnx(merged: Path, out: Path, precision: str) -> Artifact:
     log = out / "logs" / f"onnx_{precision}.log"
     with tempfile.TemporaryDirectory(prefix="slmake-ortgenai-") as work:  # the builder's -c cache and cwd
         rc = _run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merged), "-o", str(tmp),
-                   "-p", precision, "-e", "cpu", "-c", str(Path(work) / "cache"), "--extra_options", "hf_token=false"],
-                  log, cwd=work)
+                   "-p", precision, "-e", "cpu", "-c", str(Path(work) / "cache"),
+                   "--extra_options", "hf_token=false"], log, cwd=work)
     if rc != 0 or not (tmp / "genai_config.json").is_file():
         shutil.rmtree(tmp, ignore_errors=True)
-        return _failed(art, f"onnxruntime_genai.models.builder exited {rc}: {_last_error(log)} (log: {log})")
+        return _failed(art, f"onnxruntime_genai.models.builder exited {rc}: {_last_error(log, out)}")
     os.replace(tmp, dest)
     return art
 
@@ -237,10 +239,12 @@ def _run(cmd: list[str], log: Path, cwd: str | None = None) -> int:
         return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd).returncode
 
 
-def _last_error(log: Path) -> str:
+def _last_error(log: Path, out: Path) -> str:
+    """The line a user needs (last error-looking line), and where the full log is. The path is
+    relative: compile_target builds in a temporary folder that is renamed afterwards."""
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     errors = [ln for ln in lines if re.search(r"(Error|Exception|error:|failed)", ln)]
-    return ((errors or lines or ["(no output)"])[-1])[:300]
+    return f"{((errors or lines or ['(no output)'])[-1])[:300]} (full log: {log.relative_to(out)})"
 
 
 def _failed(art: Artifact, reason: str) -> Artifact:

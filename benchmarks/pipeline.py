@@ -1,0 +1,83 @@
+"""Pipeline figures for the README and the closing notes, measured in a fresh copy of the project.
+
+Prints: wall time of a clean default `dvc repro`, of a no-op `dvc repro`, which stages rerun after
+a bench-only edit, and the default spec's accuracy: base vs fine-tuned vs each artifact.
+
+    python benchmarks/pipeline.py [--keep DIR] [-S key=value ...]   (overrides go to slmake check)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sh(cmd: str, cwd: Path) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=cwd, shell=True, capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"`{cmd}` failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+    return time.perf_counter() - t0, res.stdout
+
+
+def ran(out: str) -> list[str]:
+    return [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--keep", type=Path, help="build in this folder and keep it (default: a temp dir)")
+    ap.add_argument("-S", dest="overrides", action="append", default=[], help="spec override (Hydra syntax)")
+    args = ap.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="slmake_bench_"))
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if f.startswith(("reports/", "dvc.lock")):
+            continue  # a clean build: no previous results
+        (work / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, work / f)
+    overrides = " ".join(f"'{o}'" for o in args.overrides)
+    sh(f"slmake check --write params.yaml {overrides}", work)
+    sh("git init -q && git add -A && git -c user.email=b@b -c user.name=b commit -qm bench", work)
+
+    clean_s, out = sh("dvc repro", work)
+    noop_s, noop_out = sh("dvc repro", work)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["bench"]["repeats"] += 1
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_s, edit_out = sh("dvc repro", work)
+
+    ev = json.loads((work / "reports/evaluate.json").read_text())
+    print(f"clean `dvc repro`:             {clean_s:7.1f} s  (stages: {', '.join(ran(out))})")
+    print(f"no-op `dvc repro`:             {noop_s:7.1f} s  (stages rerun: {ran(noop_out) or 'none'})")
+    print(f"after a bench-only edit:       {edit_s:7.1f} s  (stages rerun: {', '.join(ran(edit_out))})")
+    print()
+    print(f"{'model / artifact':<28} {'accuracy':>8} {'valid':>6} {'parity':>6} {'size MB':>8} {'tok/s':>8} {'TTFT ms':>8} {'RSS MB':>7}")
+    for name in ("base", "finetuned"):
+        m = ev[name]
+        print(f"{name + ' (fp32, transformers)':<28} {m['exact_match']:>8.3f} {m['valid']:>6.3f} {'':>6} {'':>8} {'':>8} {'':>8} {'':>7}")
+    for bench_file in sorted((work / "reports/bench").glob("*.json")):
+        for target, arts in json.loads(bench_file.read_text()).items():
+            for art, r in arts.items():
+                label = f"{target}/{art}"
+                if r.get("status") != "ok":
+                    print(f"{label:<28} {r.get('status')}: {r.get('reason', '')[:80]}")
+                    continue
+                print(f"{label:<28} {r['exact_match']:>8.3f} {r['valid']:>6.3f} {r['parity']:>6.3f} {r['size_mb']:>8.2f} "
+                      f"{r['decode_tok_s'] or 0:>8.1f} {r['ttft_ms'] or 0:>8.1f} {r.get('peak_rss_mb', 0):>7.1f}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The `data` slice: validate it against the packaged JSON Schema, fill in defaults, check the rest.
+
+The schema (slmake/schema/data.schema.json) is the single source of truth for keys, types and
+defaults: every optional key carries a `default`, and `resolve` fills those in, so a config written
+before a key existed keeps working and means the same thing.  What a schema cannot say (a template
+that formats, a regex that compiles, a response schema that is itself valid) is checked here, and
+every message names the key path, the value and what was allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema import Draft202012Validator
+
+from .errors import RULES, CurationError
+
+
+@lru_cache(maxsize=1)
+def data_schema() -> dict:
+    return json.loads(resources.files("slmake").joinpath("schema", "data.schema.json").read_text())
+
+
+def format_prompt(template: str, instruction: str) -> str:
+    """Render the spec's prompt template; training, evaluation and serving all go through here."""
+    return template.format(instruction=instruction)
+
+
+def fill_defaults(value: Any, schema: dict) -> Any:
+    """Return a copy of `value` with every missing key that has a schema `default` filled in."""
+    if not isinstance(value, dict) or schema.get("type") != "object":
+        return value
+    out = dict(value)
+    for key, sub in schema.get("properties", {}).items():
+        if key not in out and "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        if key in out:
+            if isinstance(out[key], dict):
+                out[key] = fill_defaults(out[key], sub)
+            elif isinstance(out[key], list) and isinstance(sub.get("items"), dict):
+                out[key] = [fill_defaults(v, sub["items"]) for v in out[key]]
+    return out
+
+
+def _explain(error: jsonschema.ValidationError) -> str:
+    """One line per problem, in the spec validator's style: key path, value, what was allowed."""
+    path = ".".join(["data", *(str(p) for p in error.absolute_path)])
+    value, v, kind = error.instance, error.validator_value, error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
+        return f"{path}: unknown key(s) {extra}; allowed keys: {allowed}"
+    if kind == "enum":
+        return f"{path}: {value!r} is not one of {v}"
+    if kind == "type":
+        return f"{path}: {value!r} has type {type(value).__name__}, expected {v}"
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
+        return f"{path}: {value!r} is out of range, expected a value {op} {v}"
+    if kind == "required":
+        missing = [k for k in v if not isinstance(value, dict) or k not in value]
+        return f"{path}: missing required key(s) {missing}"
+    if kind == "pattern":
+        return f"{path}: {value!r} must match {v!r}"
+    return f"{path}: {error.message}"
+
+
+def resolve(cfg: Any) -> dict:
+    """Validate the `data` slice and return it with defaults filled in; raise CurationError."""
+    if not isinstance(cfg, dict):
+        raise CurationError(f"data: expected a mapping, got {type(cfg).__name__}")
+    schema = data_schema()
+    full = fill_defaults(cfg, schema)
+    problems = sorted({_explain(e) for e in Draft202012Validator(schema).iter_errors(full)})
+    if problems:
+        raise CurationError("invalid data config:\n" + "\n".join(f"  - {p}" for p in problems))
+    _check_semantics(full)
+    return full
+
+
+def _check_semantics(cfg: dict) -> None:
+    template = cfg["prompt_template"]
+    try:
+        format_prompt(template, "x")
+    except (KeyError, IndexError, ValueError) as e:
+        raise CurationError(f"data.prompt_template: {template!r} is not a valid template ({e!r}); "
+                            "it must contain {instruction} and escape other braces as {{ }}") from None
+    ctemplate = cfg["classification"]["instruction_template"]
+    try:
+        ctemplate.format(text="x")
+    except (KeyError, IndexError, ValueError) as e:
+        raise CurationError(f"data.classification.instruction_template: {ctemplate!r} is not a valid "
+                            f"template ({e!r}); it must contain {{text}} and escape other braces") from None
+    schema = cfg["response_schema"]
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise CurationError(f"data.response_schema: not a valid JSON Schema: {e.message}") from None
+    split = cfg["split"]
+    if split["val"] + split["test"] >= 1:
+        raise CurationError(f"data.split: val + test = {split['val'] + split['test']}, must leave room for train")
+    label = cfg["label_field"]
+    if label is not None:
+        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else None
+        if cfg["response_format"] != "json" or props is None or label not in props:
+            allowed = f" (one of {sorted(props)})" if props else ""
+            raise CurationError(f"data.label_field: got {label!r}, expected null or a property of the "
+                                f"JSON object response{allowed}")
+    for key, rules in (("filters.drop_rules", cfg["filters"]["drop_rules"]),
+                       ("pii.patterns", cfg["pii"]["patterns"])):
+        names = [r["name"] for r in rules]
+        for i, r in enumerate(rules):
+            try:
+                re.compile(r["regex"])
+            except re.error as e:
+                raise CurationError(f"data.{key}.{i}.regex: {r['regex']!r} is not a valid regular "
+                                    f"expression ({e})") from None
+            if names.count(r["name"]) > 1:
+                raise CurationError(f"data.{key}.{i}.name: {r['name']!r} is used twice")
+    for i, r in enumerate(cfg["filters"]["drop_rules"]):
+        if r["name"] in RULES:
+            raise CurationError(f"data.filters.drop_rules.{i}.name: {r['name']!r} is a built-in rule; "
+                                f"pick a name not in {list(RULES)}")
+    tok = cfg["filters"]["tokenizer"]
+    if tok is not None and not Path(tok).is_dir():
+        raise CurationError(f"data.filters.tokenizer: {tok} is not a folder (expected a local Hugging Face "
+                            "tokenizer folder, or null for the word/char estimate)")
+    neg = cfg["negatives"]
+    if neg["min_share"] > 0 and (neg["field"] is None or not neg["values"]):
+        raise CurationError("data.negatives: min_share > 0 needs `field` and `values` (which records count as "
+                            "negative examples)")

@@ -1,0 +1,256 @@
+"""The intel_npu target: OpenVINO IR built the way OpenVINO's NPU guide says, run by OpenVINO GenAI.
+
+Build: optimum-intel's own exporter (``optimum-cli export openvino``, in a subprocess, offline) with
+int4 symmetric, channel-wise (or group 128) weights at ratio 1.0, tokenizer/detokenizer IRs
+included; optionally int8_sym / fp16 / fp32 IRs (fp32 is the parity baseline: it separates errors
+of the static-shape pipeline from errors of quantization).
+
+Run: every IR folder yields three bench entries that share it, because a host without an NPU can
+still check most of what matters:
+  ``ov_<w>_npu``        LLMPipeline on "NPU"; Skipped (with the reason) where there is no NPU.
+  ``ov_<w>_npuw_cpu``   the NPU's static-shape pipeline (NPUW: MAX_PROMPT_LEN/MIN_RESPONSE_LEN,
+                        prefill + kv-cache models, f16 KV cache) executed on the CPU: parity/accuracy
+                        of what the NPU would run; its speed says nothing about the NPU.
+  ``ov_<w>_cpu_proxy``  the same IR on OpenVINO's CPU device: a labelled speed proxy, not an NPU figure.
+
+Measured on openvino 2026.4.1: NPUW's online partitioner fails on multi-head-attention models
+(num_key_value_heads == num_attention_heads) with "Model references undeclared parameters"; GQA
+models pass. ``npuw_online_pipeline: auto`` therefore sets NPUW_ONLINE_PIPELINE=NONE (no
+partitioning) for MHA models only; the choice is recorded in each artifact's notes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .base import Artifact, Probe, Skipped, TargetInfo
+
+TARGET = TargetInfo(
+    name="intel_npu",
+    description="Intel NPU (Core Ultra): OpenVINO IR, int4 symmetric channel-wise weights, static shapes",
+    formats=("openvino-ir",),
+    runtime="openvino-genai",
+    packages=("openvino", "openvino-genai", "openvino-tokenizers", "optimum-intel", "optimum", "nncf"),
+    devices=("npu",),
+)
+
+WEIGHTS = ("int4_sym", "int8_sym", "fp16", "fp32")
+RUNS = {  # bench entry suffix -> where it runs
+    "npu": "npu",
+    "npuw_cpu": "npu_static_on_cpu",
+    "cpu_proxy": "cpu_proxy",
+}
+INSTALL_HINT = ("pip install openvino openvino-genai openvino-tokenizers nncf optimum and "
+                "optimum-intel --no-deps (versions as in requirements/constraints.txt)")
+
+
+def probe() -> Probe:
+    try:
+        import openvino as ov
+    except ImportError:
+        return Probe(False, f"openvino is not installed; {INSTALL_HINT}")
+    core = ov.Core()
+    devices = list(core.available_devices)
+    if "NPU" in devices:
+        name = core.get_property("NPU", "FULL_DEVICE_NAME")
+        return Probe(True, f"NPU: {name} (OpenVINO {ov.get_version().split('-')[0]})")
+    libs = Path(ov.__file__).parent / "libs"
+    plugin = any(libs.glob("libopenvino_intel_npu_plugin*")) or any(libs.glob("openvino_intel_npu_plugin*"))
+    compiler = any(libs.glob("*npu*compiler*"))
+    accel = sorted(p.name for p in Path("/dev/accel").glob("accel*")) if Path("/dev/accel").is_dir() else []
+    return Probe(False, f"no NPU device: OpenVINO {ov.get_version().split('-')[0]} sees {devices}; "
+                        f"/dev/accel: {', '.join(accel) or 'none'} (needs Intel's NPU driver); NPU plugin "
+                        f"{'present' if plugin else 'missing'}; NPU compiler library "
+                        f"{'present' if compiler else 'not in this openvino install'}")
+
+
+def compile(merged_dir: Path, out_dir: Path, settings: dict) -> list[Artifact]:
+    from tqdm import tqdm
+
+    merged_dir, out_dir = Path(merged_dir).resolve(), Path(out_dir)
+    _check_merged(merged_dir)
+    s = _settings(settings)
+    config = json.loads((merged_dir / "config.json").read_text())
+    heads = config.get("num_attention_heads")
+    kv_heads = config.get("num_key_value_heads") or heads
+    pipeline = s["npuw_online_pipeline"]
+    if pipeline == "auto":  # see module docstring: NPUW partitioning fails on MHA in 2026.4.1
+        pipeline = "NONE" if kv_heads == heads else "default"
+    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+    arts: list[Artifact] = []
+    with tqdm(total=len(s["weights"]), desc="compile intel_npu", unit="IR") as bar:
+        for w in s["weights"]:
+            t0 = time.perf_counter()
+            err, notes = _export(merged_dir, out_dir, w, s)
+            seconds = round(time.perf_counter() - t0, 2)
+            size = _size(out_dir / f"ov_{w}") if not err else 0
+            bar.write(f"  ov_{w:<10} {'failed' if err else 'built':<6} {size / 2**20:8.2f} MiB {seconds:6.1f} s"
+                      + (f"  {err}" if err else ""))
+            bar.update(1)
+            for suffix, device in RUNS.items():
+                art = Artifact(f"ov_{w}_{suffix}", "openvino-ir", w, f"ov_{w}", "openvino-genai",
+                               notes={**notes, "device": device,
+                                      "max_prompt_len": s["max_prompt_len"],
+                                      "min_response_len": s["min_response_len"],
+                                      "npuw_online_pipeline": pipeline,
+                                      "num_attention_heads": heads, "num_key_value_heads": kv_heads})
+                if device == "cpu_proxy":
+                    art.notes["proxy_for"] = "npu (speed proxy on OpenVINO's CPU device; not an NPU figure)"
+                if device == "npu_static_on_cpu":
+                    art.notes["proxy_for"] = "npu (NPU static-shape pipeline run on CPU: parity, not speed)"
+                if err:
+                    art.status, art.reason = "failed", err
+                arts.append(art)
+    return arts
+
+
+def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
+    if artifact.status != "built":
+        raise Skipped(f"{artifact.name} was not built: {artifact.reason}")
+    if importlib.util.find_spec("openvino_genai") is None:
+        raise Skipped(f"openvino-genai is not installed; {INSTALL_HINT}")
+    from ..runtimes.openvino import OpenVINORunner
+
+    n = artifact.notes
+    path, device, threads = Path(artifact_dir) / artifact.path, n["device"], bench.get("threads")
+    static = {"MAX_PROMPT_LEN": n["max_prompt_len"], "MIN_RESPONSE_LEN": n["min_response_len"]}
+    if n.get("npuw_online_pipeline", "default") != "default":
+        static["NPUW_ONLINE_PIPELINE"] = n["npuw_online_pipeline"]
+    # "fp32" IRs run in bf16 on AVX512-BF16/AMX CPUs unless told otherwise (NOTES.md)
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"} if artifact.precision == "fp32" else {}
+    cpu_threads = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
+    if device == "npu":
+        p = probe()
+        if not p.present:
+            raise Skipped(p.reason)
+        return OpenVINORunner(path, "NPU", static, max_prompt_len=n["max_prompt_len"])
+    if device == "npu_static_on_cpu":
+        import openvino as ov
+
+        if not ov.Core().get_versions("NPU"):   # NPUW lives in the NPU plugin library
+            raise Skipped("this openvino install has no NPU plugin (openvino_intel_npu_plugin), "
+                          "which runs the NPU static-shape pipeline on CPU")
+        return OpenVINORunner(path, "NPU", {**static, "NPUW_DEVICES": "CPU", **f32},
+                              max_prompt_len=n["max_prompt_len"])
+    if device == "cpu_proxy":
+        return OpenVINORunner(path, "CPU", {**f32, **cpu_threads})
+    raise Skipped(f"intel_npu target: unknown device {device!r} in {artifact.name}'s notes")
+
+
+# --- build ------------------------------------------------------------------------------------
+
+def _settings(settings: dict) -> dict:
+    s = {"weights": ["int4_sym"], "group_size": -1, "backup_precision": "int8_asym", "max_prompt_len": 256,
+         "min_response_len": 64, "npuw_online_pipeline": "auto", **(settings or {})}
+    for w in s["weights"]:
+        if w not in WEIGHTS:
+            raise ValueError(f"intel_npu target: unknown weights {w!r}; allowed: {', '.join(WEIGHTS)}")
+    return s
+
+
+def _export_args(w: str, s: dict) -> list[str]:
+    if w == "int4_sym":  # OpenVINO's NPU recipe: int4 sym, ratio 1.0, channel-wise (or group 128)
+        return ["--weight-format", "int4", "--sym", "--ratio", "1.0", "--group-size", str(s["group_size"]),
+                "--backup-precision", s["backup_precision"]]
+    if w == "int8_sym":
+        return ["--weight-format", "int8", "--sym"]
+    return ["--weight-format", w]
+
+
+def _export(merged: Path, out: Path, w: str, s: dict) -> tuple[str, dict]:
+    """Run the exporter into a .partial folder and rename it; return (error or "", notes)."""
+    args = _export_args(w, s)
+    notes = {"tool": "optimum-cli export openvino", "export_args": args}
+    missing = [m for m in ("openvino", "nncf", "openvino_tokenizers", "optimum") if importlib.util.find_spec(m) is None]
+    if not missing and importlib.util.find_spec("optimum.intel") is None:
+        missing = ["optimum-intel"]
+    if missing:
+        return f"{', '.join(missing)} not installed; {INSTALL_HINT}", notes
+    dest, tmp = out / f"ov_{w}", out / f"ov_{w}.partial"
+    for d in (dest, tmp):
+        shutil.rmtree(d, ignore_errors=True)
+    log = out / "logs" / f"ov_{w}.log"
+    rc = _run([sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(merged),
+               "--task", "text-generation-with-past", *args, str(tmp)], log)
+    if rc != 0 or not (tmp / "openvino_model.xml").is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return f"optimum-cli export openvino exited {rc}: {_last_error(log, out)}", notes
+    absent = [f for f in ("openvino_tokenizer.xml", "openvino_detokenizer.xml") if not (tmp / f).is_file()]
+    if absent:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return (f"the exporter wrote no {', '.join(absent)} (openvino-tokenizers could not convert the "
+                f"tokenizer; see {log.relative_to(out)})"), notes
+    _normalise(tmp)
+    os.replace(tmp, dest)
+    notes.update(_weight_info(dest))
+    return "", notes
+
+
+def _normalise(folder: Path) -> None:
+    """openvino_config.json records the merged model's absolute path; drop it so the artifact's
+    bytes depend on the model, not on where it was built."""
+    cfg_path = folder / "openvino_config.json"
+    if cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text())
+        q = cfg.get("quantization_config")
+        if isinstance(q, dict) and isinstance(q.get("tokenizer"), str):
+            q["tokenizer"] = None
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def _weight_info(folder: Path) -> dict:
+    """What NNCF actually wrote: compression parameters and weight constant types (authoritative)."""
+    try:
+        from collections import Counter
+
+        import openvino as ov
+
+        model = ov.Core().read_model(str(folder / "openvino_model.xml"))
+        info: dict = {}
+        for key in ("mode", "group_size", "ratio", "backup_mode", "all_layers"):
+            if model.has_rt_info(["nncf", "weight_compression", key]):
+                info[key] = model.get_rt_info(["nncf", "weight_compression", key]).astype(str)
+        types = Counter(str(op.get_element_type().get_type_name()) for op in model.get_ops()
+                        if op.get_type_name() == "Constant" and len(op.get_output_partial_shape(0)) >= 2
+                        and op.get_output_partial_shape(0).is_static and op.get_output_shape(0)[0] >= 16
+                        and op.get_output_shape(0)[-1] >= 16)
+        return {"nncf_weight_compression": info, "weight_types": dict(sorted(types.items()))}
+    except Exception as e:  # informative only
+        return {"weight_info_error": str(e)[:200]}
+
+
+# --- helpers (kept local: targets do not depend on each other) --------------------------------
+
+def _check_merged(merged: Path) -> None:
+    if not (merged / "config.json").is_file():
+        raise ValueError(f"{merged}: not a Hugging Face model folder (no config.json)")
+    if not any(merged.glob("*.safetensors")):
+        raise ValueError(f"{merged}: no *.safetensors weights (slmake loads safetensors only)")
+
+
+def _run(cmd: list[str], log: Path) -> int:
+    """Run a tool offline, all its output into ``log``."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONHASHSEED": "0",
+           "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
+    with open(log, "w") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=log.parent).returncode
+
+
+def _last_error(log: Path, out: Path) -> str:
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if re.search(r"(Error|Exception|error:|failed)", ln)]
+    return f"{((errors or lines or ['(no output)'])[-1])[:300]} (full log: {log.relative_to(out)})"
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0

@@ -1,0 +1,263 @@
+"""The qualcomm_npu target: static-shape QDQ ONNX for ONNX Runtime's QNN execution provider.
+
+Artifacts (built on any host that has onnxruntime-qnn):
+  ``onnx_fp32_static``  the static graph after the QNN graph fixes, on the CPU EP: the parity
+                        baseline, so quantization error is not confused with export error.
+  ``qdq_<a>a<w>w``      the QDQ model (ORT's QNN recipe); runs on the HTP backend, which on x86 is a
+                        host simulator: parity/accuracy are real, speed is labelled simulated.
+  ``qnn_htp_device``    the QNN context binary for ``soc_model``/``htp_arch``: what a Snapdragon
+                        device loads; benched only where a real HTP exists, else ``skipped``.
+The export and graph work lives in slmake.qnn_export, generation in slmake.runtimes.qnn.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .base import Artifact, Probe, Skipped, TargetInfo
+
+TARGET = TargetInfo(
+    name="qualcomm_npu",
+    description="Qualcomm Hexagon NPU (HTP): static-shape QDQ ONNX + QNN context binary for onnxruntime-qnn",
+    formats=("onnx-static", "onnx-qdq", "qnn-context-binary"),
+    runtime="onnxruntime-qnn",
+    packages=("onnxruntime", "onnxruntime-qnn", "onnx", "onnxscript", "torch", "transformers"),
+    devices=("npu",),
+)
+
+SIMULATED = "simulated (HTP on x86 host)"
+INSTALL_HINT = "pip install onnxruntime-qnn (versions as in requirements/constraints.txt)"
+
+
+def probe() -> Probe:
+    """A real HTP is an ARM64 Windows/Linux Snapdragon whose QNN EP reports an NPU device; on any
+    other host onnxruntime-qnn's HTP backend is the x86 simulator (its EP device is the CPU)."""
+    host = f"{platform.system()} {platform.machine()}"
+    if importlib.util.find_spec("onnxruntime_qnn") is None:
+        return Probe(False, f"{host}: onnxruntime-qnn is not installed; {INSTALL_HINT}")
+    import onnxruntime as ort
+    import onnxruntime_qnn
+
+    from ..qnn_export import register_qnn
+
+    try:
+        devices = register_qnn()
+    except Exception as e:  # a broken or mismatched plugin
+        return Probe(False, f"{host}: onnxruntime-qnn {onnxruntime_qnn.__version__} does not load: {e}")
+    npu = [d for d in devices if d.device.type == ort.OrtHardwareDeviceType.NPU]
+    arm = platform.machine().lower() in ("arm64", "aarch64") and platform.system() in ("Windows", "Linux")
+    if arm and npu:
+        return Probe(True, f"{host}: Qualcomm HTP ({npu[0].device.vendor}) via onnxruntime-qnn "
+                           f"{onnxruntime_qnn.__version__}")
+    kinds = ", ".join(sorted({d.device.type.name for d in devices})) or "none"
+    return Probe(False, f"{host}: no Qualcomm NPU (a Hexagon HTP needs an ARM64 Windows/Linux Snapdragon "
+                        f"device); onnxruntime-qnn {onnxruntime_qnn.__version__} (QNN "
+                        f"{onnxruntime_qnn.build_and_package_info.qnn_version}) reports its EP on: {kinds}, "
+                        "i.e. the HTP backend here is the x86 host simulator")
+
+
+def compile(merged_dir: Path, out_dir: Path, settings: dict) -> list[Artifact]:
+    from tqdm import tqdm
+
+    from .. import qnn_export as qx
+
+    merged_dir, out_dir = Path(merged_dir).resolve(), Path(out_dir)
+    _check_merged(merged_dir)
+    s = _validated(settings)
+    q, cb = s["quantization"], s["context_binary"]
+    qname = f"qdq_{q['activations'][1:]}a{q['weights'][1:]}w"
+    precision = f"{q['activations']} activations / {q['weights']} weights"
+    fp32 = Artifact("onnx_fp32_static", "onnx-static", "fp32", "onnx_fp32_static", "onnxruntime (CPU EP)")
+    qdq = Artifact(qname, "onnx-qdq", precision, qname, "onnxruntime-qnn HTP")
+    dev = Artifact("qnn_htp_device", "qnn-context-binary", precision, "qnn_htp_device",
+                   "onnxruntime-qnn (Hexagon HTP device)")
+    arts = [fp32, qdq] + ([dev] if cb["enabled"] else [])
+    logs = out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(arts), desc="compile qualcomm_npu", unit="artifact")
+
+    def done(art: Artifact, t0: float) -> None:
+        art.notes["seconds"] = round(time.perf_counter() - t0, 2)
+        if art.status == "built":
+            art.notes["size_mb"] = round(sum(p.stat().st_size for p in (out_dir / art.path).iterdir()) / 1e6, 3)
+        bar.write(f"  {art.name:<17} {art.status:<6} {art.notes.get('size_mb', 0):8.2f} MB "
+                  f"{art.notes['seconds']:6.1f} s" + (f"  {art.reason}" if art.reason else ""))
+        bar.update(1)
+
+    with tempfile.TemporaryDirectory(prefix="slmake-qnn-") as work:
+        work = Path(work)
+        t0 = time.perf_counter()
+        try:  # export + fixes: every artifact depends on them
+            with qx.quiet(logs / "export.log"):
+                meta = qx.export_static(merged_dir, work / "exported.onnx", s["context_len"])
+                fixes = qx.fix_graph(work / "exported.onnx", work / "fixed.onnx", s["mask_fill"])
+        except Exception as e:
+            reason = (f"static ONNX export failed: {type(e).__name__}: {_first_line(e)} (full log: logs/export.log); "
+                      "this target exports decoder-only models that AutoModelForCausalLM loads with eager attention")
+            for a in arts:
+                _failed(a, reason)
+                done(a, t0)
+            bar.close()
+            return arts
+        notes = {"context_len": s["context_len"], "graph_fixes": fixes, "mask_fill": s["mask_fill"],
+                 "inputs": "input_ids [1, context_len] right-padded + last [1]; logits [1, vocab]"}
+        _place(work / "fixed.onnx", out_dir / fp32.path, meta)
+        fp32.notes = {"tool": "torch.onnx.export(dynamo=True) + slmake graph fixes", **notes}
+        done(fp32, t0)
+
+        t0 = time.perf_counter()
+        _build_qdq(qdq, merged_dir, out_dir, work, s, meta, notes)
+        done(qdq, t0)
+        if cb["enabled"]:
+            t0 = time.perf_counter()
+            _build_context(dev, qdq, out_dir, cb, meta, notes)
+            done(dev, t0)
+    bar.close()
+    return arts
+
+
+def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
+    if artifact.status != "built":
+        raise Skipped(f"{artifact.name} was not built: {artifact.reason}")
+    from ..runtimes.qnn import StaticRunner
+
+    path, threads = Path(artifact_dir) / artifact.path, bench.get("threads")
+    if artifact.format == "onnx-static":
+        return StaticRunner(path, "cpu", threads)
+    if importlib.util.find_spec("onnxruntime_qnn") is None:
+        raise Skipped(f"onnxruntime-qnn is not installed; {INSTALL_HINT}")
+    if artifact.format == "onnx-qdq":
+        return StaticRunner(path, "qnn", threads)
+    if artifact.format == "qnn-context-binary":
+        found = probe()
+        if not found.present:
+            raise Skipped(f"needs a Qualcomm HTP device: {found.reason}")
+        return StaticRunner(path, "qnn_device", threads)
+    raise Skipped(f"qualcomm_npu target cannot run format {artifact.format!r}")
+
+
+# --- steps -------------------------------------------------------------------------------------
+
+def _build_qdq(art: Artifact, merged: Path, out: Path, work: Path, s: dict, meta: dict, notes: dict) -> None:
+    from .. import qnn_export as qx
+
+    q = s["quantization"]
+    if importlib.util.find_spec("onnxruntime_qnn") is None:
+        _failed(art, f"onnxruntime-qnn is not installed (needed to check the graph on QNN); {INSTALL_HINT}")
+        return
+    source = Path(q["calibration_file"]) if q["calibration_file"] else merged.parent.parent / "data" / "train.jsonl"
+    if not source.is_file():
+        _failed(art, f"no calibration data: {source} does not exist; set targets.qualcomm_npu.quantization."
+                     "calibration_file to a JSONL file with a `prompt` field")
+        return
+    rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("prompt"), str)]
+    if not rows:
+        _failed(art, f"{source}: no rows with a string `prompt` field to calibrate on")
+        return
+    log = out / "logs" / "quantize.log"
+    try:
+        with qx.quiet(log):
+            feeds, truncated = qx.calibration_feeds(merged, rows, q["calibration_samples"], meta)
+            info = qx.quantize_qdq(work / "fixed.onnx", work / "qdq.onnx", feeds, q["activations"], q["weights"])
+            rejected = qx.unsupported_ops(work / "qdq.onnx")
+    except Exception as e:
+        _failed(art, f"quantization failed: {type(e).__name__}: {_first_line(e)} (full log: logs/quantize.log)")
+        return
+    if rejected and not s["allow_cpu_fallback"]:
+        ops = ", ".join(f"{op} x{n}" for op, n in sorted(rejected.items()))
+        _failed(art, f"QNN's HTP backend does not support op(s) {ops} in this graph; set "
+                     "targets.qualcomm_npu.allow_cpu_fallback=true to run them on the CPU EP (slower, no "
+                     "context binary), or try targets.qualcomm_npu.quantization.activations=u8/u16 (some HTP "
+                     "ops exist at one width only)")
+        return
+    _place(work / "qdq.onnx", out / art.path, {**meta, "cpu_fallback_ops": dict(rejected)})
+    art.notes = {**notes, **info, "tool": "onnxruntime.quantization (QNN QDQ config)",
+                 "calibration_source": str(source), "calibration_truncated_to_context": truncated,
+                 "cpu_fallback_ops": dict(rejected), "speed": _speed_label()}
+    if _speed_label() != "device":
+        art.runtime = "onnxruntime-qnn HTP simulator (x86 host)"
+
+
+def _build_context(art: Artifact, qdq: Artifact, out: Path, cb: dict, meta: dict, notes: dict) -> None:
+    from .. import qnn_export as qx
+
+    if qdq.status != "built":
+        _failed(art, f"needs {qdq.name}, which failed: {qdq.reason}")
+        return
+    if qdq.notes.get("cpu_fallback_ops"):
+        _failed(art, f"a context binary needs the whole graph on QNN; ops left on the CPU EP: "
+                     f"{qdq.notes['cpu_fallback_ops']}")
+        return
+    dest = out / art.path / "model_ctx.onnx"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with qx.quiet(out / "logs" / "context_binary.log"):
+            info = qx.context_binary(out / qdq.path / "model.onnx", dest, cb["soc_model"], cb["htp_arch"])
+    except Exception as e:
+        shutil.rmtree(dest.parent, ignore_errors=True)
+        _failed(art, f"QNN context binary generation failed for soc_model={cb['soc_model']} "
+                     f"htp_arch={cb['htp_arch']}: {_first_line(e)}; check targets.qualcomm_npu.context_binary."
+                     "soc_model/htp_arch against the QNN SDK's SoC table (full log: logs/context_binary.log)")
+        return
+    qx.write_sidecar(dest.parent, {**meta, "model": dest.name})
+    art.notes = {**notes, **info, "built_from": qdq.name, "tool": "onnxruntime-qnn ep.context_enable=1"}
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def _validated(settings: dict) -> dict:
+    """Check the slice against the target's own schema (the spec stage does the same), so a direct
+    call with a bad setting fails with the key path, the value and what is allowed."""
+    from importlib import resources
+
+    from jsonschema import Draft202012Validator
+
+    from ..spec import _explain
+
+    schema = json.loads(resources.files("slmake").joinpath("schema/targets/qualcomm_npu.schema.json").read_text())
+    errors = []
+    for e in Draft202012Validator(schema).iter_errors(settings):
+        e.path.extendleft(["qualcomm_npu", "targets"])   # -> targets.qualcomm_npu.<key>
+        errors.append(_explain(e))
+    if errors:
+        raise ValueError("invalid qualcomm_npu settings:\n" + "\n".join(f"  - {m}" for m in sorted(errors)))
+    return settings
+
+
+def _place(src: Path, folder: Path, meta: dict) -> None:
+    """An artifact is a folder: the graph (model.onnx), its external weights if any, the sidecar."""
+    from ..qnn_export import write_sidecar
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, folder / "model.onnx")
+    data = src.with_name(src.name + ".data")   # external weights of a > 1.5 GB model keep their name
+    if data.exists():
+        shutil.copyfile(data, folder / data.name)
+    write_sidecar(folder, {**meta, "model": "model.onnx"})
+
+
+def _speed_label() -> str:
+    return "device" if probe().present else SIMULATED
+
+
+def _check_merged(merged: Path) -> None:
+    if not (merged / "config.json").is_file():
+        raise ValueError(f"{merged}: not a Hugging Face model folder (no config.json)")
+    if not any(merged.glob("*.safetensors")):
+        raise ValueError(f"{merged}: no *.safetensors weights (slmake loads safetensors only)")
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or ["(no message)"])[0][:300]
+
+
+def _failed(art: Artifact, reason: str) -> Artifact:
+    art.status, art.reason = "failed", reason
+    return art

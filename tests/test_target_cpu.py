@@ -1,0 +1,169 @@
+"""The cpu target on a tiny random Llama, built once per module (~25 s).
+
+Checks what a user relies on: every artifact builds; each GGUF is readable by llama.cpp and by an
+independent reader (transformers); llama.cpp f16 greedy decoding equals transformers fp32 greedy;
+a missing toolchain degrades to status "failed" with a reason; conversion is byte-deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+llama_cpp = pytest.importorskip("llama_cpp")
+pytest.importorskip("onnxruntime_genai")
+from slmake.targets import cpu  # noqa: E402
+from slmake.targets.base import Artifact, Skipped  # noqa: E402
+
+SETTINGS = {"gguf": {"quants": ["f16", "q8_0", "q4_k_m"]}, "onnx_genai": {"precisions": ["int4"]}}
+PROMPTS = ["the cat sat on the", "blue house near a tree", "money transfer to my account", "x"]
+BENCH = {"threads": 1}
+if not (Path(sys.prefix) / "share/slmake/llama.cpp/convert_hf_to_gguf.py").is_file():
+    pytest.skip("llama.cpp converter not installed (requirements/llama_cpp.sh)", allow_module_level=True)
+
+
+def _tiny_llama(root: Path) -> Path:
+    import sentencepiece as spm
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizerFast
+
+    words = "the a cat dog sat on mat ran red blue house tree bank money card transfer my account near".split()
+    texts = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(10)) for i in range(400)]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_prefix=str(root / "tokenizer"), vocab_size=300, model_type="bpe",
+        remove_extra_whitespaces=False, byte_fallback=True, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+        num_threads=1, minloglevel=2)
+    spm_dir, model_dir = root / "spm", root / "merged"
+    spm_dir.mkdir()
+    shutil.copy(root / "tokenizer.model", spm_dir / "tokenizer.model")
+    # transformers 5: LlamaTokenizerFast(vocab_file=...) silently yields a 3-token vocab; from_pretrained
+    # on a folder holding tokenizer.model converts the real one.
+    tok = LlamaTokenizerFast.from_pretrained(str(spm_dir), legacy=False, add_bos_token=True)
+    assert len(tok) == 300
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+                         bos_token_id=2, eos_token_id=3, pad_token_id=0, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(str(model_dir))
+    tok.save_pretrained(str(model_dir))
+    shutil.copy(root / "tokenizer.model", model_dir / "tokenizer.model")
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    model = _tiny_llama(tmp_path_factory.mktemp("model"))
+    out = tmp_path_factory.mktemp("cpu")
+    arts = cpu.compile(model, out, SETTINGS)
+    return model, out, {a.name: a for a in arts}
+
+
+def _prompt_ids(model: Path) -> list[list[int]]:
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(model / "tokenizer.model"))
+    return [[2] + sp.encode(p) for p in PROMPTS]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_every_artifact_built(built):
+    _, out, arts = built
+    assert list(arts) == ["gguf_f16", "gguf_q8_0", "gguf_q4_k_m", "onnx_int4"]
+    for a in arts.values():
+        assert a.status == "built", a.reason
+        assert (out / a.path).exists()
+    assert arts["gguf_q4_k_m"].notes["tensor_types"].get("q4_k", 0) > 0   # hidden 256: real K-quants
+    assert (out / "onnx_int4" / "genai_config.json").is_file()
+    assert not list(out.rglob("*.partial"))
+
+
+def test_gguf_loads_in_llama_cpp_and_transformers(built):
+    from transformers import AutoModelForCausalLM
+
+    model, out, arts = built
+    ids = _prompt_ids(model)[0]
+    for name in ("gguf_f16", "gguf_q8_0", "gguf_q4_k_m"):
+        runner = cpu.open_runner(arts[name], out, BENCH)
+        try:
+            assert runner.generate(ids, 4).tokens
+        finally:
+            runner.close()
+        hf = AutoModelForCausalLM.from_pretrained(str((out / arts[name].path).parent), gguf_file="model.gguf")
+        assert hf.config.vocab_size == 300 and hf.config.num_hidden_layers == 2
+
+
+def test_llama_cpp_greedy_equals_transformers_fp32(built, tmp_path):
+    """Exact parity needs an f32 GGUF: on this random model the top logits are ~0.1 apart, and f16
+    weights flip one prompt's 8th token. f16 must still agree on every prompt's first tokens."""
+    from slmake.runtimes.hf import HFRunner
+
+    model, out, arts = built
+    (tmp_path / "logs").mkdir()
+    f32 = cpu._convert(model.resolve(), tmp_path, "f32")
+    ref = HFRunner(model, threads=1)
+    r32, r16 = cpu.open_runner(f32, tmp_path, BENCH), cpu.open_runner(arts["gguf_f16"], out, BENCH)
+    try:
+        for ids in _prompt_ids(model):
+            want = ref.generate(ids, 24).tokens
+            got = r32.generate(ids, 24)
+            assert got.tokens == want, (ids, got.tokens, want)
+            assert r32.generate(ids, 24).tokens == want          # state is reset between prompts
+            assert got.ttft_s > 0 and got.decode_s > 0
+            assert r16.generate(ids, 24).tokens[:4] == want[:4]
+    finally:
+        r32.close()
+        r16.close()
+
+
+def test_onnx_int4_generates(built):
+    model, out, arts = built
+    runner = cpu.open_runner(arts["onnx_int4"], out, {"threads": 2})
+    try:
+        for ids in _prompt_ids(model):
+            g = runner.generate(ids, 12)
+            assert 0 < len(g.tokens) <= 12 and all(0 <= t < 300 and t != 3 for t in g.tokens)
+    finally:
+        runner.close()
+
+
+def test_missing_toolchains_fail_softly(built, tmp_path, monkeypatch):
+    model, out, _ = built
+    monkeypatch.setenv(cpu.CONVERTER_ENV, str(tmp_path / "nowhere" / "convert_hf_to_gguf.py"))
+    monkeypatch.setitem(sys.modules, "onnxruntime_genai", None)     # find_spec -> None, as if absent
+    arts = cpu.compile(model, tmp_path / "a", SETTINGS)
+    assert [a.status for a in arts] == ["failed"] * 4
+    assert "llama_cpp.sh" in arts[0].reason and "gguf_f16" in arts[1].reason
+    assert "onnxruntime-genai" in arts[3].reason
+    with pytest.raises(Skipped):
+        cpu.open_runner(arts[0], tmp_path / "a", BENCH)
+    # quantizer missing while the converter works: only the quantized types fail
+    (tmp_path / "b" / "logs").mkdir(parents=True)
+    shutil.copytree(out / "gguf_f16", tmp_path / "b" / "gguf_f16")
+    f16 = Artifact("gguf_f16", "gguf", "f16", "gguf_f16/model.gguf", "llama.cpp")
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    q = cpu._quantize(tmp_path / "b", f16, "q8_0")
+    assert q.status == "failed" and "llama-cpp-python" in q.reason
+
+
+def test_bad_inputs_raise(tmp_path):
+    with pytest.raises(ValueError, match="config.json"):
+        cpu.compile(tmp_path, tmp_path / "out", SETTINGS)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="safetensors"):
+        cpu.compile(tmp_path, tmp_path / "out", SETTINGS)
+
+
+def test_conversion_and_quantization_are_deterministic(built, tmp_path):
+    model, out, arts = built
+    (tmp_path / "logs").mkdir()
+    again = cpu._convert(model.resolve(), tmp_path, "f16")
+    assert _sha(tmp_path / again.path) == _sha(out / arts["gguf_f16"].path)
+    q = cpu._quantize(tmp_path, again, "q4_k_m")
+    assert _sha(tmp_path / q.path) == _sha(out / arts["gguf_q4_k_m"].path)

@@ -1,0 +1,179 @@
+"""The intel_npu target on a tiny random Llama (MHA, SentencePiece tokenizer), built once (~75 s).
+
+Checks what a user relies on: both IRs build with tokenizer IRs and the NPU weight recipe; the
+NPU entry is skipped with a reason on a host without an NPU; the NPU's static-shape pipeline (run
+on CPU) and the CPU proxy give exactly transformers' fp32 greedy tokens from the fp32 IR; int4
+parity is computed; bench.py's generic worker runs the entries; a missing toolchain fails softly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("openvino_genai")
+pytest.importorskip("optimum.intel")
+from slmake.metrics import parity  # noqa: E402
+from slmake.targets import intel_npu  # noqa: E402
+from slmake.targets.base import Skipped  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+SETTINGS = {"weights": ["int4_sym", "fp32"], "group_size": -1, "backup_precision": "int8_asym",
+            "max_prompt_len": 128, "min_response_len": 64, "npuw_online_pipeline": "auto"}
+PROMPTS = ["the cat sat on the", "blue house near a tree", "money transfer to my account", "x", "dog ran",
+           "red card bank near my house on the mat"]
+BENCH = {"threads": 2, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": None}
+NEW = 16
+
+
+def tiny_llama(root: Path) -> Path:
+    """A 2-layer Llama with a SentencePiece tokenizer, as base_model.build_scratch makes them."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from slmake.base_model import load_tokenizer, train_tokenizer
+
+    words = "the a cat dog sat on mat ran red blue house tree bank money card transfer my account near".split()
+    texts = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(10)) for i in range(400)]
+    model_dir = root / "merged"
+    model_dir.mkdir(parents=True)
+    train_tokenizer(texts, 320, model_dir, seed=0)
+    (model_dir / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False, "legacy": False,
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}))
+    tok = load_tokenizer(model_dir)
+    tok.save_pretrained(str(model_dir))
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+                         bos_token_id=2, eos_token_id=3, pad_token_id=0, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(str(model_dir))
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from slmake.base_model import load_tokenizer
+    from slmake.runtimes.hf import HFRunner
+
+    model = tiny_llama(tmp_path_factory.mktemp("model"))
+    out = tmp_path_factory.mktemp("intel_npu")
+    arts = {a.name: a for a in intel_npu.compile(model, out, SETTINGS)}
+    tok = load_tokenizer(model)
+    ids = [tok(p)["input_ids"] for p in PROMPTS]
+    assert all(i[0] == 2 for i in ids)  # BOS added by the HF tokenizer
+    ref = HFRunner(model, threads=2)
+    want = [ref.generate(i, NEW).tokens for i in ids]
+    ref.close()
+    return model, out, arts, ids, want
+
+
+def _tokens(art, out, ids):
+    runner = intel_npu.open_runner(art, out, BENCH)
+    try:
+        return [runner.generate(i, NEW) for i in ids]
+    finally:
+        runner.close()
+
+
+def test_every_artifact_built(built):
+    _, out, arts, _, _ = built
+    assert list(arts) == [f"ov_{w}_{r}" for w in ("int4_sym", "fp32") for r in ("npu", "npuw_cpu", "cpu_proxy")]
+    for a in arts.values():
+        assert a.status == "built", a.reason
+        assert a.path == f"ov_{a.precision}" and a.format == "openvino-ir"
+        assert a.notes["max_prompt_len"] == 128 and a.notes["min_response_len"] == 64
+        assert a.notes["npuw_online_pipeline"] == "NONE"     # MHA model: partitioning off
+        for f in ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml"):
+            assert (out / a.path / f).is_file(), f
+    assert {a.notes["device"] for a in arts.values()} == {"npu", "npu_static_on_cpu", "cpu_proxy"}
+    int4 = arts["ov_int4_sym_npu"].notes
+    assert int4["nncf_weight_compression"]["mode"] == "int4_sym"
+    assert int4["nncf_weight_compression"]["group_size"] == "-1"
+    assert int4["weight_types"].get("i4", 0) > 0 and "--sym" in int4["export_args"]
+    assert "i4" not in arts["ov_fp32_npu"].notes["weight_types"]
+    cfg = (out / "ov_int4_sym" / "openvino_config.json").read_text()
+    assert str(built[0]) not in cfg                          # no absolute build path in the artifact
+    assert not list(out.glob("*.partial")) and (out / "logs" / "ov_int4_sym.log").is_file()
+
+
+def test_probe_and_npu_entry_skipped(built):
+    _, out, arts, _, _ = built
+    p = intel_npu.probe()
+    if p.present:
+        pytest.skip(f"this host has an NPU: {p.reason}")
+    assert "no NPU device" in p.reason and "compiler" in p.reason
+    with pytest.raises(Skipped) as e:
+        intel_npu.open_runner(arts["ov_int4_sym_npu"], out, BENCH)
+    assert str(e.value).strip()
+
+
+def test_fp32_ir_equals_transformers_fp32(built):
+    """The NPU static-shape pipeline (f16 KV cache) and the CPU device both reproduce the fp32
+    reference exactly from the fp32 IR; TTFT and decode times are split."""
+    _, out, arts, ids, want = built
+    for name in ("ov_fp32_npuw_cpu", "ov_fp32_cpu_proxy"):
+        gens = _tokens(arts[name], out, ids)
+        assert [g.tokens for g in gens] == want, name
+        assert all(g.ttft_s > 0 and g.decode_s >= 0 for g in gens)
+
+
+def test_int4_parity_is_computed(built):
+    _, out, arts, ids, want = built
+    for name in ("ov_int4_sym_npuw_cpu", "ov_int4_sym_cpu_proxy"):
+        got = [g.tokens for g in _tokens(arts[name], out, ids)]
+        assert all(0 < len(t) <= NEW and all(0 <= x < 320 and x != 3 for x in t) for t in got)
+        p = parity(got, want)
+        print(f"{name}: parity {p} vs transformers fp32 on a random model")
+        assert 0.0 <= p <= 1.0
+
+
+def test_static_shape_rejects_long_prompt(built):
+    _, out, arts, _, _ = built
+    runner = intel_npu.open_runner(arts["ov_fp32_npuw_cpu"], out, BENCH)
+    try:
+        with pytest.raises(ValueError, match="max_prompt_len"):
+            runner.generate([2] + [5] * 200, 4)
+    finally:
+        runner.close()
+
+
+def test_bench_worker_runs_entries(built, tmp_path):
+    """bench.py's child-process body, in-process: notes survive to_dict/from_dict and drive the runner."""
+    from slmake.bench import _worker
+
+    model, out, arts, ids, want = built
+    (tmp_path / "tokenizer").mkdir()
+    for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model"):
+        (tmp_path / "tokenizer" / f).write_bytes((model / f).read_bytes())
+    rows = [{"prompt_ids": i, "tokens": t, "expected": "x"} for i, t in zip(ids, want)]
+    (tmp_path / "reference.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    job = {"target": "intel_npu", "compile_dir": str(out), "reference_dir": str(tmp_path), "bench": BENCH,
+           "max_new_tokens": NEW, "response_schema": {"type": "string"}}
+    res = _worker({**job, "artifact": arts["ov_fp32_npuw_cpu"].to_dict()})
+    assert res["status"] == "ok" and res["parity"] == 1.0 and res["decode_tok_s"] > 0, res
+    if not intel_npu.probe().present:
+        res = _worker({**job, "artifact": arts["ov_fp32_npu"].to_dict()})
+        assert res["status"] == "skipped" and res["reason"]
+
+
+def test_missing_toolchain_fails_softly(built, tmp_path, monkeypatch):
+    model = built[0]
+    monkeypatch.setitem(sys.modules, "openvino_tokenizers", None)   # find_spec -> None, as if absent
+    arts = intel_npu.compile(model, tmp_path, SETTINGS)
+    assert len(arts) == 6 and all(a.status == "failed" and "openvino_tokenizers" in a.reason for a in arts)
+    with pytest.raises(Skipped):
+        intel_npu.open_runner(arts[0], tmp_path, BENCH)
+
+
+def test_bad_inputs_raise(built, tmp_path):
+    with pytest.raises(ValueError, match="config.json"):
+        intel_npu.compile(tmp_path, tmp_path / "out", SETTINGS)
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="safetensors"):
+        intel_npu.compile(tmp_path, tmp_path / "out", SETTINGS)
+    with pytest.raises(ValueError, match="unknown weights"):
+        intel_npu.compile(built[0], tmp_path / "out", {**SETTINGS, "weights": ["int3"]})
