@@ -231,6 +231,12 @@ def test_ledger_invariant_on_mixed_input(tmp_path):
     assert report["dropped"]["duplicate"] == 30 + 4  # + the PII rows, identical once scrubbed
     assert report["pii"]["counts"]["email"] == 5 and report["pii"]["counts"]["phone"] == 5
     assert report["invariant_ok"] is True
+    import hashlib
+
+    raw = (tmp_path / "in.jsonl").read_bytes().split(b"\n")[:-1]
+    rows = ledger(tmp_path)
+    assert [int(r["line"]) for r in rows] == list(range(1, len(raw) + 1))
+    assert [r["content_hash"] for r in rows] == [hashlib.sha256(line).hexdigest() for line in raw]
 
 
 def test_deterministic_byte_identical(tmp_path):

@@ -7,67 +7,37 @@ show up in `dvc exp show`, and byte-identical rebuilds.
 """
 
 import json
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
+from e2e_utils import ROOT, make_project, ran_stages, sh
+
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[1]
 
 # Merged into conf/config.yaml (its keys override the groups since _self_ comes last): small enough for ~2 minutes on 2 cores.
 MICRO = {
     "model": {"scratch": {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 256, "num_layers": 2,
                           "num_heads": 2, "num_kv_heads": 2,
-                          "pretrain": {"steps": 60, "batch_size": 8, "block_size": 64, "threads": 2}}},
+                          "pretrain": {"steps": 300, "batch_size": 8, "block_size": 64, "lr": 0.003, "threads": 2}}},
     "data": {"source": "data/micro.jsonl"},
-    "train": {"max_steps": 150, "batch_size": 8, "lr": 0.003, "threads": 2, "lora": {"r": 8, "alpha": 16}},
+    "train": {"max_steps": 150, "batch_size": 8, "lr": 0.005, "threads": 2, "lora": {"r": 8, "alpha": 16}},
     "eval": {"limit": 24},
     "targets": {"cpu": {"gguf": {"quants": ["f16", "q8_0", "q4_k_m"]}, "onnx_genai": {"precisions": ["int4"]}}},
     "bench": {"threads": 2, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": 12},
 }
 
 
-def sh(cmd, cwd, check=True):
-    res = subprocess.run(cmd, cwd=cwd, shell=True, capture_output=True, text=True)
-    if check and res.returncode != 0:
-        raise AssertionError(f"`{cmd}` failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res
-
-
-def ran_stages(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
-
-
-def _merge(into: dict, extra: dict) -> None:
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
-        else:
-            into[k] = v
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("slmake_e2e")
-    for item in ("conf", "stages", "src", "dvc.yaml", ".gitignore", ".dvc/config"):
-        src, dst = ROOT / item, repo / item
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
     (repo / "data").mkdir()
     lines = (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()[:700]
     (repo / "data/micro.jsonl").write_text("\n".join(lines) + "\n")
-    config = yaml.safe_load((repo / "conf/config.yaml").read_text())
-    _merge(config, MICRO)  # keys of config.yaml win over the groups (_self_ is last in defaults)
-    (repo / "conf/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    sh("slmake check --write params.yaml", repo)
-    sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", repo)
+    make_project(repo, MICRO)
     out = sh("dvc repro", repo)
     sh("git add -A && git -c user.email=t@t -c user.name=t commit -qm built", repo)
-    repo_out = repo / "first_repro.log"
-    repo_out.write_text(out.stdout)
+    (repo / "first_repro.log").write_text(out.stdout)
     return repo
 
 
@@ -151,3 +121,45 @@ def test_exp_run_shows_in_exp_show(repo):
     assert data["params"]["params.yaml"]["data"]["bench"]["speed_prompts"] == 1
     metrics = data["metrics"]["reports/bench/cpu.json"]["data"]["cpu"]
     assert metrics["gguf_q4_k_m"]["status"] == "ok"
+
+
+def test_training_logs_reach_dvclive(repo):
+    metrics = json.loads((repo / "reports/train/metrics.json").read_text())
+    assert metrics["steps"] == 150 and metrics["train_loss"] > 0
+    curves = list((repo / "reports/train/plots/metrics").rglob("*.tsv"))
+    assert any(p.name == "loss.tsv" for p in curves), curves
+
+
+def test_built_gguf_imports_as_a_base_model(repo, tmp_path):
+    """model.source=hf with gguf_file: the import path users take for a GGUF base model."""
+    from transformers import AutoModelForCausalLM
+
+    from slmake.base_model import import_hf
+
+    cfg = {"source": "hf", "allow_network": False, "trust_remote_code": False,
+           "hf": {"path": str(repo / "build/compile/cpu/gguf_f16"), "revision": None, "gguf_file": "model.gguf"}}
+    info = import_hf(cfg, tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path))
+    assert info["params"] == sum(p.numel() for p in model.parameters())
+    assert not getattr(model.config, "quantization_config", None)
+
+
+def test_adding_and_changing_a_target_reruns_only_that_target(repo):
+    original = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["targets"]["cuda"] = {"hf_fp16": True, "onnx_genai": {"precisions": ["int4"]}}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        out = sh("dvc repro", repo).stdout
+        assert ran_stages(out) == {"compile@cuda", "bench@cuda", "report"}, out
+        bench = json.loads((repo / "reports/bench/cuda.json").read_text())["cuda"]
+        gpu = [r for name, r in bench.items() if name.endswith("_cuda")]
+        assert gpu and all(r["status"] == "skipped" and r["reason"] for r in gpu)
+        assert bench["hf_fp16_cpu_check"]["parity"] >= 0.9  # fp16 weights, upcast: near-identical greedy output
+        params["targets"]["cuda"]["hf_fp16"] = False
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        out = sh("dvc repro", repo).stdout
+        assert ran_stages(out) == {"compile@cuda", "bench@cuda", "report"}, out
+        assert "cuda" in (repo / "reports/report.md").read_text()
+    finally:
+        (repo / "params.yaml").write_text(original)

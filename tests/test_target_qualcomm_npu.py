@@ -159,7 +159,8 @@ def test_bad_settings_name_the_key(built, tmp_path):
     merged, _, _ = built
     cases = [({"context_len": 100}, "targets.qualcomm_npu.context_len: 100 must be a multiple of 16"),
              ({"quantization": {**SETTINGS["quantization"], "activations": "u4"}}, "activations: 'u4' is not one of"),
-             ({"kv_cache": True}, "unknown key(s) ['kv_cache']")]
+             ({"kv_cache": True}, "unknown key(s) ['kv_cache']"),
+             ({"context_binary": {"enabled": True, "soc_model": 60, "htp_arch": 79}}, "soc_model 60 has HTP v73")]
     for change, message in cases:
         with pytest.raises(ValueError) as err:
             qnpu.compile(merged, tmp_path / "x", {**SETTINGS, **change})
@@ -193,6 +194,13 @@ def test_missing_calibration_and_unsupported_ops_fail_softly(built, tmp_path, mo
     shutil.copytree(merged, lonely)
     art = attempt(SETTINGS, lonely)
     assert art.status == "failed" and "quantization.calibration_file" in art.reason
+    given = str(merged.parent.parent / "data" / "train.jsonl")
+    art = attempt({**SETTINGS, "quantization": {**SETTINGS["quantization"], "calibration_file": given}}, lonely)
+    assert art.status == "built" and art.notes["calibration_source"] == given
+    u16_weights = {**SETTINGS, "quantization": {**SETTINGS["quantization"], "weights": "u16"}}
+    art = attempt(u16_weights, merged)   # real: no u16 x u16 MatMul on HTP (the EP declines it, or fails to build it)
+    assert art.status == "failed" and "quantization.weights=u8" in art.reason, art.reason
+    assert "MatMul x" in art.reason or "(FullyConnected)" in art.reason, art.reason
     monkeypatch.setattr(qnn_export, "unsupported_ops", lambda model: Counter({"IsNaN": 4}))
     art = attempt(SETTINGS, merged)
     assert art.status == "failed" and "IsNaN x4" in art.reason and "allow_cpu_fallback=true" in art.reason

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -62,13 +63,15 @@ def export_static(merged: Path, dest: Path, context_len: int) -> dict:
     model.eval()
 
     class Static(torch.nn.Module):
+        """Decoder, then the LM head on one position only (the head is vocab x hidden per row)."""
+
         def __init__(self, lm):
             super().__init__()
-            self.lm = lm
+            self.decoder, self.head = lm.get_decoder(), lm.get_output_embeddings()
 
         def forward(self, input_ids, last):
-            hidden = self.lm.model(input_ids=input_ids, use_cache=False).last_hidden_state
-            return self.lm.lm_head(torch.index_select(hidden, 1, last))[:, 0]
+            hidden = self.decoder(input_ids=input_ids, use_cache=False).last_hidden_state
+            return self.head(torch.index_select(hidden, 1, last))[:, 0]
 
     example = (torch.zeros(1, context_len, dtype=torch.long), torch.zeros(1, dtype=torch.long))
     with torch.no_grad():
@@ -194,6 +197,11 @@ def unsupported_ops(model: Path) -> Counter:
     return Counter(n.op_type for sg in sess.get_provider_graph_assignment_info()
                    if sg.ep_name != "QNNExecutionProvider" for n in sg.get_nodes()
                    if n.op_type not in ("QuantizeLinear", "DequantizeLinear"))
+
+
+def failed_qnn_nodes(log: str) -> list[tuple[str, str]]:
+    """(node, QNN op type) for each node QNN refused to add, as the EP logs it."""
+    return re.findall(r"failed for node `([^`]+)` of type `([^`]+)`", log)
 
 
 def context_binary(qdq: Path, dest: Path, soc_model: int, htp_arch: int) -> dict:

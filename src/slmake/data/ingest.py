@@ -1,7 +1,8 @@
 """Ingest: JSONL, CSV and Parquet files, or a folder of them, streamed one record at a time.
 
 Every input record comes out as one `Raw` with its source, line number (for Parquet: row number)
-and a content hash, whether or not it could be parsed, so the ledger can account for every one:
+and a content hash (sha256 of the raw line; of a CSV row's lines; of a Parquet row as canonical
+JSON), whether or not it could be parsed, so the ledger can account for every one:
 
 * `kind == "ok"`:          `record` is a parsed mapping (still unvalidated)
 * `kind == "empty"`:       a blank line (dropped by the `empty` rule, not malformed)
@@ -184,7 +185,10 @@ def _csv(src: SourceFile, limit: int, delimiter: str, required: list[str]) -> It
 def _csv_rows(src: SourceFile, delimiter: str, required: list[str], decoded, bad: dict,
               digests: dict[int, str]) -> Iterator[Raw]:
     def lines_hash(first: int, end: int) -> str:
-        """sha256 over the physical lines [first, end) of an unparseable row (then forgotten)."""
+        """The row's content hash: its physical line's sha256, or for a row spanning several lines
+        the sha256 of their hashes (then forgotten)."""
+        if end - first == 1:
+            return digests.pop(first, "")
         h = hashlib.sha256()
         for n in range(first, end):
             h.update(digests.pop(n, "").encode())
@@ -224,11 +228,10 @@ def _csv_rows(src: SourceFile, delimiter: str, required: list[str], decoded, bad
             raw_hash = lines_hash(line, start)
             if any(_MARK in v for v in row):
                 lines = [n for n in range(line, start) if n in bad]
-                reason, detail, digest, excerpt = bad[lines[0]] if lines else ("bad_row", "unreadable line", "", "")
-                yield Raw(src.display, line, raw_hash if len(lines) != 1 or start - line > 1 else digest, "quarantine",
-                          reason=reason, detail=detail, excerpt=excerpt)
+                reason, detail, _, excerpt = bad[lines[0]] if lines else ("bad_row", "unreadable line", "", "")
+                yield Raw(src.display, line, raw_hash, "quarantine", reason=reason, detail=detail, excerpt=excerpt)
                 continue
-            digest = hashlib.sha256(json.dumps(row, ensure_ascii=False).encode()).hexdigest()
+            digest = raw_hash
             if not row or all(not v.strip() for v in row):
                 yield Raw(src.display, line, digest, "empty")
                 continue

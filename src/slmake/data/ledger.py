@@ -1,7 +1,7 @@
 """The audit trail: one ledger row per input record, the quarantine file, and atomic publishing.
 
-Ledger (CSV, input order): source, line, content_hash (sha256 of the raw line; of the parsed row
-for CSV/Parquet), record_id (the output id, when the record got that far), fate (kept / dropped /
+Ledger (CSV, input order): source, line, content_hash (sha256 of the raw line; for a CSV row over
+several lines, of their hashes; for Parquet, of the row as canonical JSON), record_id (the output id, when the record got that far), fate (kept / dropped /
 quarantined), split (kept rows), reason (the rule or quarantine reason), copies (times written
 to train; 0 when not kept).
 

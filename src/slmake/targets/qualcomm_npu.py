@@ -32,6 +32,12 @@ TARGET = TargetInfo(
 )
 
 SIMULATED = "simulated (HTP on x86 host)"
+_MATMUL = ("HTP MatMul takes u8 x u8, u8 x u16 or u16 x u8 inputs: set targets.qualcomm_npu.quantization."
+           "weights=u8 (or activations=u8)")
+OP_HINTS = {"MatMul": _MATMUL, "FullyConnected": _MATMUL}   # ONNX / QNN op names; measured on 2.7.0
+# QNN SoC id -> its HTP version (QNN SDK's QnnSoc enum): QNN itself accepts a mismatched pair and
+# writes a binary the device then refuses, so known pairs are checked here.
+SOC_ARCH = {43: 73, 57: 75, 60: 73, 69: 79, 87: 81}   # SM8550, SM8650, SC8380XP (X Elite), SM8750, SM8850
 INSTALL_HINT = "pip install onnxruntime-qnn (versions as in requirements/constraints.txt)"
 
 
@@ -166,22 +172,33 @@ def _build_qdq(art: Artifact, merged: Path, out: Path, work: Path, s: dict, meta
         with qx.quiet(log):
             feeds, truncated = qx.calibration_feeds(merged, rows, q["calibration_samples"], meta)
             info = qx.quantize_qdq(work / "fixed.onnx", work / "qdq.onnx", feeds, q["activations"], q["weights"])
-            rejected = qx.unsupported_ops(work / "qdq.onnx")
     except Exception as e:
         _failed(art, f"quantization failed: {type(e).__name__}: {_first_line(e)} (full log: logs/quantize.log)")
         return
+    where = f"at {q['activations']} activations / {q['weights']} weights"
+    fallback = ("or set targets.qualcomm_npu.allow_cpu_fallback=true to run them on the CPU EP (slower, and no "
+                "context binary)")
+    try:  # QNN either declines ops up front (counted) or accepts them and fails to build them (raised)
+        with qx.quiet(log):
+            rejected = qx.unsupported_ops(work / "qdq.onnx")
+    except Exception as e:
+        nodes = qx.failed_qnn_nodes(log.read_text(errors="replace"))
+        what = ", ".join(f"`{n}` ({t})" for n, t in nodes[:3]) or "(no node named in the log)"
+        hints = sorted({OP_HINTS[t] for _, t in nodes if t in OP_HINTS})
+        _failed(art, f"QNN's HTP backend could not build node(s) {what} {where}: {_first_line(e)}; "
+                     + "; ".join(hints + ["full log: logs/quantize.log"]))
+        return
     if rejected and not s["allow_cpu_fallback"]:
         ops = ", ".join(f"{op} x{n}" for op, n in sorted(rejected.items()))
-        _failed(art, f"QNN's HTP backend does not support op(s) {ops} in this graph; set "
-                     "targets.qualcomm_npu.allow_cpu_fallback=true to run them on the CPU EP (slower, no "
-                     "context binary), or try targets.qualcomm_npu.quantization.activations=u8/u16 (some HTP "
-                     "ops exist at one width only)")
+        hints = [OP_HINTS[op] for op in sorted(rejected) if op in OP_HINTS]
+        _failed(art, f"QNN's HTP backend rejected op(s) {ops} of this graph {where}; " + "; ".join(hints + [fallback]))
         return
     _place(work / "qdq.onnx", out / art.path, {**meta, "cpu_fallback_ops": dict(rejected)})
+    speed = "device" if probe().present else SIMULATED
     art.notes = {**notes, **info, "tool": "onnxruntime.quantization (QNN QDQ config)",
                  "calibration_source": str(source), "calibration_truncated_to_context": truncated,
-                 "cpu_fallback_ops": dict(rejected), "speed": _speed_label()}
-    if _speed_label() != "device":
+                 "cpu_fallback_ops": dict(rejected), "speed": speed}
+    if speed == SIMULATED:
         art.runtime = "onnxruntime-qnn HTP simulator (x86 host)"
 
 
@@ -226,6 +243,10 @@ def _validated(settings: dict) -> dict:
     for e in Draft202012Validator(schema).iter_errors(settings):
         e.path.extendleft(["qualcomm_npu", "targets"])   # -> targets.qualcomm_npu.<key>
         errors.append(_explain(e))
+    cb = {} if errors else settings["context_binary"]
+    if cb and cb["enabled"] and SOC_ARCH.get(cb["soc_model"], cb["htp_arch"]) != cb["htp_arch"]:
+        errors.append(f"targets.qualcomm_npu.context_binary: soc_model {cb['soc_model']} has HTP "
+                      f"v{SOC_ARCH[cb['soc_model']]}, not htp_arch {cb['htp_arch']}")
     if errors:
         raise ValueError("invalid qualcomm_npu settings:\n" + "\n".join(f"  - {m}" for m in sorted(errors)))
     return settings
@@ -241,10 +262,6 @@ def _place(src: Path, folder: Path, meta: dict) -> None:
     if data.exists():
         shutil.copyfile(data, folder / data.name)
     write_sidecar(folder, {**meta, "model": "model.onnx"})
-
-
-def _speed_label() -> str:
-    return "device" if probe().present else SIMULATED
 
 
 def _check_merged(merged: Path) -> None:
