@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("onnxruntime_genai")
 from slmake.io import sha256_tree  # noqa: E402
 from slmake.metrics import parity  # noqa: E402
-from slmake.targets import cuda  # noqa: E402
+from slmake.targets import cuda, tools  # noqa: E402
 from slmake.targets.base import Skipped  # noqa: E402
 
 pytestmark = pytest.mark.e2e
@@ -140,7 +140,7 @@ def test_cpu_checks_parity(built):
 def test_invalid_builder_graph_is_a_failed_artifact(built, tmp_path):
     """onnxruntime-genai 0.18 exits 0 on -p fp32 -e cuda but writes a graph ORT cannot load."""
     (tmp_path / "logs").mkdir()
-    art = cuda._onnx(built[0], tmp_path, "fp32")
+    art = tools.build_ort_genai(built[0], tmp_path, "fp32", "cuda")
     if art.status == "failed":
         assert "produced by no node" in art.reason and not (tmp_path / "onnx_fp32").exists()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import targets
-from .io import read_jsonl
+from .io import evenly_spaced, read_jsonl
 from .metrics import parity, score
 from .targets.base import Artifact, Skipped
 
@@ -75,9 +75,7 @@ def _worker(job: dict) -> dict:
     art = Artifact.from_dict({k: v for k, v in job["artifact"].items() if k not in ("sha256", "size_bytes")})
     bench, max_new = job["bench"], job["max_new_tokens"]
     ref_dir = Path(job["reference_dir"])
-    reference = read_jsonl(ref_dir / "reference.jsonl")
-    if bench["limit"]:
-        reference = reference[: bench["limit"]]
+    reference = evenly_spaced(read_jsonl(ref_dir / "reference.jsonl"), bench["limit"])
     tok = Tokenizer.from_file(str(ref_dir / "tokenizer" / "tokenizer.json"))
 
     t0 = time.perf_counter()

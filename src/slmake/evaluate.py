@@ -10,14 +10,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .io import read_jsonl
+from .io import evenly_spaced, read_jsonl
 from .metrics import score
 from .runtimes.hf import HFRunner
 
 
 def test_rows(splits: Path, limit: int | None) -> list[dict]:
-    rows = read_jsonl(splits / "test.jsonl")
-    return rows[:limit] if limit else rows
+    """The test split, or ``limit`` rows spread evenly over it."""
+    return evenly_spaced(read_jsonl(splits / "test.jsonl"), limit)
 
 
 def encode_prompts(tokenizer, rows: list[dict]) -> list[list[int]]:

@@ -94,3 +94,11 @@ def size_bytes(path: str | Path, exclude: str | None = None) -> int:
 def read_jsonl(path: str | Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def evenly_spaced(rows: list, limit: int | None) -> list:
+    """``limit`` rows spread evenly over ``rows`` (deterministic), or all of them. Splits keep the
+    input order and many datasets are sorted by label: the first N rows could be one class."""
+    if not limit or limit >= len(rows):
+        return rows
+    return [rows[i * len(rows) // limit] for i in range(limit)]

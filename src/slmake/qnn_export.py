@@ -28,7 +28,7 @@ import numpy as np
 
 INPUTS = ("input_ids", "last")
 SIDECAR = "slmake_static.json"   # what a runner needs to feed the graph, stored beside it
-QTYPES = {"u8": "QUInt8", "u16": "QUInt16"}
+QTYPES = {"u8": "QUInt8", "u16": "QUInt16", "s8": "QInt8", "u4": "QUInt4", "s4": "QInt4"}  # -> QuantType
 _MIN_FILL = -1e30                # anything below this is a float-min mask fill
 
 

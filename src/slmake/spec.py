@@ -12,7 +12,7 @@ import sys
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import yaml
 from jsonschema import Draft202012Validator

@@ -17,14 +17,14 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
+from ..io import size_bytes as _size
 from .base import Artifact, Probe, Skipped, TargetInfo
+from .tools import build_ort_genai, check_merged as _check_merged, failed as _failed, last_error as _last_error, run_tool as _run
 
 TARGET = TargetInfo(
     name="cpu",
@@ -78,7 +78,7 @@ def compile(merged_dir: Path, out_dir: Path, settings: dict) -> list[Artifact]:
         arts = _gguf(merged_dir, out_dir, quants, done) if quants else []
         for p in precisions:
             t0 = time.perf_counter()
-            arts.append(done(_onnx(merged_dir, out_dir, p), time.perf_counter() - t0))
+            arts.append(done(build_ort_genai(merged_dir, out_dir, p, "cpu"), time.perf_counter() - t0))
     return arts
 
 
@@ -196,61 +196,4 @@ def _tensor_types(path: Path) -> dict:
         return {}
 
 
-# --- ONNX Runtime GenAI -----------------------------------------------------------------------
 
-def _onnx(merged: Path, out: Path, precision: str) -> Artifact:
-    art = Artifact(f"onnx_{precision}", "onnx-genai", precision, f"onnx_{precision}", "onnxruntime-genai",
-                   notes={"tool": "onnxruntime_genai.models.builder", "execution_provider": "cpu"})
-    if importlib.util.find_spec("onnxruntime_genai") is None:
-        return _failed(art, "onnxruntime-genai is not installed (pip install onnxruntime-genai onnx-ir, "
-                            "versions as in requirements/constraints.txt)")
-    dest, tmp = out / art.path, out / f"{art.path}.partial"
-    for d in (dest, tmp):
-        shutil.rmtree(d, ignore_errors=True)
-    log = out / "logs" / f"onnx_{precision}.log"
-    with tempfile.TemporaryDirectory(prefix="slmake-ortgenai-") as work:  # the builder's -c cache and cwd
-        rc = _run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merged), "-o", str(tmp),
-                   "-p", precision, "-e", "cpu", "-c", str(Path(work) / "cache"),
-                   "--extra_options", "hf_token=false"], log, cwd=work)
-    if rc != 0 or not (tmp / "genai_config.json").is_file():
-        shutil.rmtree(tmp, ignore_errors=True)
-        return _failed(art, f"onnxruntime_genai.models.builder exited {rc}: {_last_error(log, out)}")
-    os.replace(tmp, dest)
-    return art
-
-
-# --- helpers ----------------------------------------------------------------------------------
-
-def _check_merged(merged: Path) -> None:
-    if not (merged / "config.json").is_file():
-        raise ValueError(f"{merged}: not a Hugging Face model folder (no config.json)")
-    if not any(merged.glob("*.safetensors")):
-        raise ValueError(f"{merged}: no *.safetensors weights (slmake loads safetensors only)")
-
-
-def _run(cmd: list[str], log: Path, cwd: str | None = None) -> int:
-    """Run a tool offline, all its output into ``log``."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONHASHSEED": "0",
-           "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("NO_LOCAL_GGUF", None)  # the converter must use the gguf-py installed beside it
-    with open(log, "w") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
-        f.flush()
-        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd).returncode
-
-
-def _last_error(log: Path, out: Path) -> str:
-    """The line a user needs (last error-looking line), and where the full log is. The path is
-    relative: compile_target builds in a temporary folder that is renamed afterwards."""
-    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    errors = [ln for ln in lines if re.search(r"(Error|Exception|error:|failed)", ln)]
-    return f"{((errors or lines or ['(no output)'])[-1])[:300]} (full log: {log.relative_to(out)})"
-
-
-def _failed(art: Artifact, reason: str) -> Artifact:
-    art.status, art.reason = "failed", reason
-    return art
-
-
-def _size(path: Path) -> int:
-    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

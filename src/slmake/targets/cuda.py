@@ -15,16 +15,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from ..runtimes.ortgenai import OrtGenAIRunner
 from .base import Artifact, Generation, Probe, Skipped, Stopwatch, TargetInfo
+from .tools import build_ort_genai, check_merged as _check_merged, failed as _failed
 
 TARGET = TargetInfo(
     name="cuda",
@@ -69,7 +67,7 @@ def compile(merged_dir: Path, out_dir: Path, settings: dict) -> list[Artifact]:
     if hf:
         built.append(_timed(_hf_fp16, merged_dir, out_dir))
     for p in precisions:
-        built.append(_timed(_onnx, merged_dir, out_dir, p))
+        built.append(_timed(build_ort_genai, merged_dir, out_dir, p, "cuda"))
     arts = []
     for a in built:   # one GPU entry and one CPU check per artifact, same folder
         for suffix, device in (("cuda", "cuda"), ("cpu_check", "cpu_check")):
@@ -157,44 +155,6 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-# --- ONNX Runtime GenAI (cuda) ----------------------------------------------------------------
-
-def _onnx(merged: Path, out: Path, precision: str) -> Artifact:
-    art = Artifact(f"onnx_{precision}", "onnx-genai", precision, f"onnx_{precision}", "onnxruntime-genai",
-                   notes={"tool": "onnxruntime_genai.models.builder", "execution_provider": "cuda"})
-    if importlib.util.find_spec("onnxruntime_genai") is None:
-        return _failed(art, "onnxruntime-genai is not installed (pip install onnxruntime-genai onnx-ir, "
-                            "versions as in requirements/constraints.txt)")
-    dest, tmp = out / art.path, out / f"{art.path}.partial"
-    for d in (dest, tmp):
-        shutil.rmtree(d, ignore_errors=True)
-    log = out / "logs" / f"onnx_{precision}.log"
-    with tempfile.TemporaryDirectory(prefix="slmake-ortgenai-") as work:  # the builder's -c cache and cwd
-        rc = _run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merged), "-o", str(tmp),
-                   "-p", precision, "-e", "cuda", "-c", str(Path(work) / "cache"),
-                   "--extra_options", "hf_token=false"], log, cwd=work)
-    if rc != 0 or not (tmp / "genai_config.json").is_file():
-        shutil.rmtree(tmp, ignore_errors=True)
-        return _failed(art, f"onnxruntime_genai.models.builder exited {rc}: {_last_error(log, out)}")
-    problem = _graph_problem(tmp / "model.onnx")
-    if problem:  # seen with -p fp32 -e cuda on 0.18: packed Attention without present.* outputs
-        shutil.rmtree(tmp, ignore_errors=True)
-        return _failed(art, f"onnxruntime_genai.models.builder -p {precision} -e cuda: {problem}")
-    os.replace(tmp, dest)
-    return art
-
-
-def _graph_problem(path: Path) -> str:
-    """The builder can exit 0 with a graph ORT refuses to load; catch that here, not at deploy time."""
-    try:
-        import onnx
-    except ImportError:
-        return ""
-    g = onnx.load(str(path), load_external_data=False).graph
-    made = {o for n in g.node for o in n.output} | {i.name for i in g.input} | {i.name for i in g.initializer}
-    missing = [o.name for o in g.output if o.name not in made]
-    return f"invalid graph: outputs {', '.join(missing[:4])} are produced by no node" if missing else ""
-
 
 # --- GPU runners (used only where torch / ORT GenAI see a CUDA device) -------------------------
 
@@ -255,29 +215,3 @@ def _timed(fn, *args) -> Artifact:
           + (f"  {art.reason}" if art.reason else ""), file=sys.stderr)
     return art
 
-
-def _check_merged(merged: Path) -> None:
-    if not (merged / "config.json").is_file():
-        raise ValueError(f"{merged}: not a Hugging Face model folder (no config.json)")
-    if not any(merged.glob("*.safetensors")):
-        raise ValueError(f"{merged}: no *.safetensors weights (slmake loads safetensors only)")
-
-
-def _run(cmd: list[str], log: Path, cwd: str | None = None) -> int:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONHASHSEED": "0",
-           "TOKENIZERS_PARALLELISM": "false"}
-    with open(log, "w") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
-        f.flush()
-        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd).returncode
-
-
-def _last_error(log: Path, out: Path) -> str:
-    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    errors = [ln for ln in lines if re.search(r"(Error|Exception|error:|failed)", ln)]
-    return f"{((errors or lines or ['(no output)'])[-1])[:300]} (full log: {log.relative_to(out)})"
-
-
-def _failed(art: Artifact, reason: str) -> Artifact:
-    art.status, art.reason = "failed", reason
-    return art

@@ -24,14 +24,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from ..io import size_bytes as _size
 from .base import Artifact, Probe, Skipped, TargetInfo
+from .tools import check_merged as _check_merged, last_error as _last_error, run_tool
 
 TARGET = TargetInfo(
     name="intel_npu",
@@ -178,8 +178,8 @@ def _export(merged: Path, out: Path, w: str, s: dict) -> tuple[str, dict]:
     for d in (dest, tmp):
         shutil.rmtree(d, ignore_errors=True)
     log = out / "logs" / f"ov_{w}.log"
-    rc = _run([sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(merged),
-               "--task", "text-generation-with-past", *args, str(tmp)], log)
+    rc = run_tool([sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(merged),
+               "--task", "text-generation-with-past", *args, str(tmp)], log, cwd=log.parent, TQDM_DISABLE="1")
     if rc != 0 or not (tmp / "openvino_model.xml").is_file():
         shutil.rmtree(tmp, ignore_errors=True)
         return f"optimum-cli export openvino exited {rc}: {_last_error(log, out)}", notes
@@ -228,29 +228,3 @@ def _weight_info(folder: Path) -> dict:
 
 
 # --- helpers (kept local: targets do not depend on each other) --------------------------------
-
-def _check_merged(merged: Path) -> None:
-    if not (merged / "config.json").is_file():
-        raise ValueError(f"{merged}: not a Hugging Face model folder (no config.json)")
-    if not any(merged.glob("*.safetensors")):
-        raise ValueError(f"{merged}: no *.safetensors weights (slmake loads safetensors only)")
-
-
-def _run(cmd: list[str], log: Path) -> int:
-    """Run a tool offline, all its output into ``log``."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONHASHSEED": "0",
-           "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
-    with open(log, "w") as f:
-        f.write("$ " + " ".join(cmd) + "\n")
-        f.flush()
-        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=log.parent).returncode
-
-
-def _last_error(log: Path, out: Path) -> str:
-    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    errors = [ln for ln in lines if re.search(r"(Error|Exception|error:|failed)", ln)]
-    return f"{((errors or lines or ['(no output)'])[-1])[:300]} (full log: {log.relative_to(out)})"
-
-
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0

@@ -32,8 +32,9 @@ TARGET = TargetInfo(
 )
 
 SIMULATED = "simulated (HTP on x86 host)"
-_MATMUL = ("HTP MatMul takes u8 x u8, u8 x u16 or u16 x u8 inputs: set targets.qualcomm_npu.quantization."
-           "weights=u8 (or activations=u8)")
+_MATMUL = ("the HTP MatMul/FullyConnected rejects these widths (measured on onnxruntime-qnn 2.7.0: u16 weights "
+           "fail at u8 and u16 activations; u8, s8, u4, s4 weights run): set "
+           "targets.qualcomm_npu.quantization.weights=u8")
 OP_HINTS = {"MatMul": _MATMUL, "FullyConnected": _MATMUL}   # ONNX / QNN op names; measured on 2.7.0
 # QNN SoC id -> its HTP version (QNN SDK's QnnSoc enum): QNN itself accepts a mismatched pair and
 # writes a binary the device then refuses, so known pairs are checked here.
@@ -77,7 +78,7 @@ def compile(merged_dir: Path, out_dir: Path, settings: dict) -> list[Artifact]:
     _check_merged(merged_dir)
     s = _validated(settings)
     q, cb = s["quantization"], s["context_binary"]
-    qname = f"qdq_{q['activations'][1:]}a{q['weights'][1:]}w"
+    qname = f"qdq_{q['activations'].lstrip('u')}a{q['weights'].lstrip('u')}w"   # qdq_16a8w, qdq_16as4w
     precision = f"{q['activations']} activations / {q['weights']} weights"
     fp32 = Artifact("onnx_fp32_static", "onnx-static", "fp32", "onnx_fp32_static", "onnxruntime (CPU EP)")
     qdq = Artifact(qname, "onnx-qdq", precision, qname, "onnxruntime-qnn HTP")
