@@ -163,7 +163,12 @@ def _build_qdq(art: Artifact, merged: Path, out: Path, work: Path, s: dict, meta
         _failed(art, f"no calibration data: {source} does not exist; set targets.qualcomm_npu.quantization."
                      "calibration_file to a JSONL file with a `prompt` field")
         return
-    rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (ValueError, OSError) as e:
+        _failed(art, f"{source}: not readable JSONL ({e}); fix it or set "
+                     "targets.qualcomm_npu.quantization.calibration_file")
+        return
     rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("prompt"), str)]
     if not rows:
         _failed(art, f"{source}: no rows with a string `prompt` field to calibrate on")
