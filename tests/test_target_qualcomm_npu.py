@@ -25,7 +25,7 @@ from slmake.targets.base import Skipped  # noqa: E402
 pytestmark = pytest.mark.e2e
 HAS_QNN = importlib.util.find_spec("onnxruntime_qnn") is not None
 needs_qnn = pytest.mark.skipif(not HAS_QNN, reason="onnxruntime-qnn is not installed")
-SETTINGS = {"context_len": 32, "mask_fill": -100.0, "allow_cpu_fallback": False,
+SETTINGS = {"context_len": 32, "mask_fill": -100.0, "allow_cpu_fallback": False, "simulator_prompts": 2,
             "quantization": {"activations": "u16", "weights": "u8", "calibration_samples": 16,
                              "calibration_file": None},
             "context_binary": {"enabled": True, "soc_model": 60, "htp_arch": 73}}

@@ -75,7 +75,11 @@ def _worker(job: dict) -> dict:
     art = Artifact.from_dict({k: v for k, v in job["artifact"].items() if k not in ("sha256", "size_bytes")})
     bench, max_new = job["bench"], job["max_new_tokens"]
     ref_dir = Path(job["reference_dir"])
-    reference = evenly_spaced(read_jsonl(ref_dir / "reference.jsonl"), bench["limit"])
+    limit, speed_prompts, repeats = bench["limit"], bench["speed_prompts"], bench["repeats"]
+    if art.notes.get("bench_limit"):  # a slow simulator: its target caps the prompts it runs
+        cap = art.notes["bench_limit"]
+        limit, speed_prompts, repeats = min(limit or cap, cap), 1, 1
+    reference = evenly_spaced(read_jsonl(ref_dir / "reference.jsonl"), limit)
     tok = Tokenizer.from_file(str(ref_dir / "tokenizer" / "tokenizer.json"))
 
     t0 = time.perf_counter()
@@ -88,12 +92,12 @@ def _worker(job: dict) -> dict:
         outs = [runner.generate(r["prompt_ids"], max_new).tokens for r in reference]
         texts = [tok.decode(t, skip_special_tokens=True) for t in outs]
         task = score(texts, [r["expected"] for r in reference], job["response_schema"])
-        speed_prompts = [r["prompt_ids"] for r in reference[: bench["speed_prompts"]]]
+        speed_prompts = [r["prompt_ids"] for r in reference[:speed_prompts]]
         for p in speed_prompts[:1] * bench["warmup"]:
             runner.generate(p, max_new)
         ttfts, rates = [], []
         for p in speed_prompts:
-            for _ in range(bench["repeats"]):
+            for _ in range(repeats):
                 g = runner.generate(p, max_new)
                 ttfts.append(g.ttft_s)
                 if len(g.tokens) > 1 and g.decode_s > 0:

@@ -84,6 +84,7 @@ def compile(merged_dir: Path, out_dir: Path, settings: dict) -> list[Artifact]:
     qdq = Artifact(qname, "onnx-qdq", precision, qname, "onnxruntime-qnn HTP")
     dev = Artifact("qnn_htp_device", "qnn-context-binary", precision, "qnn_htp_device",
                    "onnxruntime-qnn (Hexagon HTP device)")
+    qdq.notes["bench_limit"] = s["simulator_prompts"]   # bench.py caps the simulated run at this
     arts = [fp32, qdq] + ([dev] if cb["enabled"] else [])
     logs = out_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
