@@ -96,6 +96,7 @@ def test_qdq_and_context_binary_built(built):
     assert dev.status == "built", dev.reason
     if not qnpu.probe().present:
         assert qdq.notes["speed"] == "simulated (HTP on x86 host)" and "simulator" in qdq.runtime
+        assert qdq.notes["bench_limit"] == SETTINGS["simulator_prompts"]  # bench caps the slow simulator
     assert qdq.notes["calibration_source"].endswith("data/train.jsonl")
     bins = list((out / "qnn_htp_device").glob("*_qnn.bin"))
     assert bins and bins[0].stat().st_size > 100_000, bins
