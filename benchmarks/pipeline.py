@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def sh(cmd: str, cwd: Path) -> tuple[float, str]:
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, cwd=cwd, shell=True, capture_output=True, text=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    res = subprocess.run(cmd, cwd=cwd, shell=True, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         sys.exit(f"`{cmd}` failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
     return time.perf_counter() - t0, res.stdout

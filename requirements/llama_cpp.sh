@@ -2,7 +2,7 @@
 # llama_cpp.sh <venv-python> — llama.cpp's Python toolchain for the cpu target.
 #
 # Why a separate script: llama-cpp-python has no wheel on PyPI (pip compiles the sdist, ~6 min on
-# 2 cores, -march=native; pip's wheel cache makes a reinstall instant), and llama.cpp's HF->GGUF
+# 2 cores), and llama.cpp's HF->GGUF
 # converter is not on PyPI at all. PyPI's `gguf` carries the same version number as the gguf-py
 # vendored in the sdist but older code that the converter cannot use, so converter and gguf-py are
 # both installed from the very sdist llama-cpp-python was built from: the GGUF writer, the quantizer
@@ -10,14 +10,23 @@
 set -euo pipefail
 PY=${1:?usage: llama_cpp.sh <venv-python>}
 VERSION=0.3.36
+# A portable AVX2 build, not llama.cpp's default -march=native: on Sapphire Rapids-class CPUs the
+# native build enables ggml's AMX backend, which segfaults at the first q8_0/q4_K matmul
+# (ggml-org/llama.cpp#20824, seen here on a 2-core AMX VM), and a native build is tied to the CPU
+# it was compiled on. CMAKE_ARGS does not enter pip's wheel-cache key, hence --no-cache-dir below.
+BUILD="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
 CONSTRAINTS="$(cd "$(dirname "$0")" && pwd)/constraints.txt"
 STAMP="$("$PY" -c 'import sys; print(sys.prefix)')/share/slmake/llama-cpp-scripts.version"
+BUILD_STAMP="$(dirname "$STAMP")/llama-cpp-python.build"
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 
 # 1. llama-cpp-python (runtime + in-process quantizer)
-if [[ "$("$PY" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))' 2>/dev/null)" != "$VERSION" ]]; then
-  echo "llama_cpp.sh: installing llama-cpp-python==$VERSION (compiles from source the first time, minutes)"
-  "$PY" -m pip install "llama-cpp-python==$VERSION" -c "$CONSTRAINTS"
+if [[ "$("$PY" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))' 2>/dev/null)" != "$VERSION" ||
+      "$(cat "$BUILD_STAMP" 2>/dev/null)" != "$VERSION $BUILD" ]]; then
+  echo "llama_cpp.sh: building llama-cpp-python==$VERSION from source ($BUILD; ~6 min on 2 cores)"
+  CMAKE_ARGS="$BUILD" "$PY" -m pip install --no-cache-dir --force-reinstall --no-deps "llama-cpp-python==$VERSION" -c "$CONSTRAINTS"
+  "$PY" -m pip install "llama-cpp-python==$VERSION" -c "$CONSTRAINTS"   # its dependencies, from the lock
+  mkdir -p "$(dirname "$BUILD_STAMP")" && echo "$VERSION $BUILD" > "$BUILD_STAMP"
 fi
 
 # 2. the converter and the matching gguf-py. gguf-py is pip-installed (transformers reads GGUF through
@@ -42,7 +51,7 @@ if ! converter_ok; then
   echo "llama-cpp-python==$VERSION" > "$STAMP"
 fi
 
-# 3. smoke test: convert a random tiny Llama, quantize it, read it back with llama.cpp AND with
+# 3. smoke test: convert a random tiny Llama, quantize it, generate with llama.cpp, read it with
 #    transformers (which parses GGUF through the gguf package we just installed).
 if ! "$PY" - >"$TMP/smoke.log" 2>&1 <<'EOF'
 import os, subprocess, sys, tempfile
@@ -68,7 +77,9 @@ with tempfile.TemporaryDirectory() as d:
     q_path.parent.mkdir()
     p = llama_cpp.llama_model_quantize_default_params(); p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
     assert llama_cpp.llama_model_quantize(str(gguf_path).encode(), str(q_path).encode(), p) == 0
-    llama_cpp.Llama(str(q_path), verbose=False).close()
+    llm = llama_cpp.Llama(str(q_path), n_threads=2, verbose=False)
+    llm.create_completion("alpha beta", max_tokens=4)  # a quantized matmul: a broken CPU backend crashes here
+    llm.close()
     m = AutoModelForCausalLM.from_pretrained(str(q_path.parent), gguf_file="model.gguf")
     assert m.config.vocab_size == 300, m.config
 EOF

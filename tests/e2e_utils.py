@@ -1,5 +1,7 @@
-"""Build a throw-away slmake project (a git repo with conf/, stages/, dvc.yaml) for end-to-end tests."""
+"""Helpers for end-to-end tests: a throw-away slmake project (a git repo with conf/, stages/, dvc.yaml)
+and a tiny random Llama with a locally trained SentencePiece tokenizer for the target tests."""
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -43,3 +45,28 @@ def make_project(repo: Path, spec: dict, defaults: dict | None = None) -> Path:
     sh("slmake check --write params.yaml", repo)
     sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", repo)
     return repo
+
+
+def tiny_llama(root: Path) -> Path:
+    """A 2-layer Llama with a SentencePiece tokenizer, as base_model.build_scratch makes them."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from slmake.base_model import load_tokenizer, train_tokenizer
+
+    words = "the a cat dog sat on mat ran red blue house tree bank money card transfer my account near".split()
+    texts = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(10)) for i in range(400)]
+    model_dir = root / "merged"
+    model_dir.mkdir(parents=True)
+    train_tokenizer(texts, 320, model_dir, seed=0)
+    (model_dir / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False, "legacy": False,
+        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}))
+    tok = load_tokenizer(model_dir)
+    tok.save_pretrained(str(model_dir))
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+                         bos_token_id=2, eos_token_id=3, pad_token_id=0, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(str(model_dir))
+    return model_dir

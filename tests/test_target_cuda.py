@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -21,6 +20,7 @@ from slmake.io import sha256_tree  # noqa: E402
 from slmake.metrics import parity  # noqa: E402
 from slmake.targets import cuda, tools  # noqa: E402
 from slmake.targets.base import Skipped  # noqa: E402
+from e2e_utils import tiny_llama  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 SETTINGS = {"hf_fp16": True, "onnx_genai": {"precisions": ["fp16", "int4"]}}
@@ -28,31 +28,6 @@ PROMPTS = ["the cat sat on the", "blue house near a tree", "money transfer to my
            "red card bank near my house on the mat"]
 BENCH = {"threads": 2, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": None}
 NEW = 16
-
-
-def tiny_llama(root: Path) -> Path:
-    """A 2-layer Llama with a SentencePiece tokenizer, as base_model.build_scratch makes them."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from slmake.base_model import load_tokenizer, train_tokenizer
-
-    words = "the a cat dog sat on mat ran red blue house tree bank money card transfer my account near".split()
-    texts = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(10)) for i in range(400)]
-    model_dir = root / "merged"
-    model_dir.mkdir(parents=True)
-    train_tokenizer(texts, 320, model_dir, seed=0)
-    (model_dir / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False, "legacy": False,
-        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}))
-    tok = load_tokenizer(model_dir)
-    tok.save_pretrained(str(model_dir))
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-                         bos_token_id=2, eos_token_id=3, pad_token_id=0, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(str(model_dir))
-    return model_dir
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -62,8 +63,10 @@ def _run_child(job: dict) -> dict:
             if res.get("status") == "ok":
                 res["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
             return res
-        tail = " | ".join(err.strip().splitlines()[-3:])
-        return {"status": "failed", "reason": f"bench process exited {proc.returncode}: {tail}"}
+        tail = " | ".join(err.strip().splitlines()[-3:]) or "no output on stderr"
+        how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+               else f"exited {proc.returncode}")
+        return {"status": "failed", "reason": f"bench process {how}: {tail}"}
 
 
 def _worker(job: dict) -> dict:

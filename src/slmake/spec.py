@@ -42,13 +42,14 @@ def schema() -> dict:
     return full
 
 
-def _path(error: ValidationError) -> str:
-    return ".".join(str(p) for p in error.absolute_path) or "<spec root>"
+def _path(error: ValidationError, prefix: Iterable[str] = ()) -> str:
+    return ".".join([*prefix, *(str(p) for p in error.absolute_path)]) or "<spec root>"
 
 
-def _explain(error: ValidationError) -> str:
-    """One line per problem: key path, offending value, what was allowed."""
-    path, value, v, kind = _path(error), error.instance, error.validator_value, error.validator
+def explain(error: ValidationError, prefix: Iterable[str] = ()) -> str:
+    """One line per problem: key path, offending value, what was allowed. ``prefix`` places a slice
+    validated on its own (``data``, ``targets.qualcomm_npu``) in the whole spec's key paths."""
+    path, value, v, kind = _path(error, prefix), error.instance, error.validator_value, error.validator
     if kind == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
@@ -88,7 +89,7 @@ def validate(spec: dict, only: Iterable[str] | None = None) -> list[str]:
             for e in Draft202012Validator(sub).iter_errors(spec[key]):
                 e.path.appendleft(key)
                 errors.append(e)
-    return sorted({_explain(e) for e in errors})
+    return sorted({explain(e) for e in errors})
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:

@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema
 from jsonschema import Draft202012Validator
 
+from ..spec import explain
 from .errors import RULES, CurationError
 
 
@@ -49,36 +50,13 @@ def fill_defaults(value: Any, schema: dict) -> Any:
     return out
 
 
-def _explain(error: jsonschema.ValidationError) -> str:
-    """One line per problem, in the spec validator's style: key path, value, what was allowed."""
-    path = ".".join(["data", *(str(p) for p in error.absolute_path)])
-    value, v, kind = error.instance, error.validator_value, error.validator
-    if kind == "additionalProperties":
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
-        return f"{path}: unknown key(s) {extra}; allowed keys: {allowed}"
-    if kind == "enum":
-        return f"{path}: {value!r} is not one of {v}"
-    if kind == "type":
-        return f"{path}: {value!r} has type {type(value).__name__}, expected {v}"
-    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
-        return f"{path}: {value!r} is out of range, expected a value {op} {v}"
-    if kind == "required":
-        missing = [k for k in v if not isinstance(value, dict) or k not in value]
-        return f"{path}: missing required key(s) {missing}"
-    if kind == "pattern":
-        return f"{path}: {value!r} must match {v!r}"
-    return f"{path}: {error.message}"
-
-
 def resolve(cfg: Any) -> dict:
     """Validate the `data` slice and return it with defaults filled in; raise CurationError."""
     if not isinstance(cfg, dict):
         raise CurationError(f"data: expected a mapping, got {type(cfg).__name__}")
     schema = data_schema()
     full = fill_defaults(cfg, schema)
-    problems = sorted({_explain(e) for e in Draft202012Validator(schema).iter_errors(full)})
+    problems = sorted({explain(e, prefix=["data"]) for e in Draft202012Validator(schema).iter_errors(full)})
     if problems:
         raise CurationError("invalid data config:\n" + "\n".join(f"  - {p}" for p in problems))
     _check_semantics(full)

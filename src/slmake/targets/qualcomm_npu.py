@@ -244,13 +244,12 @@ def _validated(settings: dict) -> dict:
 
     from jsonschema import Draft202012Validator
 
-    from ..spec import _explain
+    from ..spec import explain
 
     schema = json.loads(resources.files("slmake").joinpath("schema/targets/qualcomm_npu.schema.json").read_text())
     errors = []
     for e in Draft202012Validator(schema).iter_errors(settings):
-        e.path.extendleft(["qualcomm_npu", "targets"])   # -> targets.qualcomm_npu.<key>
-        errors.append(_explain(e))
+        errors.append(explain(e, prefix=["targets", "qualcomm_npu"]))
     cb = {} if errors else settings["context_binary"]
     if cb and cb["enabled"] and SOC_ARCH.get(cb["soc_model"], cb["htp_arch"]) != cb["htp_arch"]:
         errors.append(f"targets.qualcomm_npu.context_binary: soc_model {cb['soc_model']} has HTP "
