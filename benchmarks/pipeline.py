@@ -64,10 +64,10 @@ def main() -> None:
     print(f"no-op `dvc repro`:             {noop_s:7.1f} s  (stages rerun: {ran(noop_out) or 'none'})")
     print(f"after a bench-only edit:       {edit_s:7.1f} s  (stages rerun: {', '.join(ran(edit_out))})")
     print()
-    print(f"{'model / artifact':<34} {'accuracy':>8} {'valid':>6} {'parity':>6} {'size MB':>8} {'tok/s':>8} {'TTFT ms':>8} {'RSS MB':>7}")
+    print(f"{'model / artifact':<34} {'accuracy':>8} {'valid':>6} {'parity':>6} {'size MB':>8} {'tok/s':>8} {'TTFT ms':>8} {'RSS MB':>7} {'n':>4}")
     for name in ("base", "finetuned"):
         m = ev[name]
-        print(f"{name + ' (fp32, transformers)':<34} {m['exact_match']:>8.3f} {m['valid']:>6.3f} {'':>6} {'':>8} {'':>8} {'':>8} {'':>7}")
+        print(f"{name + ' (fp32, transformers)':<34} {m['exact_match']:>8.3f} {m['valid']:>6.3f} {'':>6} {'':>8} {'':>8} {'':>8} {'':>7} {m['n']:>4}")
     for bench_file in sorted((work / "reports/bench").glob("*.json")):
         for target, arts in json.loads(bench_file.read_text()).items():
             for art, r in arts.items():
@@ -76,7 +76,7 @@ def main() -> None:
                     print(f"{label:<34} {r.get('status')}: {r.get('reason', '')[:80]}")
                     continue
                 print(f"{label:<34} {r['exact_match']:>8.3f} {r['valid']:>6.3f} {r['parity']:>6.3f} {r['size_mb']:>8.2f} "
-                      f"{r['decode_tok_s'] or 0:>8.1f} {r['ttft_ms'] or 0:>8.1f} {r.get('peak_rss_mb', 0):>7.1f}")
+                      f"{r['decode_tok_s'] or 0:>8.1f} {r['ttft_ms'] or 0:>8.1f} {r.get('peak_rss_mb', 0):>7.1f} {r['n']:>4}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 COLUMNS = [("target", "target"), ("artifact", "artifact"), ("runtime", "runtime"), ("status", "status"),
            ("size_mb", "size MB"), ("load_s", "load s"), ("ttft_ms", "TTFT ms"), ("decode_tok_s", "tok/s"),
-           ("peak_rss_mb", "RSS MB"), ("exact_match", "accuracy"), ("valid", "valid JSON"), ("parity", "parity")]
+           ("peak_rss_mb", "RSS MB"), ("exact_match", "accuracy"), ("valid", "valid JSON"), ("parity", "parity"),
+           ("n", "n")]
 
 
 def collect(bench_dir: Path, targets: list[str]) -> list[dict]:
@@ -51,7 +52,9 @@ def markdown(rows: list[dict], evaluation: dict, curation: dict, model: str, dat
         for r in notes:
             out.write(f"- {r['target']}/{r['artifact']}: {r['status']} — {r['reason']}\n")
     out.write("\nAccuracy = exact match of the parsed JSON response on the test split; parity = share of "
-              "test prompts whose greedy tokens equal the fp32 reference; tok/s = median decode speed.\n")
+              "test prompts whose greedy tokens equal the fp32 reference; tok/s = median decode speed; n = test "
+              "prompts scored (a slow simulator scores an evenly spaced subset, e.g. "
+              "`targets.qualcomm_npu.simulator_prompts`: compare its accuracy with care).\n")
     return out.getvalue()
 
 
