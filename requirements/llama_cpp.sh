@@ -4,8 +4,9 @@
 # Why a separate script: llama-cpp-python has no wheel on PyPI (pip compiles the sdist, ~6 min on
 # 2 cores), and llama.cpp's HF->GGUF converter is not on PyPI at all. PyPI's `gguf` carries the
 # same version number as the gguf-py vendored in the sdist but older code that the converter cannot
-# use, so converter and gguf-py are both installed from the very sdist llama-cpp-python was built from: the GGUF writer, the quantizer
-# and the runtime then come from one llama.cpp commit. Idempotent: a matching install is kept.
+# use, so converter and gguf-py are both installed from the very sdist llama-cpp-python was built
+# from: the GGUF writer, the quantizer and the runtime then come from one llama.cpp commit.
+# Idempotent: a matching install is kept.
 set -euo pipefail
 PY=${1:?usage: llama_cpp.sh <venv-python>}
 VERSION=0.3.36
