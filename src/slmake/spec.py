@@ -78,18 +78,14 @@ def validate(spec: dict, only: Iterable[str] | None = None) -> list[str]:
     """Return every problem in ``spec`` (or in its top-level slices ``only``), sorted by key path."""
     full = schema()
     if only is None:
-        errors = list(Draft202012Validator(full).iter_errors(spec))
-    else:
-        errors = []
-        for key in only:
-            if key not in spec:
-                errors_msg = f"{key}: missing from the spec (params.yaml)"
-                return [errors_msg]
-            sub = dict(full["properties"][key])
-            for e in Draft202012Validator(sub).iter_errors(spec[key]):
-                e.path.appendleft(key)
-                errors.append(e)
-    return sorted({explain(e) for e in errors})
+        return sorted({explain(e) for e in Draft202012Validator(full).iter_errors(spec)})
+    problems = set()
+    for key in only:
+        if key not in spec:
+            return [f"{key}: missing from the spec (params.yaml)"]
+        sub = dict(full["properties"][key])
+        problems |= {explain(e, prefix=[key]) for e in Draft202012Validator(sub).iter_errors(spec[key])}
+    return sorted(problems)
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
