@@ -434,22 +434,25 @@ def test_config_errors(tmp_path, over, match):
     assert not (tmp_path / "out" / "train.jsonl").exists()
 
 
-def test_schema_defaults_are_the_it_tickets_config():
-    """conf/data/it_tickets.yaml spells out every default, so the minimal config means the same."""
+def test_defaults_are_the_composed_base():
+    """One source of defaults: the library fills a partial config from the same _base.yaml that Hydra
+    composes before every data option, so conf/data/it_tickets.yaml read raw, the minimal config plus
+    its non-default keys, and the composed `data` slice all resolve to that slice."""
     import yaml
 
     from slmake.data.config import resolve
+    from slmake.spec import compose
 
-    full = yaml.safe_load((REPO / "conf/data/it_tickets.yaml").read_text())
-    minimal = {k: full[k] for k in cfg_for("x")}
-    resolved = resolve(minimal)
-    for key in ("shape", "response_format", "csv", "chat", "classification", "quarantine", "pii", "dedup",
-                "filters", "balance"):
-        if key == "filters":
-            assert resolved[key] == {**full[key], "max_tokens": None}
-        else:
-            assert resolved[key] == full[key], key
-    assert resolved["split"] == full["split"]
+    composed = compose(REPO / "conf")["data"]
+    raw = yaml.safe_load((REPO / "conf/data/it_tickets.yaml").read_text())
+    assert "shape" not in raw and "pii" not in raw  # defaults are not spelled out per option
+    assert resolve(raw) == resolve(composed) == composed
+    minimal = resolve({k: raw[k] for k in cfg_for("x")})
+    assert minimal["filters"]["max_tokens"] is None and minimal["negatives"]["field"] is None
+    assert {k: v for k, v in minimal.items() if k not in ("filters", "negatives", "card")} == \
+        {k: v for k, v in composed.items() if k not in ("filters", "negatives", "card")}
+    with pytest.raises(CurationError, match=r"data: missing required key\(s\) \['max_chars'\]"):
+        resolve({k: raw[k] for k in cfg_for("x") if k != "max_chars"})
 
 
 def test_default_dataset(tmp_path):

@@ -1,8 +1,9 @@
-"""The `data` slice: validate it against the packaged JSON Schema, fill in defaults, check the rest.
+"""The `data` slice: fill in the defaults, validate it against the packaged JSON Schema, check the rest.
 
-The schema (slmake/schema/data.schema.json) is the single source of truth for keys, types and
-defaults: every optional key carries a `default`, and `resolve` fills those in, so a config written
-before a key existed keeps working and means the same thing.  What a schema cannot say (a template
+Defaults live in one file, slmake/conf/data/_base.yaml: Hydra composes it before every data option
+(conf/config.yaml), and `resolve` merges a partial mapping over it the same way (mappings key by
+key, everything else replaced), so a config written before a key existed keeps working and means
+the same thing.  The schema says which keys and values are allowed; what it cannot say (a template
 that formats, a regex that compiles, a response schema that is itself valid) is checked here, and
 every message names the key path, the value and what was allowed.
 """
@@ -18,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import yaml
 from jsonschema import Draft202012Validator
 
 from ..spec import explain
 from .errors import RULES, CurationError
+
+MISSING = "???"  # Hydra's "no default: must be set" marker in _base.yaml
 
 
 @lru_cache(maxsize=1)
@@ -29,24 +33,28 @@ def data_schema() -> dict:
     return json.loads(resources.files("slmake").joinpath("schema", "data.schema.json").read_text())
 
 
+@lru_cache(maxsize=1)
+def defaults() -> dict:
+    """slmake/conf/data/_base.yaml, with its `???` (must be set) keys left out."""
+    text = resources.files("slmake").joinpath("conf", "data", "_base.yaml").read_text()
+    return _merge({}, yaml.safe_load(text))
+
+
 def format_prompt(template: str, instruction: str) -> str:
     """Render the spec's prompt template; training, evaluation and serving all go through here."""
     return template.format(instruction=instruction)
 
 
-def fill_defaults(value: Any, schema: dict) -> Any:
-    """Return a copy of `value` with every missing key that has a schema `default` filled in."""
-    if not isinstance(value, dict) or schema.get("type") != "object":
-        return value
-    out = dict(value)
-    for key, sub in schema.get("properties", {}).items():
-        if key not in out and "default" in sub:
-            out[key] = copy.deepcopy(sub["default"])
-        if key in out:
-            if isinstance(out[key], dict):
-                out[key] = fill_defaults(out[key], sub)
-            elif isinstance(out[key], list) and isinstance(sub.get("items"), dict):
-                out[key] = [fill_defaults(v, sub["items"]) for v in out[key]]
+def _merge(base: dict, over: dict) -> dict:
+    """`over` merged into a copy of `base` as Hydra merges configs; `???` values are left out."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if value == MISSING:
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
     return out
 
 
@@ -54,9 +62,12 @@ def resolve(cfg: Any) -> dict:
     """Validate the `data` slice and return it with defaults filled in; raise CurationError."""
     if not isinstance(cfg, dict):
         raise CurationError(f"data: expected a mapping, got {type(cfg).__name__}")
-    schema = data_schema()
-    full = fill_defaults(cfg, schema)
-    problems = sorted({explain(e, prefix=["data"]) for e in Draft202012Validator(schema).iter_errors(full)})
+    full = _merge(defaults(), cfg)
+    rules = full["filters"].get("drop_rules") if isinstance(full["filters"], dict) else None
+    if isinstance(rules, list):  # a rule without `field` searches both texts
+        full["filters"]["drop_rules"] = [{**r, "field": r.get("field", "any")} if isinstance(r, dict) else r
+                                         for r in rules]
+    problems = sorted({explain(e, prefix=["data"]) for e in Draft202012Validator(data_schema()).iter_errors(full)})
     if problems:
         raise CurationError("invalid data config:\n" + "\n".join(f"  - {p}" for p in problems))
     _check_semantics(full)
