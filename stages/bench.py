@@ -1,5 +1,8 @@
-"""bench@<target>: build/compile/<target> + reference + bench.* -> reports/bench/<target>.json (DVC metrics)"""
+"""bench@<target>: build/compile/<target> + reference + bench.* -> reports/bench/<target>.json (DVC metrics:
+the numbers compared across experiments), reports/bench/<target>.details.json (status, reasons,
+runtimes), build/bench/<target>/outputs.jsonl (each artifact's greedy outputs)"""
 
+import json
 import sys
 from pathlib import Path
 
@@ -8,12 +11,18 @@ from slmake.spec import stage_params
 target = sys.argv[1]
 params = stage_params("bench", "eval", "data")
 
-from slmake.bench import bench_target  # noqa: E402
-from slmake.io import write_json_atomic  # noqa: E402
+from slmake.bench import bench_target, split_results  # noqa: E402
+from slmake.io import atomic_dir, write_json_atomic  # noqa: E402
 
 results = bench_target(target, Path("build/compile") / target, Path("build/evaluate"), params["bench"],
                        params["eval"]["max_new_tokens"], params["data"]["response_schema"])
-write_json_atomic(Path("reports/bench") / f"{target}.json", {target: results})
+metrics, details, outputs = split_results(results)
+with atomic_dir(Path("build/bench") / target) as tmp, open(tmp / "outputs.jsonl", "w", encoding="utf-8") as f:
+    for name, rows in sorted(outputs.items()):
+        for row in rows:
+            f.write(json.dumps({"artifact": name, **row}, ensure_ascii=False) + "\n")
+write_json_atomic(Path("reports/bench") / f"{target}.details.json", {target: details})
+write_json_atomic(Path("reports/bench") / f"{target}.json", {target: metrics})
 for name, r in results.items():
     if r["status"] == "ok":
         print(f"bench@{target}: {name:<16} acc {r['exact_match']:.3f} parity {r['parity']:.3f} "

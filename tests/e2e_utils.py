@@ -19,7 +19,10 @@ def sh(cmd, cwd, check=True):
 
 
 def ran_stages(output: str) -> set[str]:
-    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage '")}
+    """Stages `dvc repro` ran, except `check`: it validates the spec on every repro (always_changed)
+    and its output never changes, so it never reruns anything downstream."""
+    return {line.split("'")[1] for line in output.splitlines()
+            if line.startswith("Running stage '") and line.split("'")[1] != "check"}
 
 
 def merge(into: dict, extra: dict) -> None:
@@ -70,3 +73,11 @@ def tiny_llama(root: Path) -> Path:
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(str(model_dir))
     return model_dir
+
+
+def build_ctx(merged: Path, out: Path, data: Path | None = None):
+    """A target's BuildContext as the compile driver makes it, with logs in ``out/logs``."""
+    from slmake.targets.base import BuildContext
+
+    out.mkdir(parents=True, exist_ok=True)
+    return BuildContext(Path(merged), Path(out), Path(data) if data else Path(out) / "no-data", Path(out) / "logs")

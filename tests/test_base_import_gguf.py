@@ -48,8 +48,9 @@ def test_gguf_bpe_import_tokenizes_like_llama_cpp_and_reconverts(tmp_path):
             text.encode(), add_bos=False, special=True), text
         assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
 
-    (tmp_path / "out" / "logs").mkdir(parents=True)
-    art = cpu._convert(base, tmp_path / "out", "f16")
+    from e2e_utils import build_ctx
+
+    art = cpu._convert(build_ctx(base, tmp_path / "out"), "f16")
     assert art.status == "built", art.reason
     runner = cpu.open_runner(art, tmp_path / "out", {"threads": 2})
     try:

@@ -18,6 +18,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 pytest.importorskip("onnxruntime_genai")
 from slmake.targets import cpu  # noqa: E402
 from slmake.targets.base import Artifact, Skipped  # noqa: E402
+from e2e_utils import build_ctx  # noqa: E402
 
 SETTINGS = {"gguf": {"quants": ["f16", "q8_0", "q4_k_m"]}, "onnx_genai": {"precisions": ["int4"]}}
 PROMPTS = ["the cat sat on the", "blue house near a tree", "money transfer to my account", "x"]
@@ -58,7 +59,7 @@ def _tiny_llama(root: Path) -> Path:
 def built(tmp_path_factory):
     model = _tiny_llama(tmp_path_factory.mktemp("model"))
     out = tmp_path_factory.mktemp("cpu")
-    arts = cpu.compile(model, out, SETTINGS)
+    arts = cpu.compile(build_ctx(model, out), SETTINGS)
     return model, out, {a.name: a for a in arts}
 
 
@@ -105,8 +106,7 @@ def test_llama_cpp_greedy_equals_transformers_fp32(built, tmp_path):
     from slmake.runtimes.hf import HFRunner
 
     model, out, arts = built
-    (tmp_path / "logs").mkdir()
-    f32 = cpu._convert(model.resolve(), tmp_path, "f32")
+    f32 = cpu._convert(build_ctx(model.resolve(), tmp_path), "f32")
     ref = HFRunner(model, threads=1)
     r32, r16 = cpu.open_runner(f32, tmp_path, BENCH), cpu.open_runner(arts["gguf_f16"], out, BENCH)
     try:
@@ -137,33 +137,33 @@ def test_missing_toolchains_fail_softly(built, tmp_path, monkeypatch):
     model, out, _ = built
     monkeypatch.setenv(cpu.CONVERTER_ENV, str(tmp_path / "nowhere" / "convert_hf_to_gguf.py"))
     monkeypatch.setitem(sys.modules, "onnxruntime_genai", None)     # find_spec -> None, as if absent
-    arts = cpu.compile(model, tmp_path / "a", SETTINGS)
+    arts = cpu.compile(build_ctx(model, tmp_path / "a"), SETTINGS)
     assert [a.status for a in arts] == ["failed"] * 4
     assert "llama_cpp.sh" in arts[0].reason and "gguf_f16" in arts[1].reason
     assert "onnxruntime-genai" in arts[3].reason
     with pytest.raises(Skipped):
         cpu.open_runner(arts[0], tmp_path / "a", BENCH)
     # quantizer missing while the converter works: only the quantized types fail
-    (tmp_path / "b" / "logs").mkdir(parents=True)
+    ctx = build_ctx(model, tmp_path / "b")
     shutil.copytree(out / "gguf_f16", tmp_path / "b" / "gguf_f16")
     f16 = Artifact("gguf_f16", "gguf", "f16", "gguf_f16/model.gguf", "llama.cpp")
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
-    q = cpu._quantize(tmp_path / "b", f16, "q8_0")
+    q = cpu._quantize(ctx, f16, "q8_0")
     assert q.status == "failed" and "llama-cpp-python" in q.reason
 
 
 def test_bad_inputs_raise(tmp_path):
     with pytest.raises(ValueError, match="config.json"):
-        cpu.compile(tmp_path, tmp_path / "out", SETTINGS)
+        cpu.compile(build_ctx(tmp_path, tmp_path / "out"), SETTINGS)
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="safetensors"):
-        cpu.compile(tmp_path, tmp_path / "out", SETTINGS)
+        cpu.compile(build_ctx(tmp_path, tmp_path / "out"), SETTINGS)
 
 
 def test_conversion_and_quantization_are_deterministic(built, tmp_path):
     model, out, arts = built
-    (tmp_path / "logs").mkdir()
-    again = cpu._convert(model.resolve(), tmp_path, "f16")
+    ctx = build_ctx(model.resolve(), tmp_path)
+    again = cpu._convert(ctx, "f16")
     assert _sha(tmp_path / again.path) == _sha(out / arts["gguf_f16"].path)
-    q = cpu._quantize(tmp_path, again, "q4_k_m")
+    q = cpu._quantize(ctx, again, "q4_k_m")
     assert _sha(tmp_path / q.path) == _sha(out / arts["gguf_q4_k_m"].path)

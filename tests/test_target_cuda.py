@@ -20,7 +20,8 @@ from slmake.io import sha256_tree  # noqa: E402
 from slmake.metrics import parity  # noqa: E402
 from slmake.targets import cuda, tools  # noqa: E402
 from slmake.targets.base import Skipped  # noqa: E402
-from e2e_utils import tiny_llama  # noqa: E402
+from e2e_utils import build_ctx, tiny_llama  # noqa: E402
+from slmake.compile import settings_problems  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 SETTINGS = {"hf_fp16": True, "onnx_genai": {"precisions": ["fp16", "int4"]}}
@@ -37,7 +38,7 @@ def built(tmp_path_factory):
 
     model = tiny_llama(tmp_path_factory.mktemp("model"))
     out = tmp_path_factory.mktemp("cuda")
-    arts = {a.name: a for a in cuda.compile(model, out, SETTINGS)}
+    arts = {a.name: a for a in cuda.compile(build_ctx(model, out), SETTINGS)}
     tok = load_tokenizer(model)
     ids = [tok(p)["input_ids"] for p in PROMPTS]
     ref = HFRunner(model, threads=2)
@@ -114,8 +115,7 @@ def test_cpu_checks_parity(built):
 
 def test_invalid_builder_graph_is_a_failed_artifact(built, tmp_path):
     """onnxruntime-genai 0.18 exits 0 on -p fp32 -e cuda but writes a graph ORT cannot load."""
-    (tmp_path / "logs").mkdir()
-    art = tools.build_ort_genai(built[0], tmp_path, "fp32", "cuda")
+    art = tools.build_ort_genai(build_ctx(built[0], tmp_path), "fp32", "cuda")
     if art.status == "failed":
         assert "produced by no node" in art.reason and not (tmp_path / "onnx_fp32").exists()
 
@@ -141,7 +141,7 @@ def test_bench_worker_runs_entries(built, tmp_path):
 def test_missing_toolchain_fails_softly(built, tmp_path, monkeypatch):
     model = built[0]
     monkeypatch.setitem(sys.modules, "onnxruntime_genai", None)
-    arts = {a.name: a for a in cuda.compile(model, tmp_path, SETTINGS)}
+    arts = {a.name: a for a in cuda.compile(build_ctx(model, tmp_path), SETTINGS)}
     assert arts["hf_fp16_cuda"].status == "built"
     assert arts["onnx_int4_cuda"].status == "failed" and "onnxruntime-genai" in arts["onnx_int4_cuda"].reason
     with pytest.raises(Skipped):
@@ -150,9 +150,11 @@ def test_missing_toolchain_fails_softly(built, tmp_path, monkeypatch):
 
 def test_bad_inputs_raise(built, tmp_path):
     with pytest.raises(ValueError, match="config.json"):
-        cuda.compile(tmp_path, tmp_path / "out", SETTINGS)
+        cuda.compile(build_ctx(tmp_path, tmp_path / "out"), SETTINGS)
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="safetensors"):
-        cuda.compile(tmp_path, tmp_path / "out", SETTINGS)
-    with pytest.raises(ValueError, match="unknown precision"):
-        cuda.compile(built[0], tmp_path / "out", {"hf_fp16": False, "onnx_genai": {"precisions": ["int3"]}})
+        cuda.compile(build_ctx(tmp_path, tmp_path / "out"), SETTINGS)
+    # settings are validated once, by the driver, against the target's schema
+    problems = settings_problems("cuda", {"hf_fp16": False, "onnx_genai": {"precisions": ["int3"]}})
+    assert problems == ["targets.cuda.onnx_genai.precisions.0: 'int3' is not one of ['fp16', 'int4', 'bf16']"]
+    assert "nothing to build" in settings_problems("cuda", {"hf_fp16": False, "onnx_genai": {"precisions": []}})[0]

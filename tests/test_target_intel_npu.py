@@ -18,7 +18,8 @@ pytest.importorskip("optimum.intel")
 from slmake.metrics import parity  # noqa: E402
 from slmake.targets import intel_npu  # noqa: E402
 from slmake.targets.base import Skipped  # noqa: E402
-from e2e_utils import tiny_llama  # noqa: E402
+from e2e_utils import build_ctx, tiny_llama  # noqa: E402
+from slmake.compile import settings_problems  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 SETTINGS = {"weights": ["int4_sym", "fp32"], "group_size": -1, "backup_precision": "int8_asym",
@@ -36,7 +37,7 @@ def built(tmp_path_factory):
 
     model = tiny_llama(tmp_path_factory.mktemp("model"))
     out = tmp_path_factory.mktemp("intel_npu")
-    arts = {a.name: a for a in intel_npu.compile(model, out, SETTINGS)}
+    arts = {a.name: a for a in intel_npu.compile(build_ctx(model, out), SETTINGS)}
     tok = load_tokenizer(model)
     ids = [tok(p)["input_ids"] for p in PROMPTS]
     assert all(i[0] == 2 for i in ids)  # BOS added by the HF tokenizer
@@ -138,7 +139,7 @@ def test_bench_worker_runs_entries(built, tmp_path):
 def test_missing_toolchain_fails_softly(built, tmp_path, monkeypatch):
     model = built[0]
     monkeypatch.setitem(sys.modules, "openvino_tokenizers", None)   # find_spec -> None, as if absent
-    arts = intel_npu.compile(model, tmp_path, SETTINGS)
+    arts = intel_npu.compile(build_ctx(model, tmp_path), SETTINGS)
     assert len(arts) == 6 and all(a.status == "failed" and "openvino_tokenizers" in a.reason for a in arts)
     with pytest.raises(Skipped):
         intel_npu.open_runner(arts[0], tmp_path, BENCH)
@@ -146,9 +147,9 @@ def test_missing_toolchain_fails_softly(built, tmp_path, monkeypatch):
 
 def test_bad_inputs_raise(built, tmp_path):
     with pytest.raises(ValueError, match="config.json"):
-        intel_npu.compile(tmp_path, tmp_path / "out", SETTINGS)
+        intel_npu.compile(build_ctx(tmp_path, tmp_path / "out"), SETTINGS)
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="safetensors"):
-        intel_npu.compile(tmp_path, tmp_path / "out", SETTINGS)
-    with pytest.raises(ValueError, match="unknown weights"):
-        intel_npu.compile(built[0], tmp_path / "out", {**SETTINGS, "weights": ["int3"]})
+        intel_npu.compile(build_ctx(tmp_path, tmp_path / "out"), SETTINGS)
+    problems = settings_problems("intel_npu", {**SETTINGS, "weights": ["int3"]})
+    assert len(problems) == 1 and problems[0].startswith("targets.intel_npu.weights.0: 'int3' is not one of"), problems

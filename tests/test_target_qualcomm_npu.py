@@ -21,6 +21,8 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 from slmake.targets import qualcomm_npu as qnpu  # noqa: E402
 from slmake.targets.base import Skipped  # noqa: E402
+from e2e_utils import build_ctx  # noqa: E402
+from slmake.compile import settings_problems  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 HAS_QNN = importlib.util.find_spec("onnxruntime_qnn") is not None
@@ -66,7 +68,7 @@ def _tiny_llama(root: Path) -> Path:
 def built(tmp_path_factory):
     merged = _tiny_llama(tmp_path_factory.mktemp("model"))
     out = tmp_path_factory.mktemp("qualcomm_npu")
-    arts = qnpu.compile(merged, out, json.loads(json.dumps(SETTINGS)))
+    arts = qnpu.compile(build_ctx(merged, out, merged.parent.parent / "data"), json.loads(json.dumps(SETTINGS)))
     return merged, out, {a.name: a for a in arts}
 
 
@@ -164,40 +166,42 @@ def test_bad_settings_name_the_key(built, tmp_path):
              ({"kv_cache": True}, "unknown key(s) ['kv_cache']"),
              ({"context_binary": {"enabled": True, "soc_model": 60, "htp_arch": 79}}, "soc_model 60 has HTP v73")]
     for change, message in cases:
-        with pytest.raises(ValueError) as err:
-            qnpu.compile(merged, tmp_path / "x", {**SETTINGS, **change})
-        assert message in str(err.value), str(err.value)
+        problems = settings_problems("qualcomm_npu", {**SETTINGS, **change})
+        assert any(message in p for p in problems), problems
+    with pytest.raises(ValueError, match="soc_model 60 has HTP v73"):   # compile itself refuses too
+        qnpu.compile(build_ctx(merged, tmp_path / "x"), {**SETTINGS, **cases[-1][0]})
     with pytest.raises(ValueError, match="config.json"):
-        qnpu.compile(tmp_path, tmp_path / "y", SETTINGS)
+        qnpu.compile(build_ctx(tmp_path, tmp_path / "y"), SETTINGS)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))   # not a causal LM
     (tmp_path / "model.safetensors").write_bytes(b"")
-    arts = qnpu.compile(tmp_path, tmp_path / "z", SETTINGS)
+    arts = qnpu.compile(build_ctx(tmp_path, tmp_path / "z"), SETTINGS)
     assert [a.status for a in arts] == ["failed"] * 3
     assert "export failed" in arts[0].reason and "AutoModelForCausalLM" in arts[0].reason
 
 
 @needs_qnn
 def test_missing_calibration_and_unsupported_ops_fail_softly(built, tmp_path, monkeypatch):
-    from slmake import qnn_export
+    from slmake.targets.qualcomm_npu import export as qnn_export
 
     merged, out, _ = built
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(out / "onnx_fp32_static" / "model.onnx", work / "fixed.onnx")
     meta = json.loads((out / "onnx_fp32_static" / "slmake_static.json").read_text())
-    (tmp_path / "logs").mkdir()
 
-    def attempt(settings, art_dir):
+    def attempt(settings, art_dir, data=merged.parent.parent / "data"):
         art = qnpu.Artifact("qdq_16a8w", "onnx-qdq", "u16/u8", "qdq_16a8w", "onnxruntime-qnn HTP")
-        qnpu._build_qdq(art, art_dir, tmp_path, work, settings, meta, {})
+        qnpu._build_qdq(art, build_ctx(art_dir, tmp_path, data), work, settings, meta, {})
         return art
 
-    lonely = tmp_path / "lonely" / "merged"                   # no ../../data/train.jsonl beside it
+    lonely = tmp_path / "lonely" / "merged"                   # the stage passes no data folder with train.jsonl
     shutil.copytree(merged, lonely)
-    art = attempt(SETTINGS, lonely)
+    lonely_data = tmp_path / "lonely" / "data"
+    art = attempt(SETTINGS, lonely, lonely_data)
     assert art.status == "failed" and "quantization.calibration_file" in art.reason
     given = str(merged.parent.parent / "data" / "train.jsonl")
-    art = attempt({**SETTINGS, "quantization": {**SETTINGS["quantization"], "calibration_file": given}}, lonely)
+    art = attempt({**SETTINGS, "quantization": {**SETTINGS["quantization"], "calibration_file": given}}, lonely,
+                  lonely_data)
     assert art.status == "built" and art.notes["calibration_source"] == given
     # real rejection: u16 weights (kept out of the schema for this reason) -- the EP declines the
     # MatMuls on some graphs and accepts then fails to build them on others

@@ -4,6 +4,11 @@ A child process per artifact gives an honest peak RSS (the parent reads it with 
 runtime that crashes from taking the others down. Figures: load time, time to first token, decode
 tokens/s (median over repeats after warm-up), peak RSS, size, task accuracy on the test split, and
 parity with the fp32 reference (share of prompts with identical greedy tokens).
+
+What a user compares across experiments (``METRICS``) is kept apart from what describes a run
+(status, reason, runtime, threads...): the first goes to a DVC metrics file that ``dvc exp show``
+turns into columns, the second to a details file beside it; each artifact's greedy outputs go to
+``build/bench/<target>/outputs.jsonl`` so a served answer can be checked against the benchmarked one.
 """
 
 from __future__ import annotations
@@ -24,6 +29,25 @@ from . import targets
 from .io import evenly_spaced, read_jsonl
 from .metrics import parity, score
 from .targets.base import Artifact, Skipped
+
+
+# the figures `dvc exp show` shows per artifact; everything else is in the details file
+METRICS = ("exact_match", "valid", "parity", "decode_tok_s", "ttft_ms", "peak_rss_mb", "size_mb")
+
+
+def split_results(results: dict) -> tuple[dict, dict, dict]:
+    """{artifact: figures} -> (metrics, details, outputs): numbers to compare, descriptions, and the
+    greedy outputs (popped from the figures)."""
+    metrics, details, outputs = {}, {}, {}
+    for name, r in results.items():
+        r = dict(r)
+        if "outputs" in r:
+            outputs[name] = r.pop("outputs")
+        nums = {k: r[k] for k in METRICS if r.get(k) is not None}
+        if nums:
+            metrics[name] = nums
+        details[name] = {k: v for k, v in r.items() if k not in METRICS}
+    return metrics, details, outputs
 
 
 def bench_target(name: str, compile_dir: Path, reference_dir: Path, bench: dict, max_new_tokens: int,
@@ -92,7 +116,8 @@ def _worker(job: dict) -> dict:
         return {"status": "skipped", "reason": str(e)}
     load_s = time.perf_counter() - t0
     try:
-        outs = [runner.generate(r["prompt_ids"], max_new).tokens for r in reference]
+        gens = [runner.generate(r["prompt_ids"], max_new) for r in reference]
+        outs = [g.tokens for g in gens]
         texts = [tok.decode(t, skip_special_tokens=True) for t in outs]
         task = score(texts, [r["expected"] for r in reference], job["response_schema"])
         speed_prompts = [r["prompt_ids"] for r in reference[:speed_prompts]]
@@ -119,6 +144,8 @@ def _worker(job: dict) -> dict:
         "field_accuracy": task.get("field_accuracy", {}),
         "n": task["n"],
         "threads": bench["threads"],
+        "outputs": [{"id": r.get("id"), "tokens": t, "text": x, "finish_reason": g.finish_reason}
+                    for r, t, x, g in zip(reference, outs, texts, gens)],
     }
 
 

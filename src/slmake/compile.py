@@ -1,30 +1,67 @@
-"""Compile one target: build its artifacts atomically and write a manifest for each.
+"""Compile one target: validate its settings once, build its artifacts atomically, write a manifest
+for each, and print one line per artifact (status, size, seconds).
 
 A manifest records what went in (sha256 of the merged model, the target's spec slice), what came
 out (sha256 + size of the artifact) and with what (toolchain versions), so an artifact found on a
-deployment box can be traced back to the exact build.
+deployment box can be traced back to the exact build. Toolchain logs go to ``logs_root/<target>``,
+outside the cached output: they hold paths and timings, which would make the output's hash change
+on every rebuild.
 """
 
 from __future__ import annotations
 
 import platform
+import shutil
+import time
 from pathlib import Path
+
+from jsonschema import Draft202012Validator
 
 from . import __version__, targets
 from .io import atomic_dir, sha256_tree, size_bytes, write_json_atomic
+from .targets.base import Artifact, BuildContext
 from .toolchain import versions
 
 MANIFEST_GLOB = "manifest.*.json"
 
 
-def compile_target(name: str, settings: dict, merged_dir: Path, out_root: Path) -> list[dict]:
+class CompileError(Exception):
+    """Settings that cannot build anything; the message names the key and what was expected."""
+
+
+def settings_problems(name: str, settings: dict) -> list[str]:
+    """Every problem with ``targets.<name>``: its schema (the one definition of enums, ranges and
+    required keys) and then the target's own semantic checks."""
+    from .spec import explain, target_schema
+
     module = targets.load(name)
+    errors = sorted(explain(e, prefix=["targets", name])
+                    for e in Draft202012Validator(target_schema(name)).iter_errors(settings))
+    return errors or module.check(settings)
+
+
+def compile_target(name: str, settings: dict, merged_dir: Path, data_dir: Path, out_root: Path,
+                   logs_root: Path) -> list[dict]:
+    module = targets.load(name)
+    problems = settings_problems(name, settings)
+    if problems:
+        raise CompileError("\n".join(problems))
     info = module.TARGET
     merged_dir, out_root = merged_dir.resolve(), out_root.resolve()  # toolchains may run in another cwd
+    logs = logs_root.resolve() / name
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
     inputs_sha = sha256_tree(merged_dir)
-    out_dir = out_root / name
-    with atomic_dir(out_dir) as tmp:
-        artifacts = module.compile(merged_dir, tmp, settings)
+    with atomic_dir(out_root / name) as tmp:
+        clock = [time.perf_counter()]
+
+        def done(art: Artifact) -> None:
+            size = size_bytes(tmp / art.path) if art.status == "built" and (tmp / art.path).exists() else 0
+            print(f"  {art.name:<18} {art.status:<6} {size / 2**20:8.2f} MiB {time.perf_counter() - clock[0]:6.1f} s"
+                  + (f"  {art.reason}" if art.reason else ""), flush=True)
+            clock[0] = time.perf_counter()
+
+        artifacts = module.compile(BuildContext(merged_dir, tmp, data_dir, logs, done), settings)
         entries = []
         for art in artifacts:
             entry = art.to_dict()
@@ -48,4 +85,7 @@ def compile_target(name: str, settings: dict, merged_dir: Path, out_root: Path) 
             entries.append(entry)
         write_json_atomic(tmp / "artifacts.json", {"target": name, "artifacts": entries,
                                                    "inputs": {"merged_model_sha256": inputs_sha}})
+    if entries and not any(e["status"] == "built" for e in entries):
+        print(f"WARNING: compile@{name} built none of its {len(entries)} artifacts (reasons above); "
+              "bench will report them not_built", flush=True)
     return entries

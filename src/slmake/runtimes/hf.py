@@ -1,31 +1,37 @@
-"""The fp32 reference: transformers' own greedy generation on the merged safetensors folder."""
+"""transformers runner: the fp32 reference on CPU (evaluate), and the fp16 artifact on a CUDA GPU.
+
+One greedy loop for both devices: on CUDA, ``int(argmax)`` synchronises before the clock is read,
+so TTFT is not just kernel launch time.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..targets.base import Generation, Stopwatch
+from .base import Generation, OnToken, Stopwatch
 
 
 class HFRunner:
-    def __init__(self, folder: str | Path, threads: int | None = None):
+    def __init__(self, folder: str | Path, threads: int | None = None, device: str = "cpu"):
+        """``device``: "cpu" runs fp32 (fp16 weights are upcast); "cuda" runs fp16 on the GPU."""
         import torch
         from transformers import AutoModelForCausalLM
 
-        if threads:
+        self.torch, self.device = torch, device
+        if threads and device == "cpu":
             torch.set_num_threads(threads)
-        self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-        self.model.eval()
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(device).eval()
         eos = self.model.config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos])
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
-        import torch
-
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None) -> Generation:
+        torch = self.torch
         watch = Stopwatch()
         out: list[int] = []
+        finish = "length"
         with torch.inference_mode():
-            ids = torch.tensor([prompt_ids])
+            ids = torch.tensor([prompt_ids], device=self.device)
             past = None
             for _ in range(max_new_tokens):
                 res = self.model(input_ids=ids, past_key_values=past, use_cache=True)
@@ -33,10 +39,16 @@ class HFRunner:
                 nxt = int(res.logits[0, -1].argmax())
                 watch.mark_first()
                 if nxt in self.eos:
+                    finish = "stop"
                     break
                 out.append(nxt)
-                ids = torch.tensor([[nxt]])
-        return watch.result(out)
+                if on_token is not None and on_token(nxt):
+                    finish = "stop"
+                    break
+                ids = torch.tensor([[nxt]], device=self.device)
+        return watch.result(out, finish)
 
     def close(self) -> None:
-        del self.model
+        self.model = None
+        if self.device == "cuda":
+            self.torch.cuda.empty_cache()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..targets.base import Generation, Stopwatch
+from .base import Generation, OnToken, Stopwatch
 
 
 class OpenVINORunner:
@@ -29,7 +29,7 @@ class OpenVINORunner:
         cfg.stop_token_ids = self.eos
         self.config = cfg
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None) -> Generation:
         import numpy as np
         import openvino as ov
 
@@ -42,11 +42,18 @@ class OpenVINORunner:
         watch = Stopwatch()
         res = self.pipe.generate(inputs, self.config)
         tokens = [int(t) for t in res.tokens[0]]
+        finish = "length"
         if tokens and tokens[-1] in self.eos:
             tokens.pop()
+            finish = "stop"
+        if on_token is not None:  # the pipeline ran without a streamer: replay, honouring a stop
+            for i, t in enumerate(tokens):
+                if on_token(t):
+                    tokens, finish = tokens[:i + 1], "stop"
+                    break
         ttft_s = res.perf_metrics.get_ttft().mean / 1000.0   # ms in GenAI
         watch.first = min(watch.start + ttft_s, time.perf_counter())
-        return watch.result(tokens)
+        return watch.result(tokens, finish)
 
     def close(self) -> None:
         self.pipe = None

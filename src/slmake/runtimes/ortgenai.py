@@ -1,7 +1,9 @@
 """ONNX Runtime GenAI runner: greedy generation on token ids with the builder's genai_config.json.
 
-Thread count is applied through ``og.Config.overlay`` (the decoder's session_options), so the
-built artifact stays untouched and its hash keeps meaning "what the builder wrote".
+``provider="cpu"`` clears the providers the builder wrote (a cuda-built model then runs on the CPU
+EP, which is how cuda artifacts are parity-checked without a GPU); ``provider="cuda"`` keeps them.
+Thread count is applied through ``og.Config.overlay`` (the decoder's session_options), so the built
+artifact stays untouched and its hash keeps meaning "what the builder wrote".
 """
 
 from __future__ import annotations
@@ -9,11 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..targets.base import Generation, Stopwatch
+from .base import Generation, OnToken, Stopwatch
 
 
 class OrtGenAIRunner:
-    def __init__(self, model_dir: str | Path, threads: int | None = None):
+    def __init__(self, model_dir: str | Path, threads: int | None = None, provider: str = "cpu"):
         import onnxruntime_genai as og
 
         self._og = og
@@ -22,13 +24,14 @@ class OrtGenAIRunner:
         self.eos = set(eos if isinstance(eos, list) else [eos])
         self.context = int(cfg.get("context_length") or 0)
         config = og.Config(str(model_dir))
-        config.clear_providers()  # CPU execution provider
-        if threads:
-            opts = {"intra_op_num_threads": int(threads), "inter_op_num_threads": 1}
-            config.overlay(json.dumps({"model": {"decoder": {"session_options": opts}}}))
+        if provider == "cpu":
+            config.clear_providers()  # CPU execution provider
+            if threads:
+                opts = {"intra_op_num_threads": int(threads), "inter_op_num_threads": 1}
+                config.overlay(json.dumps({"model": {"decoder": {"session_options": opts}}}))
         self.model = og.Model(config)
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None) -> Generation:
         og = self._og
         max_length = len(prompt_ids) + max_new_tokens
         if self.context:
@@ -40,15 +43,20 @@ class OrtGenAIRunner:
         gen = og.Generator(self.model, params)
         gen.append_tokens(list(prompt_ids))   # prompt ids already carry BOS
         out: list[int] = []
+        finish = "length"
         while len(out) < max_new_tokens and not gen.is_done():
             gen.generate_next_token()
             nxt = int(gen.get_next_tokens()[0])
             watch.mark_first()
             if nxt in self.eos:
+                finish = "stop"
                 break
             out.append(nxt)
+            if on_token is not None and on_token(nxt):
+                finish = "stop"
+                break
         del gen
-        return watch.result(out)
+        return watch.result(out, finish)
 
     def close(self) -> None:
         self.model = None

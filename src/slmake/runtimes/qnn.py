@@ -3,7 +3,7 @@
 The same loop serves all three artifacts (fp32 on the CPU EP, QDQ on the HTP simulator, the
 context binary on a device), so differences between them are numerics, not driver code. Each step
 feeds the whole right-padded context and the index of the last real token (see qnn_export); the
-graph's fixed length comes from the sidecar written at compile time, not from a setting that could
+graph's fixed length comes from the sidecar (``SIDECAR``) written at compile time, not from a setting that could
 drift from the artifact.
 """
 
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..qnn_export import SIDECAR
-from ..targets.base import Generation, Stopwatch
+from .base import Generation, OnToken, Stopwatch
+
+SIDECAR = "slmake_static.json"   # what a runner needs to feed the graph, stored beside it by compile
 
 
 class StaticRunner:
@@ -34,15 +35,13 @@ class StaticRunner:
                 so.intra_op_num_threads = int(threads)
             self.session = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
         else:
-            from ..qnn_export import qnn_session_options
-
             opts = {"htp_performance_mode": "burst"} if where == "qnn_device" else {}
             # the whole graph on QNN, unless compile recorded ops it allowed onto the CPU EP
             strict = {} if meta.get("cpu_fallback_ops") else {"session.disable_cpu_ep_fallback": "1"}
             so = qnn_session_options(opts, strict, threads)
             self.session = ort.InferenceSession(str(model), so)
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation:
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None) -> Generation:
         n = len(prompt_ids)
         if not 0 < n <= self.C:
             raise ValueError(f"prompt of {n} tokens does not fit the static context of {self.C} tokens; "
@@ -51,18 +50,51 @@ class StaticRunner:
         ids[0, :n] = prompt_ids
         watch = Stopwatch()
         out: list[int] = []
+        finish = "length"
         while len(out) < max_new_tokens:
             logits = self.session.run(None, {"input_ids": ids, "last": np.array([n - 1], np.int64)})[0]
             nxt = int(logits[0].argmax())
             watch.mark_first()
             if nxt in self.eos:
+                finish = "stop"
                 break
             out.append(nxt)
+            if on_token is not None and on_token(nxt):
+                finish = "stop"
+                break
             if n == self.C:    # context full: like llama.cpp at n_ctx, generation ends here
                 break
             ids[0, n] = nxt
             n += 1
-        return watch.result(out)
+        return watch.result(out, finish)
 
     def close(self) -> None:
         self.session = None
+
+
+# --- the QNN execution provider (onnxruntime-qnn's plugin EP) ---------------------------------------
+
+def register_qnn():
+    """Register onnxruntime-qnn's plugin EP once per process; returns its OrtEpDevices."""
+    import onnxruntime as ort
+    import onnxruntime_qnn
+
+    if not [d for d in ort.get_ep_devices() if d.ep_name == onnxruntime_qnn.EP_NAME]:
+        ort.register_execution_provider_library(onnxruntime_qnn.EP_NAME, onnxruntime_qnn.get_library_path())
+    return [d for d in ort.get_ep_devices() if d.ep_name == onnxruntime_qnn.EP_NAME]
+
+
+def qnn_session_options(provider_options: dict | None = None, config: dict | None = None, threads=None):
+    """Session options that put the graph on QNN's HTP backend (the x86 simulator off-device)."""
+    import onnxruntime as ort
+    import onnxruntime_qnn
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    so.add_provider_for_devices(register_qnn(), {"backend_path": onnxruntime_qnn.get_qnn_htp_path(),
+                                                 **(provider_options or {})})
+    for k, v in (config or {}).items():
+        so.add_session_config_entry(k, str(v))
+    return so

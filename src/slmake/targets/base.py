@@ -1,23 +1,28 @@
 """What every hardware target declares (the Olive pass-registry idea, without inheritance).
 
 A target is a module in ``slmake.targets`` exposing a module-level ``TARGET: TargetInfo``
-plus three functions:
+plus four functions:
 
     probe() -> Probe                         # is the hardware (and its runtime) on this host?
-    compile(merged_dir, out_dir, settings) -> list[Artifact]
+    check(settings) -> list[str]             # semantic problems the JSON Schema cannot express
+    compile(ctx: BuildContext, settings) -> list[Artifact]
     open_runner(artifact, artifact_dir, bench) -> Runner   # raise Skipped(reason) when it cannot run here
 
-Runners work on token ids: every artifact is fed the same ids (tokenised once by the merged
-model's Hugging Face tokenizer), so parity figures measure the model and its numerics, not
-tokenizer differences between runtimes.
+A target is one folder, ``targets/<name>/``: its module, its ``schema.json`` (the settings'
+only definition: enums, ranges, required keys) and whatever it alone uses (e.g. the Qualcomm
+exporter). The compile and bench drivers validate settings against that schema once and print
+sizes and timings; a target receives validated settings and the paths it may use.
+
+The runner a target returns follows ``slmake.runtimes.base.Runner``; the runtime layer does not
+import targets, targets import runtimes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -60,30 +65,11 @@ class Artifact:
 
 
 @dataclass
-class Generation:
-    tokens: list[int]                 # generated ids, without the prompt, without the final EOS
-    ttft_s: float                     # prompt processing + first token
-    decode_s: float                   # time for the remaining tokens
-
-
-class Runner(Protocol):
-    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation: ...
-
-    def close(self) -> None: ...
-
-
-class Stopwatch:
-    """Tiny helper runners use to split TTFT from decode time."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.first: float | None = None
-
-    def mark_first(self) -> None:
-        if self.first is None:
-            self.first = time.perf_counter()
-
-    def result(self, tokens: list[int]) -> Generation:
-        end = time.perf_counter()
-        first = self.first if self.first is not None else end
-        return Generation(tokens=tokens, ttft_s=first - self.start, decode_s=end - first)
+class BuildContext:
+    """Everything a target's compile may read or write, passed in by the stage (targets never
+    derive build paths themselves)."""
+    merged: Path                              # the fine-tuned HF safetensors folder
+    out: Path                                 # where artifacts go (a temp folder, swapped in whole)
+    data: Path                                # the curated splits (e.g. calibration data)
+    logs: Path                                # toolchain logs: outside the cached output
+    done: Callable[[Artifact], None] = lambda art: None   # once per finished artifact (progress)

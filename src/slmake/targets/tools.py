@@ -1,18 +1,22 @@
-"""Helpers every target shares: run a toolchain offline into a log, turn its failure into a reason a
-user can act on, and build ONNX Runtime GenAI models (the cpu and cuda targets both use its builder)."""
+"""Helpers every target shares: check the merged model, run a toolchain offline into a log (or send
+in-process libraries' output there), turn a failure into a reason a user can act on, refuse to run
+what was not built, and build ONNX Runtime GenAI models (the cpu and cuda targets both use its
+builder)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from .base import Artifact
+from ..io import atomic_dir
+from .base import Artifact, BuildContext, Skipped
 
 
 def check_merged(merged: Path) -> None:
@@ -27,6 +31,9 @@ def run_tool(cmd: list[str], log: Path, cwd: str | Path | None = None, **extra_e
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONHASHSEED": "0",
            "TOKENIZERS_PARALLELISM": "false", **extra_env}
     env.pop("NO_LOCAL_GGUF", None)  # llama.cpp's converter must use the gguf-py installed beside it
+    # ONNX Runtime GenAI's builder stamps `git rev-parse HEAD` of whatever repo holds its install into
+    # producer_version: with the venv inside this repo, every commit changed the ONNX bytes.
+    env["GIT_DIR"] = os.devnull
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as f:
         f.write("$ " + " ".join(cmd) + "\n")
@@ -34,12 +41,58 @@ def run_tool(cmd: list[str], log: Path, cwd: str | Path | None = None, **extra_e
         return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd).returncode
 
 
-def last_error(log: Path, out: Path) -> str:
-    """The line a user needs (the last error-looking line) and where the full log is. The path is
-    relative: compile_target builds in a temporary folder that is renamed afterwards."""
+def last_error(log: Path) -> str:
+    """The line a user needs (the last error-looking line) and where the full log is."""
     lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
     errors = [ln for ln in lines if re.search(r"(Error|Exception|error:|failed)", ln)]
-    return f"{((errors or lines or ['(no output)'])[-1])[:300]} (full log: {log.relative_to(out)})"
+    return f"{((errors or lines or ['(no output)'])[-1])[:300]} (full log: {_shown(log)})"
+
+
+def _shown(log: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(log.resolve().relative_to(Path.cwd()))
+    return str(log)
+
+
+@contextlib.contextmanager
+def output_to(log: Path):
+    """Send everything an in-process toolchain prints to ``log``: fd 1/2 (C++ code such as ggml,
+    ORT, QNN and torch.export print there) and Python's sys.stdout/stderr, with llama-cpp-python's
+    logger at INFO so the quantizer's per-tensor lines (fallback types) land in the log too."""
+    logger = logging.getLogger("llama-cpp-python")
+    level = logger.level
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "a") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        logger.setLevel(logging.INFO)
+        try:
+            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+                yield
+        finally:
+            f.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+            logger.setLevel(level)
+
+
+def require_built(artifact: Artifact) -> None:
+    """The one guard every open_runner starts with."""
+    if artifact.status != "built":
+        raise Skipped(f"{artifact.name} was not built: {artifact.reason}")
+
+
+def first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or ["(no message)"])[0][:300]
+
+
+class ToolFailed(Exception):
+    """A toolchain step failed; the message is the artifact's reason."""
 
 
 def failed(art: Artifact, reason: str) -> Artifact:
@@ -47,29 +100,27 @@ def failed(art: Artifact, reason: str) -> Artifact:
     return art
 
 
-def build_ort_genai(merged: Path, out: Path, precision: str, provider: str) -> Artifact:
-    """ONNX Runtime GenAI's own model builder, offline, into ``out/onnx_<precision>``."""
+def build_ort_genai(ctx: BuildContext, precision: str, provider: str) -> Artifact:
+    """ONNX Runtime GenAI's own model builder, offline, into ``ctx.out/onnx_<precision>``."""
     art = Artifact(f"onnx_{precision}", "onnx-genai", precision, f"onnx_{precision}", "onnxruntime-genai",
                    notes={"tool": "onnxruntime_genai.models.builder", "execution_provider": provider})
     if importlib.util.find_spec("onnxruntime_genai") is None:
         return failed(art, "onnxruntime-genai is not installed (pip install onnxruntime-genai onnx-ir, "
                            "versions as in requirements/lock.txt)")
-    dest, tmp = out / art.path, out / f"{art.path}.partial"
-    for d in (dest, tmp):
-        shutil.rmtree(d, ignore_errors=True)
-    log = out / "logs" / f"onnx_{precision}.log"
-    with tempfile.TemporaryDirectory(prefix="slmake-ortgenai-") as work:  # the builder's -c cache and cwd
-        rc = run_tool([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merged), "-o", str(tmp),
-                       "-p", precision, "-e", provider, "-c", str(Path(work) / "cache"),
-                       "--extra_options", "hf_token=false"], log, cwd=work)
-    if rc != 0 or not (tmp / "genai_config.json").is_file():
-        shutil.rmtree(tmp, ignore_errors=True)
-        return failed(art, f"onnxruntime_genai.models.builder exited {rc}: {last_error(log, out)}")
-    problem = graph_problem(tmp / "model.onnx")
-    if problem:  # seen with -p fp32 -e cuda on 0.18: packed Attention without present.* outputs
-        shutil.rmtree(tmp, ignore_errors=True)
-        return failed(art, f"onnxruntime_genai.models.builder -p {precision} -e {provider}: {problem}")
-    os.replace(tmp, dest)
+    log = ctx.logs / f"onnx_{precision}.log"
+    try:
+        with atomic_dir(ctx.out / art.path) as tmp, \
+                tempfile.TemporaryDirectory(prefix="slmake-ortgenai-") as work:  # the builder's -c cache and cwd
+            rc = run_tool([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(ctx.merged),
+                           "-o", str(tmp), "-p", precision, "-e", provider, "-c", str(Path(work) / "cache"),
+                           "--extra_options", "hf_token=false"], log, cwd=work)
+            if rc != 0 or not (tmp / "genai_config.json").is_file():
+                raise ToolFailed(f"onnxruntime_genai.models.builder exited {rc}: {last_error(log)}")
+            problem = graph_problem(tmp / "model.onnx")
+            if problem:  # seen with -p fp32 -e cuda on 0.18: packed Attention without present.* outputs
+                raise ToolFailed(f"onnxruntime_genai.models.builder -p {precision} -e {provider}: {problem}")
+    except ToolFailed as e:
+        return failed(art, str(e))
     return art
 
 

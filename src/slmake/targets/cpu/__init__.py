@@ -2,8 +2,8 @@
 
 Each format is built with its own project's tools — llama.cpp's convert_hf_to_gguf.py and its
 in-process quantizer, ONNX Runtime GenAI's model builder — so the artifacts are the ones those
-runtimes' users would build themselves. Tools run in subprocesses (or with fd 2 redirected) and
-their chatter goes to ``out_dir/logs/``; the terminal gets one line per artifact. A format whose
+runtimes' users would build themselves. Tools run in subprocesses (or with their output redirected)
+into logs outside the cached output; the driver prints one line per artifact. A format whose
 toolchain is missing or fails yields an Artifact with status "failed" and an actionable reason,
 never an exception, so the other formats still get built.
 """
@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import logging
 import os
 import platform
 import re
 import shutil
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
-from ..io import size_bytes as _size
-from .base import Artifact, Probe, Skipped, TargetInfo
-from .tools import build_ort_genai, check_merged as _check_merged, failed as _failed, last_error as _last_error, run_tool as _run
+from ..base import Artifact, BuildContext, Probe, Skipped, TargetInfo
+from ..tools import (build_ort_genai, check_merged, failed as _failed, last_error as _last_error, output_to,
+                     require_built, run_tool as _run)
 
 TARGET = TargetInfo(
     name="cpu",
@@ -38,7 +36,6 @@ TARGET = TargetInfo(
 CONVERTED = ("f32", "f16", "bf16")              # written by the converter itself
 QUANTIZED = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1",
              "q4_k_m": "Q4_K_M", "q5_k_m": "Q5_K_M", "q6_k": "Q6_K"}   # quantized from gguf_f16
-PRECISIONS = ("fp32", "int8", "int4")
 INSTALL_HINT = "run `bash requirements/llama_cpp.sh <venv>/bin/python`"
 CONVERTER = "convert_hf_to_gguf.py"           # installed by requirements/llama_cpp.sh
 CONVERTER_ENV = "SLMAKE_LLAMA_CPP_CONVERTER"   # path to another convert_hf_to_gguf.py (optional)
@@ -56,89 +53,77 @@ def probe() -> Probe:
                  reason=f"{platform.machine()}, {os.cpu_count()} logical cores [{flags}]; runtimes: {runtimes}")
 
 
-def compile(merged_dir: Path, out_dir: Path, settings: dict) -> list[Artifact]:
-    from tqdm import tqdm
+def check(settings: dict) -> list[str]:
+    if not settings["gguf"]["quants"] and not settings["onnx_genai"]["precisions"]:
+        return ["targets.cpu: nothing to build: gguf.quants and onnx_genai.precisions are both empty"]
+    return []
 
-    merged_dir, out_dir = Path(merged_dir).resolve(), Path(out_dir)
-    _check_merged(merged_dir)
-    quants = list((settings.get("gguf") or {}).get("quants") or [])
-    precisions = list((settings.get("onnx_genai") or {}).get("precisions") or [])
-    for value, allowed in [(q, (*CONVERTED, *QUANTIZED)) for q in quants] + [(p, PRECISIONS) for p in precisions]:
-        if value not in allowed:
-            raise ValueError(f"cpu target: unknown type {value!r}; allowed: {', '.join(allowed)}")
-    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
-    names = [f"gguf_{q}" for q in quants] + [f"onnx_{p}" for p in precisions]
-    with tqdm(total=len(names), desc="compile cpu", unit="artifact") as bar:
-        def done(art: Artifact, seconds: float) -> Artifact:
-            size = _size(out_dir / art.path) if art.status == "built" else 0
-            bar.write(f"  {art.name:<14} {art.status:<6} {size / 2**20:8.2f} MiB {seconds:6.1f} s"
-                      + (f"  {art.reason}" if art.reason else ""))
-            bar.update(1)
-            return art
-        arts = _gguf(merged_dir, out_dir, quants, done) if quants else []
-        for p in precisions:
-            t0 = time.perf_counter()
-            arts.append(done(build_ort_genai(merged_dir, out_dir, p, "cpu"), time.perf_counter() - t0))
+
+def compile(ctx: BuildContext, settings: dict) -> list[Artifact]:
+    check_merged(ctx.merged)
+    quants, precisions = settings["gguf"]["quants"], settings["onnx_genai"]["precisions"]
+    arts = _gguf(ctx, quants) if quants else []
+    for p in precisions:
+        arts.append(build_ort_genai(ctx, p, "cpu"))
+        ctx.done(arts[-1])
     return arts
 
 
 def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
-    if artifact.status != "built":
-        raise Skipped(f"{artifact.name} was not built: {artifact.reason}")
+    require_built(artifact)
     path, threads = Path(artifact_dir) / artifact.path, bench.get("threads")
     if artifact.format == "gguf":
         if importlib.util.find_spec("llama_cpp") is None:
             raise Skipped(f"llama-cpp-python is not installed; {INSTALL_HINT}")
-        from ..runtimes.llamacpp import LlamaCppRunner
-        return LlamaCppRunner(path, threads=threads, n_ctx=bench.get("n_ctx") or 0)
+        from ...runtimes.llamacpp import LlamaCppRunner
+        return LlamaCppRunner(path, threads=threads)
     if artifact.format == "onnx-genai":
         if importlib.util.find_spec("onnxruntime_genai") is None:
             raise Skipped("onnxruntime-genai is not installed (pip install onnxruntime-genai)")
-        from ..runtimes.ortgenai import OrtGenAIRunner
+        from ...runtimes.ortgenai import OrtGenAIRunner
         return OrtGenAIRunner(path, threads=threads)
     raise Skipped(f"cpu target cannot run format {artifact.format!r}")
 
 
 # --- GGUF -------------------------------------------------------------------------------------
 
-def _gguf(merged: Path, out: Path, quants: list[str], done) -> list[Artifact]:
+def _gguf(ctx: BuildContext, quants: list[str]) -> list[Artifact]:
     """Convert f16/f32/bf16 with the converter, then quantize every other type from gguf_f16
     (llama.cpp's standard route); gguf_f16 is deleted afterwards when it was not asked for."""
     need = [t for t in CONVERTED if t in quants or (t == "f16" and any(q in QUANTIZED for q in quants))]
     made: dict[str, Artifact] = {}
     for t in need:
-        t0 = time.perf_counter()
-        made[t] = _convert(merged, out, t)
+        made[t] = _convert(ctx, t)
         if t in quants:
-            done(made[t], time.perf_counter() - t0)
+            ctx.done(made[t])
     for q in (q for q in quants if q in QUANTIZED):
-        t0 = time.perf_counter()
-        made[q] = done(_quantize(out, made["f16"], q), time.perf_counter() - t0)
+        made[q] = _quantize(ctx, made["f16"], q)
+        ctx.done(made[q])
     if "f16" in made and "f16" not in quants:
-        shutil.rmtree(out / "gguf_f16", ignore_errors=True)
+        shutil.rmtree(ctx.out / "gguf_f16", ignore_errors=True)
     return [made[q] for q in quants]
 
 
-def _convert(merged: Path, out: Path, outtype: str) -> Artifact:
+def _convert(ctx: BuildContext, outtype: str) -> Artifact:
     art = Artifact(f"gguf_{outtype}", "gguf", outtype, f"gguf_{outtype}/model.gguf", "llama.cpp")
     script = Path(os.environ.get(CONVERTER_ENV) or Path(sys.prefix) / "share/slmake/llama.cpp" / CONVERTER)
     if not script.is_file():
         return _failed(art, f"llama.cpp's converter is not installed ({script} missing); {INSTALL_HINT}")
-    dest = out / art.path
+    dest = ctx.out / art.path
     shutil.rmtree(dest.parent, ignore_errors=True)
     dest.parent.mkdir(parents=True)
-    log = out / "logs" / f"convert_{outtype}.log"
+    log = ctx.logs / f"convert_{outtype}.log"
     tmp = dest.with_name("model.gguf.partial")
-    rc = _run([sys.executable, str(script), str(merged), "--outtype", outtype, "--outfile", str(tmp)], log)
+    rc = _run([sys.executable, str(script), str(ctx.merged), "--outtype", outtype, "--outfile", str(tmp)], log)
     if rc != 0 or not tmp.is_file():
         shutil.rmtree(dest.parent, ignore_errors=True)
-        return _failed(art, f"{CONVERTER} exited {rc}: {_last_error(log, out)}")
+        return _failed(art, f"{CONVERTER} exited {rc}: {_last_error(log)}")
     os.replace(tmp, dest)
     art.notes = {"tool": "llama.cpp convert_hf_to_gguf.py", **_tensor_types(dest)}
     return art
 
 
-def _quantize(out: Path, f16: Artifact, quant: str) -> Artifact:
+def _quantize(ctx: BuildContext, f16: Artifact, quant: str) -> Artifact:
     art = Artifact(f"gguf_{quant}", "gguf", quant, f"gguf_{quant}/model.gguf", "llama.cpp")
     if f16.status != "built":
         return _failed(art, f"needs gguf_f16, which failed: {f16.reason}")
@@ -146,43 +131,24 @@ def _quantize(out: Path, f16: Artifact, quant: str) -> Artifact:
         import llama_cpp
     except Exception as e:  # ImportError, or OSError when libllama.so does not load
         return _failed(art, f"llama-cpp-python (the quantizer) does not import: {e}; {INSTALL_HINT}")
-    dest = out / art.path
+    dest = ctx.out / art.path
     shutil.rmtree(dest.parent, ignore_errors=True)
     dest.parent.mkdir(parents=True)
-    log, tmp = out / "logs" / f"quantize_{quant}.log", dest.with_name("model.gguf.partial")
+    log, tmp = ctx.logs / f"quantize_{quant}.log", dest.with_name("model.gguf.partial")
+    log.unlink(missing_ok=True)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{QUANTIZED[quant]}")
-    with _stderr_to(log):
-        rc = llama_cpp.llama_model_quantize(str(out / f16.path).encode(), str(tmp).encode(), params)
+    with output_to(log):
+        rc = llama_cpp.llama_model_quantize(str(ctx.out / f16.path).encode(), str(tmp).encode(), params)
     if rc != 0 or not tmp.is_file():
         shutil.rmtree(dest.parent, ignore_errors=True)
-        return _failed(art, f"llama_model_quantize returned {rc}: {_last_error(log, out)}")
+        return _failed(art, f"llama_model_quantize returned {rc}: {_last_error(log)}")
     os.replace(tmp, dest)
     fallbacks = Counter(f"{a}->{b}" for _, a, b in _FALLBACK.findall(log.read_text(errors="replace")))
     art.notes = {"tool": "llama_cpp.llama_model_quantize", "quantized_from": "gguf_f16", **_tensor_types(dest)}
     if fallbacks:  # K-quants need rows divisible by 256; llama.cpp silently picks another type
         art.notes["fallbacks"] = dict(sorted(fallbacks.items()))
     return art
-
-
-@contextlib.contextmanager
-def _stderr_to(log: Path):
-    """llama.cpp logs per tensor, through llama-cpp-python's callback (Python's sys.stderr, only at
-    INFO level) and ggml's own fprintf (fd 2): send both to the log file for the duration."""
-    logger = logging.getLogger("llama-cpp-python")
-    level, saved = logger.level, os.dup(2)
-    with open(log, "w") as f:
-        sys.stderr.flush()
-        os.dup2(f.fileno(), 2)
-        logger.setLevel(logging.INFO)
-        try:
-            with contextlib.redirect_stderr(f):
-                yield
-        finally:
-            f.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            logger.setLevel(level)
 
 
 def _tensor_types(path: Path) -> dict:
@@ -194,6 +160,3 @@ def _tensor_types(path: Path) -> dict:
         return {"tensor_types": dict(sorted(types.items()))}
     except Exception:  # the gguf package is optional at this point
         return {}
-
-
-

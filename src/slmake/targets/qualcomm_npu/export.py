@@ -8,7 +8,7 @@ logits equal the unpadded model's. No KV cache: measured on the x86 HTP simulato
 KV-cache step cost about as many cycles as the full 128-token step (HTP matmuls are tile-bound, and
 quantizing the float KV inputs took ~35 % of the step), so the extra graph was not worth it here.
 
-Graph fixes (NOTES.md, measured with onnxruntime-qnn 2.7.0): the causal mask's float-min fill
+Graph fixes (measured with onnxruntime-qnn 2.7.0): the causal mask's float-min fill
 (-3.4e38) wrecks the quantized range of the mask add, so it becomes a moderate negative; QNN's
 quantized Reciprocal (RMSNorm's rsqrt) had 92 % relative error, so Reciprocal(x) becomes Div(1, x).
 Every fix is counted so the artifact's notes say what was changed.
@@ -16,40 +16,18 @@ Every fix is counted so the artifact's notes say what was changed.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from ...runtimes.qnn import SIDECAR, qnn_session_options
+
 INPUTS = ("input_ids", "last")
-SIDECAR = "slmake_static.json"   # what a runner needs to feed the graph, stored beside it
 QTYPES = {"u8": "QUInt8", "u16": "QUInt16", "s8": "QInt8", "u4": "QUInt4", "s4": "QInt4"}  # -> QuantType
 _MIN_FILL = -1e30                # anything below this is a float-min mask fill
-
-
-@contextlib.contextmanager
-def quiet(log: Path):
-    """Send fd 1/2 (torch.export, ORT and QNN print there, some from C++) to ``log``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log, "a") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-                yield
-        finally:
-            f.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
 
 
 def export_static(merged: Path, dest: Path, context_len: int) -> dict:
@@ -158,32 +136,7 @@ def quantize_qdq(src: Path, dest: Path, feeds: list[dict], activations: str, wei
             "calibration": f"MinMax over {len(feeds)} sequences"}
 
 
-# --- QNN execution provider ---------------------------------------------------------------------
-
-def register_qnn():
-    """Register onnxruntime-qnn's plugin EP once per process; returns its OrtEpDevices."""
-    import onnxruntime as ort
-    import onnxruntime_qnn
-
-    if not [d for d in ort.get_ep_devices() if d.ep_name == onnxruntime_qnn.EP_NAME]:
-        ort.register_execution_provider_library(onnxruntime_qnn.EP_NAME, onnxruntime_qnn.get_library_path())
-    return [d for d in ort.get_ep_devices() if d.ep_name == onnxruntime_qnn.EP_NAME]
-
-
-def qnn_session_options(provider_options: dict | None = None, config: dict | None = None, threads=None):
-    import onnxruntime as ort
-    import onnxruntime_qnn
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = int(threads)
-    so.add_provider_for_devices(register_qnn(), {"backend_path": onnxruntime_qnn.get_qnn_htp_path(),
-                                                 **(provider_options or {})})
-    for k, v in (config or {}).items():
-        so.add_session_config_entry(k, str(v))
-    return so
-
+# --- checks on QNN ---------------------------------------------------------------------------
 
 def unsupported_ops(model: Path) -> Counter:
     """Ops the HTP backend rejects: open the model with CPU fallback allowed and count the nodes

@@ -7,7 +7,7 @@ Artifacts (built on any host that has onnxruntime-qnn):
                         host simulator: parity/accuracy are real, speed is labelled simulated.
   ``qnn_htp_device``    the QNN context binary for ``soc_model``/``htp_arch``: what a Snapdragon
                         device loads; benched only where a real HTP exists, else ``skipped``.
-The export and graph work lives in slmake.qnn_export, generation in slmake.runtimes.qnn.
+The export and graph work lives in ``export.py`` beside this file, generation in slmake.runtimes.qnn.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import json
 import platform
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
-from .base import Artifact, Probe, Skipped, TargetInfo
+from ..base import Artifact, BuildContext, Probe, Skipped, TargetInfo
+from ..tools import check_merged, failed as _failed, first_line as _first_line, output_to, require_built
 
 TARGET = TargetInfo(
     name="qualcomm_npu",
@@ -51,7 +51,7 @@ def probe() -> Probe:
     import onnxruntime as ort
     import onnxruntime_qnn
 
-    from ..qnn_export import register_qnn
+    from ...runtimes.qnn import register_qnn
 
     try:
         devices = register_qnn()
@@ -69,14 +69,22 @@ def probe() -> Probe:
                         "i.e. the HTP backend here is the x86 host simulator")
 
 
-def compile(merged_dir: Path, out_dir: Path, settings: dict) -> list[Artifact]:
-    from tqdm import tqdm
+def check(settings: dict) -> list[str]:
+    """QNN itself accepts a mismatched SoC / HTP pair and writes a binary the device then refuses."""
+    cb = settings["context_binary"]
+    if cb["enabled"] and SOC_ARCH.get(cb["soc_model"], cb["htp_arch"]) != cb["htp_arch"]:
+        return [f"targets.qualcomm_npu.context_binary: soc_model {cb['soc_model']} has HTP "
+                f"v{SOC_ARCH[cb['soc_model']]}, not htp_arch {cb['htp_arch']}"]
+    return []
 
-    from .. import qnn_export as qx
 
-    merged_dir, out_dir = Path(merged_dir).resolve(), Path(out_dir)
-    _check_merged(merged_dir)
-    s = _validated(settings)
+def compile(ctx: BuildContext, s: dict) -> list[Artifact]:
+    from . import export as qx
+
+    check_merged(ctx.merged)
+    problems = check(s)
+    if problems:
+        raise ValueError("invalid qualcomm_npu settings:\n" + "\n".join(f"  - {m}" for m in problems))
     q, cb = s["quantization"], s["context_binary"]
     qname = f"qdq_{q['activations'].lstrip('u')}a{q['weights'].lstrip('u')}w"   # qdq_16a8w, qdq_16as4w
     precision = f"{q['activations']} activations / {q['weights']} weights"
@@ -85,56 +93,38 @@ def compile(merged_dir: Path, out_dir: Path, settings: dict) -> list[Artifact]:
     dev = Artifact("qnn_htp_device", "qnn-context-binary", precision, "qnn_htp_device",
                    "onnxruntime-qnn (Hexagon HTP device)")
     arts = [fp32, qdq] + ([dev] if cb["enabled"] else [])
-    logs = out_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(arts), desc="compile qualcomm_npu", unit="artifact")
-
-    def done(art: Artifact, t0: float) -> None:
-        art.notes["seconds"] = round(time.perf_counter() - t0, 2)
-        if art.status == "built":
-            art.notes["size_mb"] = round(sum(p.stat().st_size for p in (out_dir / art.path).iterdir()) / 1e6, 3)
-        bar.write(f"  {art.name:<17} {art.status:<6} {art.notes.get('size_mb', 0):8.2f} MB "
-                  f"{art.notes['seconds']:6.1f} s" + (f"  {art.reason}" if art.reason else ""))
-        bar.update(1)
-
+    export_log = ctx.logs / "export.log"
     with tempfile.TemporaryDirectory(prefix="slmake-qnn-") as work:
         work = Path(work)
-        t0 = time.perf_counter()
         try:  # export + fixes: every artifact depends on them
-            with qx.quiet(logs / "export.log"):
-                meta = qx.export_static(merged_dir, work / "exported.onnx", s["context_len"])
+            with output_to(export_log):
+                meta = qx.export_static(ctx.merged, work / "exported.onnx", s["context_len"])
                 fixes = qx.fix_graph(work / "exported.onnx", work / "fixed.onnx", s["mask_fill"])
         except Exception as e:
-            reason = (f"static ONNX export failed: {type(e).__name__}: {_first_line(e)} (full log: logs/export.log); "
+            reason = (f"static ONNX export failed: {type(e).__name__}: {_first_line(e)} (full log: {export_log}); "
                       "this target exports decoder-only models that AutoModelForCausalLM loads with eager attention")
             for a in arts:
-                _failed(a, reason)
-                done(a, t0)
-            bar.close()
+                ctx.done(_failed(a, reason))
             return arts
         notes = {"context_len": s["context_len"], "graph_fixes": fixes, "mask_fill": s["mask_fill"],
                  "inputs": "input_ids [1, context_len] right-padded + last [1]; logits [1, vocab]"}
-        _place(work / "fixed.onnx", out_dir / fp32.path, meta)
+        _place(work / "fixed.onnx", ctx.out / fp32.path, meta)
         fp32.notes = {"tool": "torch.onnx.export(dynamo=True) + slmake graph fixes", **notes}
-        done(fp32, t0)
+        ctx.done(fp32)
 
-        t0 = time.perf_counter()
-        _build_qdq(qdq, merged_dir, out_dir, work, s, meta, notes)
+        _build_qdq(qdq, ctx, work, s, meta, notes)
         if probe().present is False:  # the HTP here is the x86 simulator: bench.py caps its prompts
             qdq.notes["bench_limit"] = s["simulator_prompts"]
-        done(qdq, t0)
+        ctx.done(qdq)
         if cb["enabled"]:
-            t0 = time.perf_counter()
-            _build_context(dev, qdq, out_dir, cb, meta, notes)
-            done(dev, t0)
-    bar.close()
+            _build_context(dev, qdq, ctx, cb, meta, notes)
+            ctx.done(dev)
     return arts
 
 
 def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
-    if artifact.status != "built":
-        raise Skipped(f"{artifact.name} was not built: {artifact.reason}")
-    from ..runtimes.qnn import StaticRunner
+    require_built(artifact)
+    from ...runtimes.qnn import StaticRunner
 
     path, threads = Path(artifact_dir) / artifact.path, bench.get("threads")
     if artifact.format == "onnx-static":
@@ -153,14 +143,14 @@ def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
 
 # --- steps -------------------------------------------------------------------------------------
 
-def _build_qdq(art: Artifact, merged: Path, out: Path, work: Path, s: dict, meta: dict, notes: dict) -> None:
-    from .. import qnn_export as qx
+def _build_qdq(art: Artifact, ctx: BuildContext, work: Path, s: dict, meta: dict, notes: dict) -> None:
+    from . import export as qx
 
     q = s["quantization"]
     if importlib.util.find_spec("onnxruntime_qnn") is None:
         _failed(art, f"onnxruntime-qnn is not installed (needed to check the graph on QNN); {INSTALL_HINT}")
         return
-    source = Path(q["calibration_file"]) if q["calibration_file"] else merged.parent.parent / "data" / "train.jsonl"
+    source = Path(q["calibration_file"]) if q["calibration_file"] else ctx.data / "train.jsonl"
     if not source.is_file():
         _failed(art, f"no calibration data: {source} does not exist; set targets.qualcomm_npu.quantization."
                      "calibration_file to a JSONL file with a `prompt` field")
@@ -175,33 +165,33 @@ def _build_qdq(art: Artifact, merged: Path, out: Path, work: Path, s: dict, meta
     if not rows:
         _failed(art, f"{source}: no rows with a string `prompt` field to calibrate on")
         return
-    log = out / "logs" / "quantize.log"
+    log = ctx.logs / "quantize.log"
     try:
-        with qx.quiet(log):
-            feeds, truncated = qx.calibration_feeds(merged, rows, q["calibration_samples"], meta)
+        with output_to(log):
+            feeds, truncated = qx.calibration_feeds(ctx.merged, rows, q["calibration_samples"], meta)
             info = qx.quantize_qdq(work / "fixed.onnx", work / "qdq.onnx", feeds, q["activations"], q["weights"])
     except Exception as e:
-        _failed(art, f"quantization failed: {type(e).__name__}: {_first_line(e)} (full log: logs/quantize.log)")
+        _failed(art, f"quantization failed: {type(e).__name__}: {_first_line(e)} (full log: {log})")
         return
     where = f"at {q['activations']} activations / {q['weights']} weights"
     fallback = ("or set targets.qualcomm_npu.allow_cpu_fallback=true to run them on the CPU EP (slower, and no "
                 "context binary)")
     try:  # QNN either declines ops up front (counted) or accepts them and fails to build them (raised)
-        with qx.quiet(log):
+        with output_to(log):
             rejected = qx.unsupported_ops(work / "qdq.onnx")
     except Exception as e:
         nodes = qx.failed_qnn_nodes(log.read_text(errors="replace"))
         what = ", ".join(f"`{n}` ({t})" for n, t in nodes[:3]) or "(no node named in the log)"
         hints = sorted({OP_HINTS[t] for _, t in nodes if t in OP_HINTS})
         _failed(art, f"QNN's HTP backend could not build node(s) {what} {where}: {_first_line(e)}; "
-                     + "; ".join(hints + ["full log: logs/quantize.log"]))
+                     + "; ".join(hints + [f"full log: {log}"]))
         return
     if rejected and not s["allow_cpu_fallback"]:
         ops = ", ".join(f"{op} x{n}" for op, n in sorted(rejected.items()))
         hints = [OP_HINTS[op] for op in sorted(rejected) if op in OP_HINTS]
         _failed(art, f"QNN's HTP backend rejected op(s) {ops} of this graph {where}; " + "; ".join(hints + [fallback]))
         return
-    _place(work / "qdq.onnx", out / art.path, {**meta, "cpu_fallback_ops": dict(rejected)})
+    _place(work / "qdq.onnx", ctx.out / art.path, {**meta, "cpu_fallback_ops": dict(rejected)})
     speed = "device" if probe().present else SIMULATED
     art.notes = {**notes, **info, "tool": "onnxruntime.quantization (QNN QDQ config)",
                  "calibration_source": str(source), "calibration_truncated_to_context": truncated,
@@ -210,8 +200,8 @@ def _build_qdq(art: Artifact, merged: Path, out: Path, work: Path, s: dict, meta
         art.runtime = "onnxruntime-qnn HTP simulator (x86 host)"
 
 
-def _build_context(art: Artifact, qdq: Artifact, out: Path, cb: dict, meta: dict, notes: dict) -> None:
-    from .. import qnn_export as qx
+def _build_context(art: Artifact, qdq: Artifact, ctx: BuildContext, cb: dict, meta: dict, notes: dict) -> None:
+    from . import export as qx
 
     if qdq.status != "built":
         _failed(art, f"needs {qdq.name}, which failed: {qdq.reason}")
@@ -220,16 +210,17 @@ def _build_context(art: Artifact, qdq: Artifact, out: Path, cb: dict, meta: dict
         _failed(art, f"a context binary needs the whole graph on QNN; ops left on the CPU EP: "
                      f"{qdq.notes['cpu_fallback_ops']}")
         return
-    dest = out / art.path / "model_ctx.onnx"
+    dest = ctx.out / art.path / "model_ctx.onnx"
     dest.parent.mkdir(parents=True, exist_ok=True)
+    log = ctx.logs / "context_binary.log"
     try:
-        with qx.quiet(out / "logs" / "context_binary.log"):
-            info = qx.context_binary(out / qdq.path / "model.onnx", dest, cb["soc_model"], cb["htp_arch"])
+        with output_to(log):
+            info = qx.context_binary(ctx.out / qdq.path / "model.onnx", dest, cb["soc_model"], cb["htp_arch"])
     except Exception as e:
         shutil.rmtree(dest.parent, ignore_errors=True)
         _failed(art, f"QNN context binary generation failed for soc_model={cb['soc_model']} "
                      f"htp_arch={cb['htp_arch']}: {_first_line(e)}; check targets.qualcomm_npu.context_binary."
-                     "soc_model/htp_arch against the QNN SDK's SoC table (full log: logs/context_binary.log)")
+                     "soc_model/htp_arch against the QNN SDK's SoC table (full log: {log})")
         return
     qx.write_sidecar(dest.parent, {**meta, "model": dest.name})
     art.notes = {**notes, **info, "built_from": qdq.name, "tool": "onnxruntime-qnn ep.context_enable=1"}
@@ -237,31 +228,9 @@ def _build_context(art: Artifact, qdq: Artifact, out: Path, cb: dict, meta: dict
 
 # --- helpers -----------------------------------------------------------------------------------
 
-def _validated(settings: dict) -> dict:
-    """Check the slice against the target's own schema (the spec stage does the same), so a direct
-    call with a bad setting fails with the key path, the value and what is allowed."""
-    from importlib import resources
-
-    from jsonschema import Draft202012Validator
-
-    from ..spec import explain
-
-    schema = json.loads(resources.files("slmake").joinpath("schema/targets/qualcomm_npu.schema.json").read_text())
-    errors = []
-    for e in Draft202012Validator(schema).iter_errors(settings):
-        errors.append(explain(e, prefix=["targets", "qualcomm_npu"]))
-    cb = {} if errors else settings["context_binary"]
-    if cb and cb["enabled"] and SOC_ARCH.get(cb["soc_model"], cb["htp_arch"]) != cb["htp_arch"]:
-        errors.append(f"targets.qualcomm_npu.context_binary: soc_model {cb['soc_model']} has HTP "
-                      f"v{SOC_ARCH[cb['soc_model']]}, not htp_arch {cb['htp_arch']}")
-    if errors:
-        raise ValueError("invalid qualcomm_npu settings:\n" + "\n".join(f"  - {m}" for m in sorted(errors)))
-    return settings
-
-
 def _place(src: Path, folder: Path, meta: dict) -> None:
     """An artifact is a folder: the graph (model.onnx), its external weights if any, the sidecar."""
-    from ..qnn_export import write_sidecar
+    from .export import write_sidecar
 
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, folder / "model.onnx")
@@ -269,19 +238,3 @@ def _place(src: Path, folder: Path, meta: dict) -> None:
     if data.exists():
         shutil.copyfile(data, folder / data.name)
     write_sidecar(folder, {**meta, "model": "model.onnx"})
-
-
-def _check_merged(merged: Path) -> None:
-    if not (merged / "config.json").is_file():
-        raise ValueError(f"{merged}: not a Hugging Face model folder (no config.json)")
-    if not any(merged.glob("*.safetensors")):
-        raise ValueError(f"{merged}: no *.safetensors weights (slmake loads safetensors only)")
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or ["(no message)"])[0][:300]
-
-
-def _failed(art: Artifact, reason: str) -> Artifact:
-    art.status, art.reason = "failed", reason
-    return art

@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
 import sys
-import time
 from pathlib import Path
 
-from ..io import size_bytes as _size
-from .base import Artifact, Probe, Skipped, TargetInfo
-from .tools import check_merged as _check_merged, last_error as _last_error, run_tool
+from ...io import atomic_dir
+from ..base import Artifact, BuildContext, Probe, Skipped, TargetInfo
+from ..tools import ToolFailed, check_merged, last_error as _last_error, require_built, run_tool
 
 TARGET = TargetInfo(
     name="intel_npu",
@@ -42,7 +39,6 @@ TARGET = TargetInfo(
     devices=("npu",),
 )
 
-WEIGHTS = ("int4_sym", "int8_sym", "fp16", "fp32")
 RUNS = {  # bench entry suffix -> where it runs
     "npu": "npu",
     "npuw_cpu": "npu_static_on_cpu",
@@ -72,59 +68,54 @@ def probe() -> Probe:
                         f"{'present' if compiler else 'not in this openvino install'}")
 
 
-def compile(merged_dir: Path, out_dir: Path, settings: dict) -> list[Artifact]:
-    from tqdm import tqdm
+def check(settings: dict) -> list[str]:
+    return []   # the schema says it all (weights minItems 1, shapes multiples of 64)
 
-    merged_dir, out_dir = Path(merged_dir).resolve(), Path(out_dir)
-    _check_merged(merged_dir)
-    s = _settings(settings)
-    config = json.loads((merged_dir / "config.json").read_text())
+
+def compile(ctx: BuildContext, settings: dict) -> list[Artifact]:
+    check_merged(ctx.merged)
+    s = settings
+    config = json.loads((ctx.merged / "config.json").read_text())
     heads = config.get("num_attention_heads")
     kv_heads = config.get("num_key_value_heads") or heads
     pipeline = s["npuw_online_pipeline"]
     if pipeline == "auto":  # see module docstring: NPUW partitioning fails on MHA in 2026.4.1
         pipeline = "NONE" if kv_heads == heads else "default"
-    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
     arts: list[Artifact] = []
-    with tqdm(total=len(s["weights"]), desc="compile intel_npu", unit="IR") as bar:
-        for w in s["weights"]:
-            t0 = time.perf_counter()
-            err, notes = _export(merged_dir, out_dir, w, s)
-            seconds = round(time.perf_counter() - t0, 2)
-            size = _size(out_dir / f"ov_{w}") if not err else 0
-            bar.write(f"  ov_{w:<10} {'failed' if err else 'built':<6} {size / 2**20:8.2f} MiB {seconds:6.1f} s"
-                      + (f"  {err}" if err else ""))
-            bar.update(1)
-            for suffix, device in RUNS.items():
-                art = Artifact(f"ov_{w}_{suffix}", "openvino-ir", w, f"ov_{w}", "openvino-genai",
-                               notes={**notes, "device": device,
-                                      "max_prompt_len": s["max_prompt_len"],
-                                      "min_response_len": s["min_response_len"],
-                                      "npuw_online_pipeline": pipeline,
-                                      "num_attention_heads": heads, "num_key_value_heads": kv_heads})
-                if device == "cpu_proxy":
-                    art.notes["proxy_for"] = "npu (speed proxy on OpenVINO's CPU device; not an NPU figure)"
-                if device == "npu_static_on_cpu":
-                    art.notes["proxy_for"] = "npu (NPU static-shape pipeline run on CPU: parity, not speed)"
-                if err:
-                    art.status, art.reason = "failed", err
-                arts.append(art)
+    for w in s["weights"]:
+        err, notes = _export(ctx, w, s)
+        ir = Artifact(f"ov_{w}", "openvino-ir", w, f"ov_{w}", "openvino-genai",
+                      *(("failed", err) if err else ()))
+        ctx.done(ir)
+        for suffix, device in RUNS.items():
+            art = Artifact(f"ov_{w}_{suffix}", "openvino-ir", w, f"ov_{w}", "openvino-genai",
+                           notes={**notes, "device": device,
+                                  "max_prompt_len": s["max_prompt_len"],
+                                  "min_response_len": s["min_response_len"],
+                                  "npuw_online_pipeline": pipeline,
+                                  "num_attention_heads": heads, "num_key_value_heads": kv_heads})
+            if device == "cpu_proxy":
+                art.notes["proxy_for"] = "npu (speed proxy on OpenVINO's CPU device; not an NPU figure)"
+            if device == "npu_static_on_cpu":
+                art.notes["proxy_for"] = "npu (NPU static-shape pipeline run on CPU: parity, not speed)"
+            if err:
+                art.status, art.reason = "failed", err
+            arts.append(art)
     return arts
 
 
 def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
-    if artifact.status != "built":
-        raise Skipped(f"{artifact.name} was not built: {artifact.reason}")
+    require_built(artifact)
     if importlib.util.find_spec("openvino_genai") is None:
         raise Skipped(f"openvino-genai is not installed; {INSTALL_HINT}")
-    from ..runtimes.openvino import OpenVINORunner
+    from ...runtimes.openvino import OpenVINORunner
 
     n = artifact.notes
     path, device, threads = Path(artifact_dir) / artifact.path, n["device"], bench.get("threads")
     static = {"MAX_PROMPT_LEN": n["max_prompt_len"], "MIN_RESPONSE_LEN": n["min_response_len"]}
     if n.get("npuw_online_pipeline", "default") != "default":
         static["NPUW_ONLINE_PIPELINE"] = n["npuw_online_pipeline"]
-    # "fp32" IRs run in bf16 on AVX512-BF16/AMX CPUs unless told otherwise (NOTES.md)
+    # "fp32" IRs run in bf16 on AVX512-BF16/AMX CPUs unless told otherwise (measured, openvino 2026.4)
     f32 = {"INFERENCE_PRECISION_HINT": "f32"} if artifact.precision == "fp32" else {}
     cpu_threads = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
     if device == "npu":
@@ -147,15 +138,6 @@ def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
 
 # --- build ------------------------------------------------------------------------------------
 
-def _settings(settings: dict) -> dict:
-    s = {"weights": ["int4_sym"], "group_size": -1, "backup_precision": "int8_asym", "max_prompt_len": 256,
-         "min_response_len": 64, "npuw_online_pipeline": "auto", **(settings or {})}
-    for w in s["weights"]:
-        if w not in WEIGHTS:
-            raise ValueError(f"intel_npu target: unknown weights {w!r}; allowed: {', '.join(WEIGHTS)}")
-    return s
-
-
 def _export_args(w: str, s: dict) -> list[str]:
     if w == "int4_sym":  # OpenVINO's NPU recipe: int4 sym, ratio 1.0, channel-wise (or group 128)
         return ["--weight-format", "int4", "--sym", "--ratio", "1.0", "--group-size", str(s["group_size"]),
@@ -165,8 +147,8 @@ def _export_args(w: str, s: dict) -> list[str]:
     return ["--weight-format", w]
 
 
-def _export(merged: Path, out: Path, w: str, s: dict) -> tuple[str, dict]:
-    """Run the exporter into a .partial folder and rename it; return (error or "", notes)."""
+def _export(ctx: BuildContext, w: str, s: dict) -> tuple[str, dict]:
+    """Run the exporter into a temporary folder swapped in when complete; return (error or "", notes)."""
     args = _export_args(w, s)
     notes = {"tool": "optimum-cli export openvino", "export_args": args}
     missing = [m for m in ("openvino", "nncf", "openvino_tokenizers", "optimum") if importlib.util.find_spec(m) is None]
@@ -174,23 +156,22 @@ def _export(merged: Path, out: Path, w: str, s: dict) -> tuple[str, dict]:
         missing = ["optimum-intel"]
     if missing:
         return f"{', '.join(missing)} not installed; {INSTALL_HINT}", notes
-    dest, tmp = out / f"ov_{w}", out / f"ov_{w}.partial"
-    for d in (dest, tmp):
-        shutil.rmtree(d, ignore_errors=True)
-    log = out / "logs" / f"ov_{w}.log"
-    rc = run_tool([sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model", str(merged),
-               "--task", "text-generation-with-past", *args, str(tmp)], log, cwd=log.parent, TQDM_DISABLE="1")
-    if rc != 0 or not (tmp / "openvino_model.xml").is_file():
-        shutil.rmtree(tmp, ignore_errors=True)
-        return f"optimum-cli export openvino exited {rc}: {_last_error(log, out)}", notes
-    absent = [f for f in ("openvino_tokenizer.xml", "openvino_detokenizer.xml") if not (tmp / f).is_file()]
-    if absent:
-        shutil.rmtree(tmp, ignore_errors=True)
-        return (f"the exporter wrote no {', '.join(absent)} (openvino-tokenizers could not convert the "
-                f"tokenizer; see {log.relative_to(out)})"), notes
-    _normalise(tmp)
-    os.replace(tmp, dest)
-    notes.update(_weight_info(dest))
+    log = ctx.logs / f"ov_{w}.log"
+    try:
+        with atomic_dir(ctx.out / f"ov_{w}") as tmp:
+            rc = run_tool([sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model",
+                           str(ctx.merged), "--task", "text-generation-with-past", *args, str(tmp)], log,
+                          cwd=log.parent, TQDM_DISABLE="1")
+            if rc != 0 or not (tmp / "openvino_model.xml").is_file():
+                raise ToolFailed(f"optimum-cli export openvino exited {rc}: {_last_error(log)}")
+            absent = [f for f in ("openvino_tokenizer.xml", "openvino_detokenizer.xml") if not (tmp / f).is_file()]
+            if absent:
+                raise ToolFailed(f"the exporter wrote no {', '.join(absent)} (openvino-tokenizers could not "
+                                 f"convert the tokenizer; see {log})")
+            _normalise(tmp)
+    except ToolFailed as e:
+        return str(e), notes
+    notes.update(_weight_info(ctx.out / f"ov_{w}"))
     return "", notes
 
 
@@ -225,6 +206,3 @@ def _weight_info(folder: Path) -> dict:
         return {"nncf_weight_compression": info, "weight_types": dict(sorted(types.items()))}
     except Exception as e:  # informative only
         return {"weight_info_error": str(e)[:200]}
-
-
-# --- helpers (kept local: targets do not depend on each other) --------------------------------

@@ -1,0 +1,246 @@
+"""Deploy packages: every built artifact of a target, ready to serve.
+
+``build/deploy/<target>/<artifact>/`` holds the artifact (hard-linked, else copied), the tokenizer,
+``serve.json`` (what ``slmake serve`` needs: runtime entry, prompt template, response schema,
+limits), a Hugging Face model card (``README.md`` with a ``model-index`` of the measured figures),
+the data card, ``lineage.json`` (what went in, by hash), ``SERVE.md`` (the exact commands) and, for
+GGUF, an Ollama ``Modelfile`` whose TEMPLATE renders the prompt exactly as training saw it and
+whose stop strings are the model's own end-of-generation tokens — the two things a GGUF imported
+into Ollama by hand usually gets wrong (it then never stops, or answers in the wrong format).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+
+from .io import atomic_dir, sha256_tree, write_json_atomic, write_text_atomic
+
+PROMPT_SLOT = "{instruction}"
+GO_PROMPT = "{{ .Prompt }}"
+
+
+def package_target(target: str, compile_dir: Path, bench_dir: Path, evaluate_dir: Path, data_dir: Path,
+                   data_card: Path, spec: dict, out_root: Path) -> list[str]:
+    """Write one package per built artifact of ``target``; return their names."""
+    listing = json.loads((compile_dir / "artifacts.json").read_text())
+    figures = _load(bench_dir / f"{target}.json").get(target, {})
+    details = _load(bench_dir / f"{target}.details.json").get(target, {})
+    data_sha = sha256_tree(data_dir)
+    made = []
+    with atomic_dir(out_root / target) as tmp:
+        for entry in listing["artifacts"]:
+            if entry["status"] != "built":
+                continue
+            name = entry["name"]
+            pkg = tmp / name
+            pkg.mkdir()
+            _link_tree(compile_dir / entry["path"], pkg / entry["path"])
+            shutil.copytree(evaluate_dir / "tokenizer", pkg / "tokenizer")
+            manifest = _load(compile_dir / _manifest_dir(entry) / f"manifest.{name}.json")
+            contract = serve_contract(target, entry, spec, figures.get(name, {}), details.get(name, {}))
+            write_json_atomic(pkg / "serve.json", contract)
+            if entry["format"] == "gguf":
+                write_text_atomic(pkg / "Modelfile", modelfile(pkg / entry["path"], entry["path"], spec))
+            write_text_atomic(pkg / "README.md", model_card(contract, spec, entry))
+            write_text_atomic(pkg / "SERVE.md", serve_commands(contract, entry))
+            if data_card.is_file():
+                shutil.copyfile(data_card, pkg / "data_card.md")
+            write_json_atomic(pkg / "lineage.json", {
+                "artifact": {k: entry.get(k) for k in ("name", "format", "precision", "sha256", "size_bytes")},
+                "inputs": {**manifest.get("inputs", {}), "curated_data_sha256": data_sha},
+                "spec": {"model": spec["model"], "data": {k: spec["data"][k] for k in ("name", "source")},
+                         "train": spec["train"], "targets": manifest.get("spec", {}).get("targets")},
+                "toolchain": manifest.get("toolchain", {}), "slmake_version": manifest.get("slmake_version")})
+            made.append(name)
+    return made
+
+
+def serve_contract(target: str, entry: dict, spec: dict, figures: dict, details: dict) -> dict:
+    """Everything the server needs to answer exactly as bench measured: same runner entry, same
+    prompt template, same token budget, same schema."""
+    data = spec["data"]
+    return {
+        "name": f"{target}/{entry['name']}",
+        "target": target,
+        "artifact": {k: v for k, v in entry.items() if k not in ("sha256", "size_bytes")},
+        "model": spec["model"]["name"],
+        "data": data["name"],
+        "prompt_template": data["prompt_template"],
+        "response_format": data.get("response_format", "json"),
+        "response_schema": data["response_schema"] if data.get("response_format", "json") == "json" else None,
+        "label_field": data.get("label_field"),
+        "pii": data.get("pii"),
+        "max_new_tokens": spec["eval"]["max_new_tokens"],
+        "max_prompt_tokens": spec["train"]["max_length"],
+        "threads": spec["bench"]["threads"],
+        "tokenizer": "tokenizer/tokenizer.json",
+        "figures": figures,
+        "status": details.get("status"),
+    }
+
+
+# --- Ollama -----------------------------------------------------------------------------------
+
+def go_template(prompt_template: str) -> str:
+    """The spec's Python template as an Ollama (Go text/template) TEMPLATE: ``{instruction}``
+    becomes ``{{ .Prompt }}``; literal text is escaped so Go prints it unchanged."""
+    if '"""' in prompt_template:
+        raise ValueError('data.prompt_template contains """, which an Ollama Modelfile cannot quote')
+    literal = prompt_template.replace("{{", "\0l").replace("}}", "\0r")
+    if literal.count(PROMPT_SLOT) != 1 or re.search(r"[{}]", literal.replace(PROMPT_SLOT, "")):
+        raise ValueError(f"data.prompt_template {prompt_template!r}: expected exactly one {PROMPT_SLOT} slot")
+    before, after = literal.split(PROMPT_SLOT)
+
+    def esc(text: str) -> str:   # Go template literal text: only "{{" starts an action
+        text = text.replace("\0l", "{").replace("\0r", "}")   # Python's {{ }} are literal { }
+        return text.replace("{{", '{{ "{{" }}')
+    return esc(before) + GO_PROMPT + esc(after)
+
+
+def stop_strings(gguf: Path) -> list[str]:
+    """The text of every end-of-generation token in the GGUF's vocabulary (EOS, EOT, <|im_end|>):
+    exactly what llama.cpp itself stops on, so Ollama stops where bench stopped."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        eog = [t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
+        return sorted({llm.detokenize([t], special=True).decode("utf-8", errors="replace") for t in eog} - {""})
+    finally:
+        llm.close()
+
+
+def modelfile(gguf: Path, rel_path: str, spec: dict) -> str:
+    template = go_template(spec["data"]["prompt_template"])
+    budget = spec["train"]["max_length"] + spec["eval"]["max_new_tokens"]
+    num_ctx = -(-budget // 64) * 64
+    lines = [f"# Ollama Modelfile: {spec['model']['name']} fine-tuned on {spec['data']['name']} (built by slmake)",
+             "# ollama create <name> -f Modelfile && ollama run <name> \"<raw input>\"",
+             f"FROM ./{rel_path}",
+             f'TEMPLATE """{template}"""',
+             *(f"PARAMETER stop {json.dumps(s)}" for s in stop_strings(gguf)),
+             "PARAMETER temperature 0",
+             "PARAMETER top_k 1",
+             "PARAMETER repeat_penalty 1",   # Ollama's default 1.1 would change greedy answers
+             f"PARAMETER num_ctx {num_ctx}",
+             f"PARAMETER num_predict {spec['eval']['max_new_tokens']}"]
+    return "\n".join(lines) + "\n"
+
+
+# --- model card -------------------------------------------------------------------------------
+
+def model_card(contract: dict, spec: dict, entry: dict) -> str:
+    figures, model, data = contract["figures"], spec["model"], spec["data"]
+    metrics = [(k, figures.get(k), label) for k, label in (
+        ("exact_match", "Exact match (test split)"), ("valid", "Schema-valid rate"),
+        ("parity", "Greedy parity vs the fp32 reference"), ("decode_tok_s", f"Decode tokens/s ({contract['threads']} threads)"),
+        ("ttft_ms", "Time to first token (ms)"), ("size_mb", "Artifact size (MB)"), ("peak_rss_mb", "Peak RSS (MB)"))]
+    front = {
+        "base_model": _base_model(model),
+        "license": _license(model, data),
+        "datasets": [data["name"]],
+        "pipeline_tag": "text-generation",
+        "library_name": {"gguf": "gguf", "onnx-genai": "onnxruntime-genai", "openvino-ir": "openvino"}.get(
+            entry["format"], "transformers"),
+        "tags": ["slmake", contract["target"], entry["format"], entry["precision"]],
+        "model-index": [{"name": f"{model['name']}-{data['name']}-{contract['target']}-{entry['name']}",
+                         "results": [{"task": {"type": "text-generation", "name": data["name"]},
+                                      "dataset": {"type": data["name"], "name": data["name"], "split": "test"},
+                                      "metrics": [{"type": k, "value": v, "name": label}
+                                                  for k, v, label in metrics if v is not None]}]}],
+    }
+    rows = "\n".join(f"| {label} | {v} |" for _, v, label in metrics if v is not None) or "| (not benchmarked) | |"
+    return (f"---\n{yaml.safe_dump(front, sort_keys=False, allow_unicode=True)}---\n\n"
+            f"# {contract['name']}: {model['name']} fine-tuned on {data['name']}\n\n"
+            f"{data.get('card', {}).get('description') or ''}\n\n"
+            f"Artifact `{entry['name']}` ({entry['format']}, {entry['precision']}), runtime {entry['runtime']}.\n"
+            "Built by slmake; measured on the held-out test split by `bench@" + contract["target"] + "`.\n\n"
+            f"| figure | value |\n|---|---|\n{rows}\n\n"
+            "## Use\n\nSend the raw input only; the prompt template below is applied for you by "
+            "`slmake serve` and by the Ollama Modelfile:\n\n"
+            f"```\n{contract['prompt_template']}```\n\n"
+            + (f"Responses follow this JSON Schema (enforced while decoding where the runtime supports it, "
+               f"validated always):\n\n```json\n{json.dumps(contract['response_schema'], indent=2)}\n```\n\n"
+               if contract["response_schema"] else "")
+            + "See `SERVE.md` for the commands, `data_card.md` for the data, `lineage.json` for what went in.\n")
+
+
+def serve_commands(contract: dict, entry: dict) -> str:
+    name = contract["name"]
+    out = [f"# Serving {name}", "",
+           "OpenAI-compatible API (greedy, prompt template and response schema applied by the server):", "",
+           f"    slmake serve {name}            # from the project root, or:",
+           f"    slmake serve build/deploy/{name}", "",
+           "Then, e.g.: `curl -s localhost:8000/v1/completions -H 'content-type: application/json' "
+           f"-d '{{\"model\": \"{name}\", \"prompt\": \"<raw input>\"}}'`.", ""]
+    if entry["format"] == "gguf":
+        tag = re.sub(r"[^a-z0-9._-]+", "-", f"{contract['model']}-{contract['data']}-{entry['name']}".lower())
+        out += ["Ollama (the Modelfile carries the training prompt template and stop tokens):", "",
+                f"    ollama create {tag} -f Modelfile", f"    ollama run {tag} \"<raw input>\"", "",
+                "llama-cpp-python's own server (send prompts already rendered with the template in README.md):", "",
+                f"    python -m llama_cpp.server --model {entry['path']} --n_ctx 0", ""]
+    return "\n".join(out)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _manifest_dir(entry: dict) -> str:
+    return entry["path"] if not entry["path"].endswith((".gguf", ".onnx", ".bin")) else str(Path(entry["path"]).parent)
+
+
+def _link_tree(src: Path, dest: Path) -> None:
+    """Hard links where the filesystem allows (a package costs no disk), copies elsewhere."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
+    for f in files:
+        if f.name.startswith("manifest.") and f.suffix == ".json":
+            continue
+        target = dest if src.is_file() else dest / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f, target)
+        except OSError:
+            shutil.copyfile(f, target)
+
+
+def _base_model(model: dict) -> str:
+    if model["source"] == "scratch":
+        return f"{model['name']} (pretrained from scratch by slmake)"
+    hf = model.get("hf") or {}
+    return hf.get("gguf_file") and f"{hf['path']}/{hf['gguf_file']}" or hf.get("path") or model["name"]
+
+
+def _license(model: dict, data: dict) -> str:
+    """The base model's licence as it declares it (GGUF general.license, or the folder's card);
+    a scratch model is made from the data alone, so it carries the data's licence."""
+    hf = model.get("hf") or {}
+    if model["source"] == "hf" and hf.get("gguf_file"):
+        try:
+            from gguf import GGUFReader
+
+            field = GGUFReader(Path(hf["path"]) / hf["gguf_file"]).fields.get("general.license")
+            if field is not None:
+                return bytes(field.parts[field.data[0]]).decode()
+        except Exception:  # an unreadable file is the base stage's error to report, not ours
+            pass
+    if model["source"] == "hf" and hf.get("path"):
+        readme = Path(hf["path"]) / "README.md"
+        m = re.match(r"---\n(.*?)\n---", readme.read_text(errors="replace"), re.S) if readme.is_file() else None
+        if m:
+            with_license = yaml.safe_load(m.group(1)) or {}
+            if isinstance(with_license, dict) and with_license.get("license"):
+                return str(with_license["license"])
+    declared = str((data.get("card") or {}).get("license") or "")
+    first = declared.split()[0].lower() if declared.split() else ""
+    return first or "other"

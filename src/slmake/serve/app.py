@@ -1,0 +1,234 @@
+"""The HTTP surface: OpenAI-compatible routes over one Engine, safe by default.
+
+- ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``, ``/health``, ``/metrics``.
+- A client sends the raw input (``prompt``, or the last user message); the engine applies the
+  training prompt template. Decoding is greedy (the benchmarked behaviour): sampling parameters
+  are accepted and ignored; ``n > 1`` and ``stream`` are refused with a 400 (a response is only
+  returned after it was validated against the response schema, so it cannot be streamed).
+- An API key (``Authorization: Bearer …``) when one is configured: 401 without it.
+- Request bodies above ``max_request_bytes`` get 413, malformed ones 400, answers that fail the
+  response schema 422 — always an OpenAI-style JSON error, never a traceback.
+- Requests queue for the single runner; beyond ``max_queue`` waiting, 503 (retry later).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .engine import Answer, Engine, InputError
+
+
+@dataclass
+class Limits:
+    api_key: str | None = None
+    max_request_bytes: int = 64 * 1024
+    max_tokens: int | None = None          # default: the package's max_new_tokens
+    max_queue: int = 64
+    max_batch: int = 16                    # prompts per /v1/completions request
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param = status, message, kind, param
+
+
+def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")   # OpenAI clients send fields we accept and ignore
+    model: str | None = None
+    prompt: str | list[str]
+    max_tokens: int | None = None
+    n: int = 1
+    stream: bool = False
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str | None = None
+    messages: list[dict]
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    n: int = 1
+    stream: bool = False
+
+
+class BodyLimit:
+    """Pure ASGI middleware: refuse bodies above the limit before the app buffers them, whether the
+    client sent a Content-Length or streamed chunks."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_big = JSONResponse(error_body(f"request body exceeds {self.limit} bytes", "invalid_request_error",
+                                          code="request_too_large"), status_code=413)
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await too_big(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise ApiError(413, f"request body exceeds {self.limit} bytes")
+            return message
+        try:
+            await self.app(scope, limited, send)
+        except ApiError:
+            await too_big(scope, receive, send)
+
+
+def create_app(engine: Engine, limits: Limits, telemetry=None) -> FastAPI:
+    name = engine.package.name
+    max_tokens = limits.max_tokens or engine.contract["max_new_tokens"]
+    state = {"waiting": 0}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        engine.close()   # after uvicorn drained in-flight requests (SIGTERM / Ctrl-C)
+
+    app = FastAPI(title="slmake serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, exc: ApiError):
+        return JSONResponse(error_body(exc.message, exc.kind, exc.param), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "body"
+        return JSONResponse(error_body(f"malformed request: {where}: {first.get('msg', 'invalid')}",
+                                       "invalid_request_error", where), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error"), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _internal(request, exc: Exception):   # never a traceback on the wire
+        return JSONResponse(error_body(f"internal error: {type(exc).__name__}", "server_error"), status_code=500)
+
+    def authorize(request: Request) -> None:
+        if limits.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        token = given[7:] if given.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), limits.api_key.encode()):
+            raise ApiError(401, "missing or wrong API key (send Authorization: Bearer <key>)",
+                           "authentication_error")
+
+    def check_common(model: str | None, n: int, stream: bool, requested: int | None) -> int:
+        if model not in (None, name):
+            raise ApiError(404, f"model {model!r} is not served here; this server serves {name!r}", param="model")
+        if n != 1:
+            raise ApiError(400, "n must be 1: decoding is greedy, every choice would be the same", param="n")
+        if stream:
+            raise ApiError(400, "stream=true is not supported: an answer is returned only after it was "
+                                "validated against the response schema", param="stream")
+        wanted = max_tokens if requested is None else requested
+        if not 1 <= wanted <= max_tokens:
+            raise ApiError(400, f"max_tokens must be between 1 and {max_tokens} (this server's limit)",
+                           param="max_tokens")
+        return wanted
+
+    async def run(raw: str, budget: int, endpoint: str) -> Answer:
+        if state["waiting"] >= limits.max_queue:
+            raise ApiError(503, f"server busy: {state['waiting']} requests already queued; retry later",
+                           "server_busy")
+        state["waiting"] += 1
+        try:
+            ans = await anyio.to_thread.run_sync(engine.answer, raw, budget)
+        except InputError as e:
+            raise ApiError(400, str(e), param="prompt") from None
+        finally:
+            state["waiting"] -= 1
+        if telemetry is not None:
+            telemetry.record(endpoint=endpoint, input_text=raw, output_text=ans.text,
+                             prompt_tokens=ans.prompt_tokens, completion_tokens=ans.completion_tokens,
+                             latency_s=ans.latency_s, ttft_s=ans.ttft_s, schema_valid=ans.schema_valid,
+                             parsed=ans.parsed, status=422 if ans.error else 200, error=ans.error)
+        if ans.error:
+            raise ApiError(422, ans.error, "invalid_output")
+        return ans
+
+    def usage(answers: list[Answer]) -> dict:
+        p, c = sum(a.prompt_tokens for a in answers), sum(a.completion_tokens for a in answers)
+        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "model": name, "queued": state["waiting"]}
+
+    @app.get("/metrics")
+    async def metrics():
+        if telemetry is None:
+            raise ApiError(404, "metrics are off (start slmake serve with a request log / metrics enabled)")
+        body, content_type = telemetry.metrics_body()
+        return Response(body, media_type=content_type)
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        authorize(request)
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "slmake"}]}
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest, request: Request):
+        authorize(request)
+        budget = check_common(req.model, req.n, req.stream, req.max_tokens)
+        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        if not 1 <= len(prompts) <= limits.max_batch:
+            raise ApiError(400, f"prompt must be a string or a list of 1..{limits.max_batch} strings", param="prompt")
+        answers = [await run(p, budget, "completions") for p in prompts]
+        return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                "model": name, "usage": usage(answers),
+                "choices": [{"index": i, "text": a.text, "finish_reason": a.finish_reason, "logprobs": None}
+                            for i, a in enumerate(answers)]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest, request: Request):
+        authorize(request)
+        budget = check_common(req.model, req.n, req.stream,
+                              req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens)
+        raw = last_user_text(req.messages)
+        ans = await run(raw, budget, "chat.completions")
+        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                "model": name, "usage": usage([ans]),
+                "choices": [{"index": 0, "finish_reason": ans.finish_reason,
+                             "message": {"role": "assistant", "content": ans.text}}]}
+
+    return BodyLimit(app, limits.max_request_bytes)
+
+
+def last_user_text(messages: list[dict]) -> str:
+    """The task's raw input is the last user message (system prompts are the training template's
+    job); content may be a string or a list of text parts."""
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            content = m.get("content")
+            if isinstance(content, list):
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+            if isinstance(content, str):
+                return content
+            break
+    raise ApiError(400, "messages must contain a user message with text content", param="messages")

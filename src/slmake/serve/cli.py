@@ -1,0 +1,60 @@
+"""`slmake serve [package]`: start the OpenAI-compatible server on a deploy package."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server on a built artifact (a deploy package)")
+    p.add_argument("package", nargs="?", default=None,
+                   help="<target>/<artifact> (e.g. cpu/gguf_q4_k_m) or a package folder; "
+                        "default: the best-accuracy cpu artifact under build/deploy")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("SLMAKE_API_KEY"),
+                   help="require `Authorization: Bearer <key>` (default: $SLMAKE_API_KEY; none = open)")
+    p.add_argument("--max-request-bytes", type=int, default=64 * 1024)
+    p.add_argument("--max-tokens", type=int, default=None, help="cap on max_tokens (default: the build's budget)")
+    p.add_argument("--max-queue", type=int, default=64, help="requests allowed to wait before 503")
+    p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the bench setting)")
+    p.add_argument("--no-schema-enforcement", action="store_true",
+                   help="decode without the response-schema grammar (answers are still validated)")
+    p.add_argument("--request-log", default="logs/requests.jsonl",
+                   help="PII-scrubbed JSONL request log for `slmake monitor` ('' = none)")
+    p.add_argument("--log-max-bytes", type=int, default=50_000_000, help="rotate the request log at this size")
+    p.add_argument("--log-backups", type=int, default=3, help="rotated request-log files kept")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import uvicorn
+
+    from ..telemetry import Telemetry
+    from .app import Limits, create_app
+    from .engine import Engine
+    from .package import PackageError, resolve
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        package = resolve(args.package)
+    except PackageError as e:
+        print(f"slmake serve: {e}", file=sys.stderr)
+        return 2
+    c = package.contract
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print(f"slmake serve: warning: listening on {args.host} without an API key", file=sys.stderr)
+    engine = Engine(package, enforce_schema=not args.no_schema_enforcement, threads=args.threads)
+    telemetry = Telemetry(c["name"], Path(args.request_log) if args.request_log else None,
+                          max_bytes=args.log_max_bytes, backups=args.log_backups, pii=c.get("pii"),
+                          label_field=c.get("label_field"))
+    limits = Limits(api_key=args.api_key or None, max_request_bytes=args.max_request_bytes,
+                    max_tokens=args.max_tokens, max_queue=args.max_queue)
+    app = create_app(engine, limits, telemetry)
+    mode = "grammar-constrained" if engine.constrained else ("validated" if engine.schema else "free text")
+    print(f"slmake serve: {c['name']} ({c['artifact']['runtime']}; schema: {mode}) on http://{args.host}:{args.port}/v1",
+          file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+    return 0
