@@ -1,17 +1,21 @@
-"""report: reports/bench/*.json + evaluate + curation -> reports/report.md, reports/plots/artifacts.csv"""
+"""report: reports/bench/*.json (+ .details.json) + evaluate + curation + cost.* -> reports/report.md
+(artifact table and cost table), reports/plots/artifacts.csv"""
 
 import json
 from pathlib import Path
 
 from slmake.io import write_text_atomic
-from slmake.report import collect, markdown, plot_csv
+from slmake.report import collect, cost_markdown, cost_rows, load_rps, markdown, plot_csv, token_counts
 from slmake.spec import stage_params
 
-params = stage_params("targets", "model", "data")
+params = stage_params("targets", "model", "data", "cost")
 rows = collect(Path("reports/bench"), sorted(params["targets"]))
 evaluation = json.loads(Path("reports/evaluate.json").read_text())
 curation = json.loads(Path("reports/curation.json").read_text())
-md = markdown(rows, evaluation, curation, params["model"]["name"], params["data"]["name"])
+cost = params["cost"]
+prompt_tokens, ref_completion, completion = token_counts(Path("build/evaluate"), Path("build/bench"))
+lines = cost_rows(rows, cost, prompt_tokens, ref_completion, completion, load_rps(cost["load_report"]))
+md = markdown(rows, evaluation, curation, params["model"]["name"], params["data"]["name"], cost_markdown(lines, cost))
 write_text_atomic("reports/report.md", md)
 write_text_atomic("reports/plots/artifacts.csv", plot_csv(rows))
 print(md)

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     tg = sub.add_parser("targets", help="targets, their formats, runtimes, toolchains and hardware here")
     tg.add_argument("--width", type=int, default=None)
     tg.set_defaults(func=cmd_targets)
+    from .monitor.cli import add_parser as add_monitor_parser  # slmake monitor
+    add_monitor_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,11 +1,16 @@
-"""One table of every artifact's figures (Markdown) plus the CSV that DVC plots draws."""
+"""One table of every artifact's figures (Markdown), the CSV that DVC plots draws, and the cost table
+(owned box vs cloud API per artifact, from the measured speed and token counts)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import statistics
 from pathlib import Path
+
+from .cost import cost_row, request_seconds
+from .io import read_jsonl
 
 COLUMNS = [("target", "target"), ("artifact", "artifact"), ("runtime", "runtime"), ("status", "status"),
            ("size_mb", "size MB"), ("load_s", "load s"), ("ttft_ms", "TTFT ms"), ("decode_tok_s", "tok/s"),
@@ -13,15 +18,37 @@ COLUMNS = [("target", "target"), ("artifact", "artifact"), ("runtime", "runtime"
            ("n", "n")]
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not readable JSON ({e})") from None
+
+
+def load_bench(bench_dir: Path, target: str) -> dict[str, dict] | None:
+    """{artifact: figures} of one target, or None when it has no bench file. The figures are
+    reports/bench/<target>.json (the numbers DVC shows) merged over <target>.details.json
+    (status, reasons, runtimes: not metrics) when that exists; either file alone is read too."""
+    merged: dict[str, dict] = {}
+    for path in (Path(bench_dir) / f"{target}.details.json", Path(bench_dir) / f"{target}.json"):
+        if path.exists():
+            data = _read_json(path)
+            data = data.get(target, data) if isinstance(data, dict) else {}
+            for name, figures in data.items():
+                if isinstance(figures, dict):
+                    merged.setdefault(name, {}).update(figures)
+    return merged or None
+
+
 def collect(bench_dir: Path, targets: list[str]) -> list[dict]:
     rows = []
     for t in targets:
-        path = bench_dir / f"{t}.json"
-        if not path.exists():
-            rows.append({"target": t, "artifact": "-", "status": "missing", "reason": f"{path} not found"})
+        found = load_bench(bench_dir, t)
+        if found is None:
+            rows.append({"target": t, "artifact": "-", "status": "missing",
+                         "reason": f"{bench_dir / f'{t}.json'} not found"})
             continue
-        for name, r in json.loads(path.read_text())[t].items():
-            rows.append({"target": t, "artifact": name, **r})
+        rows.extend({"target": t, "artifact": name, **r} for name, r in found.items())
     return rows
 
 
@@ -33,7 +60,7 @@ def _cell(v) -> str:
     return str(v)
 
 
-def markdown(rows: list[dict], evaluation: dict, curation: dict, model: str, data: str) -> str:
+def markdown(rows: list[dict], evaluation: dict, curation: dict, model: str, data: str, cost: str = "") -> str:
     out = io.StringIO()
     out.write(f"# slmake report: {model} on {data}\n\n")
     out.write(f"Data: {curation.get('input')} rows in, {curation.get('kept')} kept, "
@@ -55,6 +82,8 @@ def markdown(rows: list[dict], evaluation: dict, curation: dict, model: str, dat
               "test prompts whose greedy tokens equal the fp32 reference; tok/s = median decode speed; n = test "
               "prompts scored (a slow simulator scores an evenly spaced subset, e.g. "
               "`targets.qualcomm_npu.simulator_prompts`: compare its accuracy with care).\n")
+    if cost:
+        out.write("\n" + cost)
     return out.getvalue()
 
 
@@ -66,4 +95,105 @@ def plot_csv(rows: list[dict]) -> str:
     for r in rows:
         if r.get("status") == "ok":
             w.writerow({**r, "artifact": f"{r['target']}/{r['artifact']}"})
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------- cost table (arithmetic: slmake.cost)
+
+def token_counts(evaluate_dir: Path, bench_out_dir: Path) -> tuple[float | None, float | None, dict[str, float]]:
+    """Measured tokens per request: (mean prompt tokens, mean completion tokens of the fp32 reference,
+    {target/artifact: mean completion tokens of that artifact's bench outputs})."""
+    prompt = ref = None
+    path = Path(evaluate_dir) / "reference.jsonl"
+    if path.exists():
+        refs = read_jsonl(path)
+        if refs:
+            prompt = statistics.fmean(len(r["prompt_ids"]) for r in refs)
+            ref = statistics.fmean(len(r["tokens"]) for r in refs)
+    per: dict[str, list[int]] = {}
+    for f in sorted(Path(bench_out_dir).glob("*/outputs.jsonl")):
+        for r in read_jsonl(f):
+            per.setdefault(f"{f.parent.name}/{r['artifact']}", []).append(len(r.get("tokens") or []))
+    return prompt, ref, {k: statistics.fmean(v) for k, v in per.items() if v}
+
+
+def load_rps(path: str | Path | None) -> dict[str, float]:
+    """Requests/s per artifact from a load-test report (``cost.load_report``): a JSON list of rows, or
+    {"results": [...]}, each row with "artifact" (target/name) and "requests_per_s"; the best
+    concurrency counts. A missing file is no load test."""
+    if not path or not Path(path).exists():
+        return {}
+    data = _read_json(Path(path))
+    rows = data.get("results", []) if isinstance(data, dict) else data
+    best: dict[str, float] = {}
+    for r in rows if isinstance(rows, list) else []:
+        if isinstance(r, dict) and r.get("artifact") and isinstance(r.get("requests_per_s"), (int, float)):
+            best[r["artifact"]] = max(best.get(r["artifact"], 0.0), float(r["requests_per_s"]))
+    return best
+
+
+def cost_rows(rows: list[dict], cost: dict, prompt_tokens: float | None, ref_completion: float | None,
+              completion: dict[str, float], load: dict[str, float]) -> list[dict]:
+    """One cost line per benchmarked artifact; a line says why when it has no figure."""
+    out = []
+    for r in rows:
+        name = f"{r['target']}/{r['artifact']}"
+        line = {"artifact": name}
+        hw = cost["hardware"].get(r["target"])
+        ct = completion.get(name, ref_completion)
+        if r.get("status") != "ok":
+            continue
+        if hw is None:
+            line["why"] = f"no hardware in cost.hardware.{r['target']}"
+        elif r.get("hardware_present") is False:
+            line["why"] = "measured off the target's hardware (proxy/simulator): its speed is not the box's"
+        elif prompt_tokens is None or ct is None:
+            line["why"] = "no measured token counts (build/evaluate/reference.jsonl missing)"
+        else:
+            source = "load test" if name in load else "bench"
+            try:
+                rps = load[name] if name in load else 1 / request_seconds(r.get("ttft_ms"), r.get("decode_tok_s"), ct)
+            except ValueError as e:
+                line["why"] = str(e)
+            else:
+                line.update(hardware=hw["name"], prompt_tokens=prompt_tokens, completion_tokens=ct, source=source,
+                            **cost_row(rps, prompt_tokens, ct, hw, cost["api"], cost["monthly_requests"]))
+        out.append(line)
+    return out
+
+
+def _usd(v: float) -> str:
+    return f"${v:,.2f}" if v < 100 else f"${v:,.0f}"
+
+
+def cost_markdown(lines: list[dict], cost: dict) -> str:
+    v, api = cost["monthly_requests"], cost["api"]
+    out = io.StringIO()
+    out.write(f"## Cost: owned box vs {api['name']}\n\n")
+    out.write(f"| artifact | box | tokens in / out | req/s per box | requests/month per box | box $/month | "
+              f"on-prem $ per 1M req | API $ per 1M req | at {v:,} req/month: on-prem | API | break-even req/month |\n")
+    out.write("|" + "---|" * 11 + "\n")
+    for c in lines:
+        if "why" in c:
+            out.write(f"| {c['artifact']} | – | – | – | – | – | – | – | – | – | {c['why']} |\n")
+            continue
+        even = c["break_even_requests_per_month"]
+        out.write(f"| {c['artifact']} | {c['hardware']} | {c['prompt_tokens']:.0f} / {c['completion_tokens']:.1f} | "
+                  f"{c['box_rps']:,.1f} ({c['source']}) | {c['box_requests_per_month']:,.0f} | "
+                  f"{_usd(c['box_usd_per_month'])} | {_usd(c['onprem_usd_per_1m'])} | {_usd(c['api_usd_per_1m'])} | "
+                  f"{_usd(c['onprem_usd_per_month'])} ({c['boxes']} box{'es' if c['boxes'] > 1 else ''}) | "
+                  f"{_usd(c['api_usd_per_month'])} | "
+                  f"{'never: the API is cheaper per request' if even is None else f'{even:,.0f}'} |\n")
+    out.write(f"\nAPI: {api['name']}, ${api['usd_per_1m_input_tokens']} / ${api['usd_per_1m_output_tokens']} per 1M "
+              "input / output tokens, at this model's measured token counts (an API's own tokenizer counts "
+              "differently). Boxes:\n\n")
+    for target, hw in sorted(cost["hardware"].items()):
+        out.write(f"- {target}: {hw['name']}: ${hw['purchase_usd']:,} over {hw['years']} years, {hw['watts']} W at "
+                  f"${hw['usd_per_kwh']}/kWh, +${hw.get('ops_usd_per_month', 0)}/month operations; "
+                  f"{hw['streams']} model instance(s) in parallel, {hw['utilisation']:.0%} average utilisation.\n")
+    out.write("\nreq/s per box = instances / (TTFT + (completion tokens − 1) / decode tok/s) from the bench "
+              "(one greedy stream on the bench machine; a load test's measured requests/s replaces it where "
+              "`cost.load_report` has the artifact); requests/month = req/s × 2,629,800 s × utilisation. "
+              "Break-even = box $/month ÷ API $ per request, when one box can serve that volume. Settings: "
+              "`conf/cost/`.\n")
     return out.getvalue()

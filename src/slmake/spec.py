@@ -18,7 +18,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-GROUPS = ("model", "data", "train", "targets", "bench")
+GROUPS = ("model", "data", "train", "targets", "bench", "monitor", "cost")
 
 
 class SpecError(Exception):

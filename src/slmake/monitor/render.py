@@ -1,0 +1,93 @@
+"""Monitor's outputs: metrics JSON (numbers only, so `dvc exp show` shows them), the CSVs behind
+`dvc plots`, and a Markdown report a person reads."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from ..io import write_json_atomic, write_text_atomic
+from .check import reason
+
+
+def _csv(rows: list[dict], fields: list[str]) -> str:
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return out.getvalue()
+
+
+def _bar(share: float, width: int = 20) -> str:
+    return "█" * round(share * width)
+
+
+def markdown(result: dict, context: dict) -> str:
+    m, t = result["metrics"], result["tables"]
+    out = io.StringIO()
+    out.write("# slmake monitor\n\n")
+    out.write(f"Request log: `{context['log']}` ({context.get('files', 0)} file(s), {m['requests']} requests in the "
+              f"window, {context.get('malformed', 0)} unreadable lines); served artifact: "
+              f"`{context.get('artifact') or '?'}`; baseline: `{context['baseline']}`.\n\n")
+    if result["alerts"]:
+        out.write(f"**{reason(result['alerts'])}**\n\n")
+    elif m["requests"]:
+        out.write("**No threshold crossed.**\n\n")
+    for note in result["notes"]:
+        out.write(f"- {note}\n")
+    if result["notes"]:
+        out.write("\n")
+    if not m["requests"]:
+        return out.getvalue()
+    th = context["thresholds"]
+    out.write("| check | live | baseline | threshold |\n|---|---|---|---|\n")
+    rows = [
+        ("input length PSI", m.get("input_length_psi"), f"median {m.get('input_length_median_train', '–')} → "
+         f"{m.get('input_length_median_live', '–')}", f"> {th['input_length_psi']}"),
+        ("unseen words", m.get("unseen_word_share"), f"{m.get('unseen_word_share_val', '–')} (val split)",
+         f"+{th['unseen_words_increase']}"),
+        ("label PSI", m.get("label_psi"), "train split", f"> {th['label_psi']}"),
+        ("largest label share change", m.get("label_max_share_change"), "train split", f"> {th['label_share_change']}"),
+        ("invalid outputs", m.get("invalid_rate"), "0", f"> {th['invalid_rate']}"),
+        ("server errors", m.get("server_error_rate"), "0", f"> {th['server_error_rate']}"),
+        ("latency p50 / p95 ms", f"{m.get('latency_p50_ms', '–')} / {m.get('latency_p95_ms', '–')}",
+         f"{m.get('latency_bench_ms', '–')} (bench)", f"p95 > {th['latency_p95_ratio']}×"),
+        ("TTFT p50 / p95 ms", f"{m.get('ttft_p50_ms', '–')} / {m.get('ttft_p95_ms', '–')}",
+         f"{m.get('ttft_bench_ms', '–')} (bench)", f"p95 > {th['ttft_p95_ratio']}×"),
+    ]
+    if "feedback_n" in m:
+        rows.append(("accuracy on feedback", m.get("feedback_accuracy", "–"),
+                     f"{m.get('bench_accuracy', '–')} (bench), {m.get('feedback_matched')}/{m['feedback_n']} matched",
+                     f"< bench − {th['feedback_accuracy_drop']}"))
+    for name, live, base, limit in rows:
+        out.write(f"| {name} | {'–' if live is None else live} | {base} | {limit} |\n")
+    if "labels" in t:
+        out.write("\n## Label shares (served answers vs train split)\n\n| label | train | live | change | |\n"
+                  "|---|---|---|---|---|\n")
+        for label, r in sorted(t["labels"].items(), key=lambda kv: -abs(kv[1]["change"])):
+            out.write(f"| {label} | {r['baseline']:.1%} | {r['live']:.1%} | {r['change'] * 100:+.1f} | "
+                      f"`{_bar(r['live'])}` |\n")
+    if "input_length" in t:
+        out.write(f"\n## Input length ({context['unit']}), on the train split's quantile bins\n\n"
+                  "| bin | train | live | |\n|---|---|---|---|\n")
+        for r in t["input_length"]:
+            out.write(f"| {r['range']} | {r['train']:.1%} | {r['live']:.1%} | `{_bar(r['live'])}` |\n")
+    out.write("\nPSI = Σ (live − train) · ln(live / train) over bins (shares floored at 1e-4): < 0.1 stable, "
+              "0.1–0.2 moderate, > 0.2 significant. Labels are the served model's answers, not ground truth; "
+              "accuracy needs labelled feedback (`--feedback`). Plots: `dvc plots show`.\n")
+    return out.getvalue()
+
+
+def write(result: dict, context: dict, out_dir: str | Path) -> None:
+    """metrics.json, report.md, plots/input_length.csv, plots/label_share.csv under ``out_dir``.
+    Both CSVs are always written (header only without traffic) so DVC's plots are never missing."""
+    out_dir = Path(out_dir)
+    t = result["tables"]
+    write_json_atomic(out_dir / "metrics.json", result["metrics"])
+    write_text_atomic(out_dir / "report.md", markdown(result, context))
+    write_text_atomic(out_dir / "plots" / "input_length.csv",
+                      _csv(t.get("input_length", []), ["bin", "range", "train", "live"]))
+    labels = [{"label": k, "train": round(v["baseline"], 4), "live": round(v["live"], 4)}
+              for k, v in sorted(t.get("labels", {}).items())]
+    write_text_atomic(out_dir / "plots" / "label_share.csv", _csv(labels, ["label", "train", "live"]))

@@ -1,0 +1,63 @@
+"""One monitor run: read the window and the baseline, analyse, write the outputs. The CLI and the
+DVC stage both come through here."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from ..report import load_bench
+from .check import analyse
+from .inputs import MonitorError, read_feedback, read_split, read_window
+from .render import write
+
+
+def served_artifact(window: list[dict], configured: str | None) -> str | None:
+    """The configured artifact, else the one most of the window's requests name."""
+    if configured:
+        return configured
+    names = Counter(r.get("artifact") for r in window if r.get("artifact"))
+    return names.most_common(1)[0][0] if names else None
+
+
+def bench_figures(bench_dir: Path, artifact: str | None) -> dict | None:
+    """Bench figures of ``target/artifact`` (a bare artifact name is looked up in every target)."""
+    if not artifact:
+        return None
+    if "/" in artifact:
+        target, name = artifact.split("/", 1)
+        return (load_bench(bench_dir, target) or {}).get(name)
+    for path in sorted(Path(bench_dir).glob("*.json")):
+        if not path.name.endswith(".details.json"):
+            found = (load_bench(bench_dir, path.stem) or {}).get(artifact)
+            if found:
+                return found
+    return None
+
+
+def run_monitor(cfg: dict, data_cfg: dict, out_dir: str | Path, *, data_dir: str | Path = "build/data",
+                bench_dir: str | Path = "reports/bench") -> tuple[dict, dict]:
+    """Analyse ``cfg['request_log']`` (a `monitor` slice) against the build in data_dir/bench_dir,
+    write metrics/report/plots to out_dir; returns (result, context). Raises MonitorError."""
+    data_dir, log = Path(data_dir), Path(cfg["request_log"])
+    template, label_field = data_cfg["prompt_template"], data_cfg.get("label_field")
+    window, info = read_window(log, cfg["window"]["last"], cfg["window"]["since"])
+    context = {"log": str(log), **info, "baseline": str(data_dir / "train.jsonl"),
+               "thresholds": cfg["thresholds"], "unit": cfg["length"]["unit"]}
+    if info["lines"] and info["malformed"] == info["lines"]:
+        raise MonitorError(f"{log}: none of its {info['lines']} lines is a request record (JSON object per line)")
+    train = val = bench = feedback = None
+    if window:
+        train = read_split(data_dir / "train.jsonl", template, label_field)
+        val_path = data_dir / "val.jsonl"
+        val = read_split(val_path, template, label_field) if val_path.exists() else None
+        context["artifact"] = served_artifact(window, cfg["artifact"])
+        bench = bench_figures(Path(bench_dir), context["artifact"])
+        if cfg["feedback"]:
+            feedback = read_feedback(cfg["feedback"], data_cfg)
+    result = analyse(cfg, window, train or {}, val, bench, feedback, data_cfg["response_schema"], label_field)
+    write(result, context, out_dir)
+    return result, context
+
+
+__all__ = ["MonitorError", "run_monitor"]
