@@ -17,6 +17,10 @@ def cmd_check(args) -> int:
         print(f"slmake check: {e}", file=sys.stderr)
         return 2
     problems = validate(spec)
+    if not problems:  # what the schema cannot say: paths exist, shapes divide, regexes compile...
+        from .checks import check
+
+        problems = check(spec)
     if problems:
         print("slmake check: the composed spec is invalid:", file=sys.stderr)
         for p in problems:

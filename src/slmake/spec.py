@@ -14,9 +14,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
-import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
+
+from . import strict_yaml
 
 GROUPS = ("model", "data", "train", "targets", "bench", "monitor", "cost")
 
@@ -93,9 +94,9 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     if not path.exists():
         raise SpecError(f"{path}: not found. Run stages from the project root, or `slmake check` to compose one.")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML: {e}") from None
+        data = strict_yaml.load(path)  # names file, line and key; duplicate keys are errors
+    except strict_yaml.YAMLProblem as e:
+        raise SpecError(str(e)) from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping of spec keys, got {type(data).__name__}")
     return data
@@ -106,6 +107,10 @@ def stage_params(*keys: str, path: str | Path = "params.yaml") -> dict:
     try:
         spec = load_params(path)
         problems = validate(spec, only=keys)
+        if not problems:  # semantic checks of the slices this stage reads (slmake.checks)
+            from .checks import check
+
+            problems = check(spec, only=keys)
         if problems:
             raise SpecError(f"{path}: invalid spec:\n" + "\n".join(f"  - {p}" for p in problems))
     except SpecError as e:
@@ -120,15 +125,68 @@ def compose(config_dir: str | Path = "conf", overrides: list[str] | None = None)
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
+    from omegaconf.errors import OmegaConfBaseException
+
     config_dir = Path(config_dir).resolve()
     if not (config_dir / "config.yaml").exists():
         raise SpecError(f"{config_dir}/config.yaml: not found (run from the project root or pass --conf)")
+    _lint_conf(config_dir, list(overrides or []))
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
+        return OmegaConf.to_container(cfg, resolve=True)
     except HydraException as e:
         raise SpecError(_explain_hydra(e, config_dir)) from None
-    return OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:  # a bad ${...} interpolation, or a value of the wrong kind
+        raise SpecError(_explain_omegaconf(e, config_dir)) from None
+
+
+def _lint_conf(config_dir: Path, overrides: list[str]) -> None:
+    """Read every conf/ file strictly first (Hydra's YAML errors are tracebacks, and it keeps the
+    last of two equal keys), and refuse a group option listed twice (Hydra merges it silently)."""
+    problems = []
+    for f in sorted(config_dir.rglob("*.yaml")):
+        try:
+            strict_yaml.load(f)
+        except strict_yaml.YAMLProblem as e:
+            problems.append(str(e).replace(str(config_dir), config_dir.name, 1))
+    lists = {}
+    try:
+        top = strict_yaml.load(config_dir / "config.yaml") or {}
+        lists = {k: v for d in top.get("defaults", []) if isinstance(d, dict)
+                 for k, v in d.items() if isinstance(v, list)}
+    except (strict_yaml.YAMLProblem, AttributeError):
+        pass
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        for o in OverridesParser.create().parse_overrides(overrides):
+            if isinstance(o.value(), list) and o.key_or_group in GROUPS:
+                lists[o.key_or_group] = o.value()
+    except Exception:  # noqa: BLE001 - a malformed override: Hydra explains it below
+        pass
+    for group, options in lists.items():
+        twice = sorted({str(x) for x in options if options.count(x) > 1})
+        if twice:
+            problems.append(f"{group}: {twice} listed twice in {options}; list each option once")
+    if problems:
+        raise SpecError("\n".join(problems))
+
+
+def _explain_omegaconf(e, config_dir: Path) -> str:
+    key = getattr(e, "full_key", None) or ""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    where = ""
+    leaf = key.rsplit(".", 1)[-1]
+    if leaf:
+        for f in sorted(config_dir.rglob("*.yaml")):
+            for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+                if line.strip().startswith(f"{leaf}:") and "${" in line:
+                    where = f" (in {config_dir.name}/{f.relative_to(config_dir)}, line {n})"
+                    break
+            if where:
+                break
+    return f"{key or '<spec>'}: {msg}{where or ' (set by an override?)'}"
 
 
 def _explain_hydra(e: Exception, config_dir: Path) -> str:

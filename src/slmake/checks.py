@@ -1,0 +1,117 @@
+"""Semantic checks: what the JSON Schema cannot say about a spec, checked before any work starts.
+
+The schema says `num_heads` is an integer; only a check can say it must divide `hidden_size`.
+Everything here is cheap (no model is loaded, no data is read past a folder listing) so it runs in
+`slmake check`, in the `check` stage that every DVC stage depends on (a bad spec fails there,
+before DVC removes any stage's outputs), and again in each stage for the slices it reads.
+Each problem is one line: the key path, the value, what was expected.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from .model_files import HashCache, ModelFacts, ModelFileError, facts
+
+
+def check(spec: dict, only: Iterable[str] | None = None, cache: HashCache | None = None) -> list[str]:
+    """Every semantic problem of ``spec`` (or of its slices ``only``, as a stage reads them).
+
+    Assumes the spec passed the JSON Schema (spec.validate) for those slices."""
+    whole = only is None
+    keys = set(spec) if whole else set(only)
+    problems: list[str] = []
+    model: ModelFacts | None = None
+    model_problem = None
+    if "model" in spec and keys & {"model", "train"}:
+        try:
+            model = facts(spec["model"], cache)
+        except ModelFileError as e:
+            model_problem = str(e)
+    if "data" in keys:
+        problems += data_problems(spec["data"], check_source=whole)
+    if "model" in keys:
+        if model_problem:
+            problems.append(model_problem)
+        elif model is not None:
+            problems += shape_problems(model, "model.scratch" if spec["model"]["source"] == "scratch" else None)
+            if spec["model"]["source"] == "scratch":
+                problems += _scratch_problems(spec["model"]["scratch"])
+    if "train" in keys and model is not None:
+        problems += train_problems(spec["train"], model)
+    return sorted(dict.fromkeys(problems))
+
+
+def data_problems(data: dict, check_source: bool = True) -> list[str]:
+    """The data slice: its own semantic checks (templates format, regexes compile, the response
+    schema is a schema, splits leave room for train, ...) and that the source has data files."""
+    from .data.config import resolve
+    from .data.errors import CurationError
+
+    problems = []
+    try:
+        cfg = resolve(data)
+    except CurationError as e:
+        return _lines(str(e))
+    if check_source:
+        from .data.ingest import find_sources
+
+        try:
+            find_sources(cfg["source"], cfg["format"])
+        except CurationError as e:
+            problems += _lines(str(e))
+    return problems
+
+
+def _lines(message: str) -> list[str]:
+    """A CurationError message as problem lines ("invalid data config:\n  - a\n  - b" -> [a, b])."""
+    items = [line.strip()[2:] for line in message.splitlines() if line.strip().startswith("- ")]
+    return items or [message]
+
+
+def shape_problems(m: ModelFacts, prefix: str | None = None) -> list[str]:
+    """Attention shapes that cannot build: heads must divide the hidden size (unless the model
+    declares its head_dim), KV heads must divide heads, RoPE needs an even head size."""
+    name = (lambda k: f"{prefix}.{k}") if prefix else (lambda k: f"{m.where}: {k}")
+    keys = ("hidden_size", "num_heads", "num_kv_heads") if prefix else \
+        ("hidden_size", "num_attention_heads", "num_key_value_heads")
+    out = []
+    if m.hidden and m.heads:
+        if m.head_dim is None and m.hidden % m.heads:
+            out.append(f"{name(keys[1])}: {m.heads} does not divide {keys[0]}={m.hidden} "
+                       f"(each attention head gets hidden_size / num_heads dimensions)")
+        elif (m.head_dim or m.hidden // m.heads) % 2:
+            out.append(f"{name(keys[1])}: {m.heads} heads give head size {m.head_dim or m.hidden // m.heads}, "
+                       "which is odd; rotary position embeddings need an even head size")
+    if m.heads and m.kv_heads and m.heads % m.kv_heads:
+        out.append(f"{name(keys[2])}: {m.kv_heads} does not divide {keys[1]}={m.heads} "
+                   "(grouped-query attention shares each KV head among a whole number of heads)")
+    return out
+
+
+def _scratch_problems(s: dict) -> list[str]:
+    out = []
+    block, positions = s["pretrain"]["block_size"], s["max_position_embeddings"]
+    if block > positions:
+        out.append(f"model.scratch.pretrain.block_size: {block} exceeds model.scratch.max_position_embeddings="
+                   f"{positions} (the model would pretrain on positions it does not have)")
+    return out
+
+
+def lora_matches(target: str, modules: Iterable[str]) -> bool:
+    """peft's rule for a list of target names: the module's name is the target or ends in .target."""
+    return any(name == target or name.endswith("." + target) for name in modules)
+
+
+def train_problems(train: dict, m: ModelFacts) -> list[str]:
+    out = []
+    if m.max_positions and train["max_length"] > m.max_positions:
+        out.append(f"train.max_length: {train['max_length']} exceeds the base model's {m.max_positions} "
+                   f"positions ({m.where})")
+    if m.modules:
+        missing = [t for t in train["lora"]["target_modules"] if not lora_matches(t, m.modules)]
+        if missing:
+            leaves = sorted({n.rsplit(".", 1)[-1] for n in m.modules})
+            out.append(f"train.lora.target_modules: {missing} not in the base model ({m.where}); "
+                       f"its weight-bearing modules are {leaves}")
+    return out

@@ -1,0 +1,36 @@
+"""check: the whole spec (JSON Schema + semantic checks) -> build/check.ok, build/check.model.json
+
+Every other stage depends on build/check.ok, so DVC runs this first and stops here on a bad spec,
+before it removes any stage's outputs. check.ok's bytes never change, so passing this stage never
+invalidates anything downstream. build/check.model.json holds the content hashes of the files
+behind model.hf.path (or just the source, for a scratch model): `base` depends on it, so a swapped
+model file reruns `base`. The stage is `always_changed`, so those hashes are taken on every repro
+(cached by size/mtime/inode in build/.hash_cache.json, as DVC caches its own).
+"""
+
+import sys
+from pathlib import Path
+
+from slmake.checks import check
+from slmake.io import write_json_atomic, write_text_atomic
+from slmake.model_files import HashCache, ModelFileError, fingerprint
+from slmake.spec import SpecError, load_params, validate
+
+try:
+    spec = load_params("params.yaml")
+except SpecError as e:
+    sys.exit(f"slmake check: {e}")
+cache = HashCache(Path("build/.hash_cache.json"))
+problems = validate(spec) or check(spec, cache=cache)
+if problems:
+    sys.exit("slmake check: params.yaml is invalid (nothing was rebuilt or removed):\n"
+             + "\n".join(f"  - {p}" for p in problems))
+try:
+    model = fingerprint(spec["model"], cache)
+except ModelFileError as e:  # the folder changed between the check and the hashing
+    sys.exit(f"slmake check: {e}")
+cache.save()
+write_json_atomic("build/check.model.json", model)
+write_text_atomic("build/check.ok", "ok\n")
+inputs = f"{len(model['files'])} file(s) hashed" if "files" in model else model.get("hub_id", model["source"])
+print(f"check: params.yaml is valid; base model inputs: {inputs}")
