@@ -283,3 +283,22 @@ def test_check_stage_names_yaml_problems(tmp_path):
     res = run_check_stage(tmp_path)
     assert res.returncode != 0 and "Traceback" not in res.stderr
     assert "params.yaml, line 3, key 'train.lr': duplicate key 'lr' (first on line 2)" in res.stderr
+
+
+# ----------------------------------------------------------------------------- base_model refuses too
+
+def test_import_hf_refuses_pickle_only_folder_as_pickle(tmp_path):
+    from slmake.base_model import BaseModelError, import_hf
+
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(BaseModelError, match=r"only pickle weights \['pytorch_model.bin'\]: refused"):
+        import_hf(hf_model(tmp_path), tmp_path / "out")
+
+
+def test_build_scratch_checks_shapes_before_training(tmp_path, spec):
+    from slmake.base_model import BaseModelError, build_scratch
+
+    model = with_(spec, model__scratch__num_heads=3)["model"]
+    with pytest.raises(BaseModelError, match="model.scratch.num_heads: 3 does not divide hidden_size=256"):
+        build_scratch(model, tmp_path / "no-train-split.jsonl", tmp_path, 0)

@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .io import read_jsonl
+from .model_files import ModelFileError, check_folder, scratch_facts
 
 SPECIAL = {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
 
@@ -74,6 +75,11 @@ def build_scratch(cfg: dict, train_split: Path, out_dir: Path, seed: int) -> dic
     from transformers import LlamaConfig, LlamaForCausalLM
 
     s = cfg["scratch"]
+    from .checks import shape_problems
+
+    bad = shape_problems(scratch_facts(s), "model.scratch")
+    if bad:  # before minutes of tokenizer training and pretraining, not in the middle of them
+        raise BaseModelError("; ".join(bad))
     rows = read_jsonl(train_split)
     if not rows:
         raise BaseModelError(f"{train_split}: the train split is empty; nothing to pretrain on")
@@ -151,6 +157,11 @@ def import_hf(cfg: dict, out_dir: Path) -> dict:
         raise BaseModelError(
             f"model.hf.path: {src!r} is not a local folder and model.allow_network is false; "
             "point it at a folder with config.json + weights, or set model.allow_network=true")
+    if local:  # a missing config, pickle-only weights (refused: unpickling runs code), a missing GGUF
+        try:
+            check_folder(src, h.get("gguf_file"))
+        except ModelFileError as e:
+            raise BaseModelError(str(e)) from None
     kw = dict(trust_remote_code=cfg["trust_remote_code"], local_files_only=not cfg["allow_network"])
     if h.get("revision"):
         kw["revision"] = h["revision"]
