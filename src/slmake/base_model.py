@@ -71,15 +71,15 @@ def load_tokenizer(folder: Path):
 
 
 def build_scratch(cfg: dict, train_split: Path, out_dir: Path, seed: int) -> dict:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    s = cfg["scratch"]
     from .checks import shape_problems
 
+    s = cfg["scratch"]
     bad = shape_problems(scratch_facts(s), "model.scratch")
     if bad:  # before minutes of tokenizer training and pretraining, not in the middle of them
         raise BaseModelError("; ".join(bad))
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     rows = read_jsonl(train_split)
     if not rows:
         raise BaseModelError(f"{train_split}: the train split is empty; nothing to pretrain on")
