@@ -148,8 +148,6 @@ def pretrain(model, tok, docs: list[str], p: dict, seed: int) -> dict:
 
 def import_hf(cfg: dict, out_dir: Path) -> dict:
     """Copy a Hugging Face model (local folder, hub id when allowed, or a GGUF) as safetensors."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     h = cfg["hf"]
     src = h["path"]
     local = Path(src).exists()
@@ -162,6 +160,8 @@ def import_hf(cfg: dict, out_dir: Path) -> dict:
             check_folder(src, h.get("gguf_file"))
         except ModelFileError as e:
             raise BaseModelError(str(e)) from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     kw = dict(trust_remote_code=cfg["trust_remote_code"], local_files_only=not cfg["allow_network"])
     if h.get("revision"):
         kw["revision"] = h["revision"]
