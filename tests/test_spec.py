@@ -108,3 +108,62 @@ def test_check_cli_prints_spec_or_errors():
     assert "train.lora.r: -3 is out of range" in bad.stderr
     assert "train: unknown key(s) ['foo']" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------------------- conf/ YAML problems
+
+@pytest.fixture
+def conf(tmp_path):
+    import shutil
+
+    shutil.copytree(CONF, tmp_path / "conf")
+    return tmp_path / "conf"
+
+
+def _compose_error(conf, overrides=()):
+    with pytest.raises(SpecError) as exc:
+        compose(conf, list(overrides))
+    assert "Traceback" not in str(exc.value)
+    return str(exc.value)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("\tlr: 0.1\n", "conf/train/lora_fp32_cpu.yaml, line {n}, key 'lora.target_modules.lr': found character '\\t' that cannot "
+                    "start any token (a tab character: YAML indents with spaces only)"),
+    ("lr: 0.3\n", "conf/train/lora_fp32_cpu.yaml, line {n}, key 'lr': duplicate key 'lr' (first on line"),
+    ("extra: [1, 2\n", "conf/train/lora_fp32_cpu.yaml, line {n1}"),
+    ("note: \"unclosed\n", "conf/train/lora_fp32_cpu.yaml, line {n}, key 'note'"),
+])
+def test_conf_yaml_errors_name_file_line_and_key(conf, text, expected):
+    f = conf / "train/lora_fp32_cpu.yaml"
+    n = len(f.read_text().splitlines()) + 1
+    f.write_text(f.read_text() + text)
+    assert expected.format(n=n, n1=n + 1) in _compose_error(conf)
+
+
+def test_bad_interpolation_names_key_and_file(conf):
+    f = conf / "train/lora_fp32_cpu.yaml"
+    f.write_text(f.read_text().replace("lr: ", "lr: ${nope.lr} #", 1))
+    line = next(i for i, l in enumerate(f.read_text().splitlines(), 1) if "${nope.lr}" in l)
+    msg = _compose_error(conf)
+    assert msg.startswith("train.lr: Interpolation key 'nope.lr' not found")
+    assert f"(in conf/train/lora_fp32_cpu.yaml, line {line})" in msg
+
+
+def test_interpolation_in_an_override(conf):
+    assert _compose_error(conf, ["train.lr=${nope}"]).startswith("train.lr: Interpolation key 'nope' not found")
+
+
+def test_group_option_listed_twice(conf):
+    assert "targets: ['cpu'] listed twice in ['cpu', 'intel_npu', 'cpu']" in \
+        _compose_error(conf, ["targets=[cpu,intel_npu,cpu]"])
+    top = conf / "config.yaml"
+    top.write_text(top.read_text().replace("- targets: [cpu]", "- targets: [cpu, cpu]"))
+    assert "targets: ['cpu'] listed twice" in _compose_error(conf)
+
+
+def test_params_yaml_duplicate_key_is_an_error(tmp_path, capsys):
+    (tmp_path / "params.yaml").write_text("seed: 0\nseed: 1\n")
+    with pytest.raises(SystemExit):
+        stage_params("seed", path=tmp_path / "params.yaml")
+    assert "params.yaml, line 2, key 'seed': duplicate key 'seed' (first on line 1)" in capsys.readouterr().err
