@@ -90,7 +90,7 @@ def test_bench_only_change_reruns_only_bench_and_report(repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         out = sh("dvc repro", repo).stdout
-        assert ran_stages(out) == {"bench@cpu", "report"}, out
+        assert ran_stages(out) == {"bench@cpu", "report", "monitor"}, out
     finally:
         (repo / "params.yaml").write_text(original)
         sh("dvc repro", repo)
@@ -151,7 +151,7 @@ def test_adding_and_changing_a_target_reruns_only_that_target(repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         out = sh("dvc repro", repo).stdout
-        assert ran_stages(out) == {"compile@cuda", "bench@cuda", "report"}, out
+        assert ran_stages(out) == {"compile@cuda", "bench@cuda", "report", "monitor"}, out
         bench = json.loads((repo / "reports/bench/cuda.json").read_text())["cuda"]
         gpu = [r for name, r in bench.items() if name.endswith("_cuda")]
         assert gpu and all(r["status"] == "skipped" and r["reason"] for r in gpu)
@@ -159,7 +159,7 @@ def test_adding_and_changing_a_target_reruns_only_that_target(repo):
         params["targets"]["cuda"]["hf_fp16"] = False
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         out = sh("dvc repro", repo).stdout
-        assert ran_stages(out) == {"compile@cuda", "bench@cuda", "report"}, out
+        assert ran_stages(out) == {"compile@cuda", "bench@cuda", "report", "monitor"}, out
         assert "cuda" in (repo / "reports/report.md").read_text()
     finally:
         (repo / "params.yaml").write_text(original)
