@@ -1,4 +1,4 @@
-"""curate: raw data + data.* -> build/data/{train,val,test}.jsonl, reports/curation.json (metrics),
+"""curate: raw data + data.* -> build/data/{train,val,test}.jsonl, reports/curation.json (counts),
 reports/curation_ledger.csv (one row per input record), reports/curation_quarantine.jsonl
 (malformed records), reports/data_card.md"""
 

@@ -7,6 +7,7 @@
   copies going to the first records in the sha256 order); records selected by `hard`
   (field/values) are then multiplied by `hard.factor`.  Val and test never get copies.
 * `selects`: the field/values selectors of `balance.hard` and `negatives`.
+* `negatives`: the share of negative examples in train, for the report and its min_share check.
 
 Records without a label are neither capped nor topped up.
 """
@@ -75,3 +76,16 @@ def copies(train: np.ndarray, label_ids: np.ndarray, hard: np.ndarray, ids: Sequ
         picked = t[hard[t].astype(bool)]
         out[picked] *= hard_factor
     return out
+
+
+def negatives(selector: dict, neg: np.ndarray, kept: np.ndarray, train: np.ndarray,
+              copies: np.ndarray) -> dict[str, Any]:
+    """The `negatives` report: their share of train rows (with copies) and of kept records, and
+    whether the train share reaches `min_share`.  `neg`: one flag per candidate."""
+    train_rows = int(copies[train].sum())
+    share_train = int(copies[train][neg[train]].sum()) / train_rows if train_rows else 0.0
+    share_kept = float(neg[kept].mean()) if len(kept) else 0.0
+    return {"field": selector["field"], "values": selector["values"], "min_share": selector["min_share"],
+            "on_violation": selector["on_violation"], "share_train": round(share_train, 4),
+            "share_kept": round(share_kept, 4),
+            "ok": selector["field"] is None or share_train >= selector["min_share"]}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SPLITS = ("train", "val", "test")
+from .split import SPLITS
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:

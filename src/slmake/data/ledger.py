@@ -5,10 +5,10 @@ several lines, of their hashes; for Parquet, of the row as canonical JSON), reco
 quarantined), split (kept rows), reason (the rule or quarantine reason), copies (times written
 to train; 0 when not kept).
 
-Pass 1 writes every row to a spool as soon as the record is read; rows of records still in the
-running carry their candidate number instead of a fate.  Pass 2 streams the spool into the final
-ledger, filling in fates decided after the whole input was seen -- nothing grows with the input
-except the small per-candidate arrays.
+The read pass writes every row to a spool as soon as the record is read; rows of records still
+in the running carry their candidate number instead of a fate.  The write pass streams the spool
+into the final ledger, filling in fates decided after the whole input was seen -- nothing grows
+with the input except the small per-candidate arrays.
 
 `Staged` writes every output to a temporary sibling and renames them all only at the end, so a
 failure never leaves half-written splits (or a ledger that disagrees with them) behind.
@@ -59,7 +59,7 @@ class Staged:
 
 
 class LedgerSpool:
-    """Pass 1: one spool line per input record (tab-separated; sources by index)."""
+    """Read pass: one spool line per input record (tab-separated; sources by index)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -84,7 +84,7 @@ class LedgerSpool:
         self._f.close()
 
     def write_ledger(self, out: TextIO, fate_of: Callable[[int], tuple[str, str, str, int]]) -> dict[str, int]:
-        """Pass 2: stream the spool into the final CSV; fate_of(candidate) -> (fate, split, reason, copies).
+        """Write pass: stream the spool into the final CSV; fate_of(candidate) -> (fate, split, reason, copies).
         Returns the number of rows per fate (for the invariant check)."""
         self.close()
         writer = csv.writer(out, lineterminator="\n")

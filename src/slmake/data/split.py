@@ -6,14 +6,18 @@ label, groups are visited in the order of sha256(seed:group key) -- a fixed pseu
 that does not depend on input order -- and each goes to test when that brings test closer to
 its quota (round(n * test)), else to val likewise, else to train.  A group more than twice a
 quota lands in train, so big clusters never empty a label out of train.
+
+`leakage` then checks the result: no instruction, and no near-duplicate pair, in two splits.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+
+from . import dedup
 
 SPLITS = ("train", "val", "test")  # split codes 0, 1, 2
 
@@ -47,3 +51,25 @@ def assign(keys: Sequence[str], labels: Sequence[str | None], sizes: Sequence[in
             out[g] = 1
             filled_val[st] += size
     return out
+
+
+def leakage(ids: Sequence[str], kept: np.ndarray, split_code: np.ndarray, sigs, band: np.ndarray,
+            threshold: float) -> dict[str, Any]:
+    """Overlap between splits among kept records: the same instruction (exact), or a MinHash pair
+    at or above the near-duplicate threshold (near).  Must be zero after curation."""
+    result = {f"{a}_{b}": {"exact": 0, "near": 0} for a, b in (("train", "test"), ("train", "val"), ("val", "test"))}
+
+    def bump(sa: int, sb: int, kind: str) -> None:
+        a, b = sorted((SPLITS[sa], SPLITS[sb]), key=SPLITS.index)
+        result[f"{a}_{b}"][kind] += 1
+
+    first: dict[str, int] = {}
+    for i in kept.tolist():
+        code = int(split_code[i])
+        other = first.setdefault(ids[i], code)
+        if other != code:
+            bump(other, code, "exact")
+    for a, b in dedup.similar_pairs(sigs, band, kept, threshold).tolist():
+        if split_code[a] != split_code[b]:
+            bump(int(split_code[a]), int(split_code[b]), "near")
+    return {"pairs": result, "ok": all(v["exact"] == 0 and v["near"] == 0 for v in result.values())}
