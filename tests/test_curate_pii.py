@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
 from slmake.data.pii import Scrubber, iban_ok, luhn_ok
-from test_curate import all_rows, quarantine, row, run
+from test_curate import REPO, all_rows, quarantine, row, run
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -116,3 +117,99 @@ def test_json_response_strings_are_scrubbed(tmp_path):
                  label_field=None)
     assert all_rows(tmp_path)[0]["response"] == '{"reply": "write to <EMAIL>"}'
     assert report["pii"]["counts"]["email"] == 1
+
+
+# ----------------------------------------------------------------------------- the variant corpus
+
+VARIANTS = [json.loads(l) for l in (Path(__file__).parent / "fixtures/pii/variants.jsonl").read_text().splitlines()]
+
+
+def test_variant_corpus_is_big_and_covers_every_type():
+    assert len(VARIANTS) >= 100
+    assert {v["type"] for v in VARIANTS} == {"email", "phone", "iban", "card", "ip"}
+
+
+@pytest.mark.parametrize("v", VARIANTS, ids=[f"{v['type']}:{v['pii']}" for v in VARIANTS])
+def test_every_variant_becomes_one_typed_placeholder(v):
+    s = Scrubber()
+    assert s.scrub(v["text"]) == v["text"].replace(v["pii"], f"<{v['type'].upper()}>")
+    assert s.counts[v["type"]] == 1 and sum(s.counts.values()) == 1
+
+
+@pytest.mark.parametrize("text", [
+    "Emails to everyone at acme-logistics.com bounce back",   # a plain "at": people at a domain
+    "Messages to a customer at gmail.com are rejected",
+    "remember the dot com bubble? we looked at the dot com era",
+    "meet at noon in room 4",
+    "at 10:30:45 the job failed; retry at 12:30",
+    "MAC 00:1A:2B:3C:4D:5E on port 3",
+    "std::vector and Foo::bar, a :: b",
+    "order 1234567890 and timestamp 1700000000",              # bare 10 digits that no phone plan allows
+    "invoice 5000000000 issued",
+    "dates 2024-01-15 and 15.01.2024, build 1.2.3.4.5",
+    "KB5034441 and INC0012345 and CVE-2024-21412",
+    "de12 abcd efgh ijkl mnop qr fails its checksum",
+    "@here please and the @property decorator, user@ then",
+    "dotted 4111.1111.1111.1112 fails Luhn",
+])
+def test_new_forms_leave_look_alikes_alone(text):
+    assert Scrubber().scrub(text) == text
+
+
+def test_default_datasets_have_no_false_positives():
+    """The IT-ticket data and Banking77 have no PII: nothing may be scrubbed there."""
+    import csv
+
+    s = Scrubber()
+    texts = [json.loads(l)["ticket"] for l in (REPO / "data/it_tickets/tickets.jsonl").read_text().splitlines()]
+    bank = REPO.parent / "shared/datasets/banking77/train.csv"
+    if bank.exists():
+        with open(bank, encoding="utf-8") as f:
+            texts += [r["text"] for r in csv.DictReader(f)]
+    changed = [t for t in texts if s.scrub(t) != t]
+    assert changed == [] and sum(s.counts.values()) == 0
+
+
+def test_no_variant_survives_into_the_build(tmp_path):
+    """Every variant as a ticket (and inside a JSON response string) through the curate stage:
+    none of them appears in any file curation writes."""
+    schema = {"type": "object", "properties": {"reply": {"type": "string"}}, "required": ["reply"]}
+    lines = [row(f"case {i}: {v['text']}", json.dumps({"reply": f"noted {i}: {v['text']}"}))
+             for i, v in enumerate(VARIANTS)]
+    report = run(tmp_path, lines, response_schema=schema, label_field=None)
+    assert report["kept"] == len(VARIANTS)
+    written = "\n".join(p.read_text(encoding="utf-8") for p in tmp_path.rglob("*") if p.is_file() and p.name != "in.jsonl")
+    survivors = [v["pii"] for v in VARIANTS if v["pii"] in written or json.dumps(v["pii"])[1:-1] in written]
+    assert survivors == []
+    assert sum(report["pii"]["counts"].values()) == 2 * len(VARIANTS)
+
+
+# ----------------------------------------------------------------------------- person names
+
+def test_names_list_scrubs_whole_names_case_insensitively():
+    s = Scrubber(names=["John", "Smith", "Priya"])
+    assert s.scrub("Book a table for John Smith, and one for priya. Johnson stays.") == \
+        "Book a table for <NAME>, and one for <NAME>. Johnson stays."
+    assert s.counts["name"] == 2 and s.scrubs_names
+
+
+def test_names_from_config_and_as_a_pattern():
+    s = Scrubber.from_config({"enabled": True, "types": ["email"], "patterns": [], "presidio": False,
+                              "names": ["Mia"]})
+    assert s.scrub("Thanks, Mia (mia@example.com)") == "Thanks, <NAME> (<EMAIL>)"
+    p = Scrubber(patterns=[{"name": "name", "regex": r"(?i)\b(?:kwame|kowalski)\b"}])  # works in the spec today
+    assert p.scrub("Best, Kwame Kowalski") == "Best, <NAME> <NAME>" and p.scrubs_names
+
+
+def test_name_slots_and_the_card_warning():
+    from slmake.data.pii import name_slots, names_warning
+
+    record = {"intent": "book", "slots": {"guest_name": "Ann", "time": "7pm", "party": 2, "hostname": "srv1"},
+              "customer": "Bo", "file_name": "a.txt"}
+    assert name_slots(record) == {"slots.guest_name", "customer"}
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "size": {"type": "integer"}}}
+    assert name_slots(schema["properties"]) == {"name"}
+    warning = names_warning(name_slots(record), Scrubber())
+    assert "customer" in warning and "data.pii.presidio" in warning
+    assert names_warning(name_slots(record), Scrubber(names=["Ann"])) is None
+    assert names_warning(set(), Scrubber()) is None

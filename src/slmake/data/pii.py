@@ -3,18 +3,26 @@
 Built-in detectors, each a cheap regex for candidates plus a validity check that keeps false
 positives down:
 
-* email  -> <EMAIL>   local@domain.tld
-* iban   -> <IBAN>    country code + check digits, the country's registered length, ISO 7064 mod 97 == 1
-* card   -> <CARD>    13-19 digits, bare or in the printed groups (4-4-4-4, 4-6-5), passing the
-                      Luhn check; a random digit string that fails Luhn is left alone
-* ip     -> <IP>      IPv4 (every octet <= 255) and IPv6 (validated by `ipaddress`)
-* phone  -> <PHONE>   +<country> numbers, North-American (555) 123-4567 / 555-123-4567, and
-                      trunk-prefixed national numbers (020 7946 0958); 8-15 digits.  Bare digit
-                      runs without + or a leading 0 are not phones (they are ids, amounts, codes).
+* email  -> <EMAIL>   local@domain.tld, "quoted local"@domain, user@localhost, user@[ip], and the
+                      spelled-out forms people use to dodge scrapers (john.doe at example dot com,
+                      john (at) example (dot) com, john[at]example.com)
+* iban   -> <IBAN>    country code + check digits, the country's registered length, ISO 7064 mod 97
+                      == 1; upper or lower case, grouped by spaces or dashes
+* card   -> <CARD>    13-19 digits, bare or in the printed groups (4-4-4-4, 4-6-5) separated by
+                      spaces, dashes or dots, passing the Luhn check; a random digit string that
+                      fails Luhn is left alone
+* ip     -> <IP>      IPv4 (every octet <= 255) and IPv6 incl. compressed forms (::1, fe80::) and
+                      IPv4-mapped ones (validated by `ipaddress`)
+* phone  -> <PHONE>   +<country> numbers, North-American (555) 123-4567 / 555-123-4567 / 1-800-...,
+                      trunk-prefixed national numbers (020 7946 0958, (02) 9876 5432), bare
+                      10-digit numbers that are valid North-American or Indian mobile numbers
+                      (9876543210, 98765 43210). Other digit runs are not phones (ids, amounts).
 
-plus configured patterns (`pii.patterns`: name + regex -> <NAME>), applied first.  Optional deeper
-detection with presidio-analyzer (`pii.presidio: true`) runs only when presidio and its language
-model are installed; otherwise it is skipped and the report says why.
+plus configured patterns (`pii.patterns`: name + regex -> <NAME>), applied first, and person names
+from an explicit list (`names` -> <NAME>, see `names_pattern`). Person names are otherwise found
+only by presidio-analyzer (`pii.presidio: true`), which runs only when presidio and its language
+model are installed; otherwise it is skipped and the report says why. `name_slots` /
+`names_warning` tell the data card when a dataset has name-like fields and nothing scrubs names.
 """
 
 from __future__ import annotations
@@ -39,24 +47,49 @@ IBAN_LENGTHS = {
     "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
 }
 
-_EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}(?![\w-])")
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![a-z0-9])")
+_LOCAL = r"(?:[\w%+-]+(?:[.'][\w%+-]+)*|\"[^\"\n@]{1,64}\")"   # dotted or "quoted local part"
+_DOMAIN = r"(?:(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,24}|localhost|\[[0-9A-Fa-f:.]+\])"
+_EMAIL = re.compile(rf"(?<![\w.%+'-]){_LOCAL}@{_DOMAIN}(?![\w-])")
+# Spelled-out: "john.doe at example dot com", "john (at) example (dot) com", "john[at]example.com".
+_AT = r"(?:\s*[(\[{<]\s*at\s*[)\]}>]\s*|\s+at\s+|\s*@\s*)"
+_DOT = r"(?:\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+|\.)"
+_TLDS = ("com|org|net|edu|gov|mil|int|info|biz|io|ai|co|me|dev|app|eu|uk|us|ca|au|nz|in|de|fr|es|it|nl|be|"
+         "ch|at|ie|se|no|dk|fi|pl|pt|br|mx|jp|cn|ru|za|sg|hk")
+_EMAIL_SPELLED = re.compile(
+    rf"(?<![\w.%+-])[\w%+-]+(?:{_DOT}[\w%+-]+)*{_AT}(?!(?:the|a|an|my|your|our|his|her|their|this|that|"
+    rf"home|work|least|most|all|once|first|last|night|noon)\b)[^\W_][\w-]*(?:{_DOT}[^\W_][\w-]*)*?{_DOT}"
+    rf"(?:{_TLDS})(?![\w-]|\.[^\W_])", re.IGNORECASE)
+_SPELLED_GATE = re.compile(r"(?i)[\s(\[{<]at[\s)\]}>]|@")
+_AT_TOKEN = re.compile(_AT, re.IGNORECASE)
+_SPELLED_DOT = re.compile(r"(?i)\s+dot\s+|[(\[{<]\s*dot\s*[)\]}>]")
+
+_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]){11,30}")
 _CARD = re.compile(
     r"(?<![\w.,-])(?:"
-    r"\d{13,19}"                                      # 4111111111111111
-    r"|\d{4}([ -])\d{4}(?:\1\d{4}){1,2}(?:\1\d{1,4})?"  # 4111 1111 1111 1111 (+ a short last group)
-    r"|\d{4}([ -])\d{6}\2\d{4,5}"                      # Amex 3782 822463 10005, Diners 14 digits
+    r"\d{13,19}"                                        # 4111111111111111
+    r"|\d{4}([ .-])\d{4}(?:\1\d{4}){1,2}(?:\1\d{1,4})?"  # 4111 1111 1111 1111, 4111.1111.... (+ a short group)
+    r"|\d{4}([ .-])\d{6}\2\d{4,5}"                       # Amex 3782 822463 10005, Diners 14 digits
     r")(?!\w|[.,-]\d)")
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _IPV4 = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)")
-_IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4})(?![\w:])")
 _PHONE = re.compile(
     r"(?<![\w+.-])(?:"
-    r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?)(?:[ .-]?\d{2,5}){1,5}"        # +44 20 7946 0958, +1 (555) 123-4567
-    r"|(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}"                     # (555) 123-4567, 555-123-4567
-    r"|0\d{1,4}(?:[ /.-]?\d{2,8}){1,4}"                               # 020 7946 0958, 01 23 45 67 89
+    r"(?:\+\d{1,3}|\(\+\d{1,3}\))(?:[ .-]?\(?\d{1,4}\)?)(?:[ .-]?\d{2,5}){1,5}"  # +44 20 7946 0958, (+44) 20 ...
+    r"|(?:1[ .-])?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}"              # (555) 123-4567, 1-800-555-0199
+    r"|\(0\d{1,4}\)[ .-]?\d{2,5}(?:[ .-]?\d{2,5}){1,3}"                   # (02) 9876 5432
+    r"|0\d{1,4}(?:[ /.-]?\d{2,8}){1,4}"                                   # 020 7946 0958, 01 23 45 67 89
+    r"|[6-9]\d{4} \d{5}"                                                  # 98765 43210 (India)
+    r"|[2-9]\d{9}"                                                        # 9876543210, 2125550199
     r")(?![\w-]|[.,]\d)")
 _DIGIT = re.compile(r"\d")
+
+
+def _spelled_ok(s: str) -> bool:
+    """A plain-word " at " is English ("a customer at gmail.com"), unless a spelled-out dot follows
+    ("john.doe at example dot com"); "(at)", "[at]" and "@" are always address notation."""
+    at = _AT_TOKEN.search(s)
+    return at is not None and (not at.group(0).strip().lower() == "at" or bool(_SPELLED_DOT.search(s, at.end())))
 
 
 def luhn_ok(digits: str) -> bool:
@@ -82,17 +115,19 @@ def iban_ok(iban: str) -> bool:
 def _sub_iban(m: re.Match) -> tuple[str, int, int] | None:
     """Find the IBAN at the start of the candidate (it may have swallowed a following word)."""
     text = m.group(0)
-    want = IBAN_LENGTHS.get(text[:2])
+    want = IBAN_LENGTHS.get(text[:2].upper())
     if want is None:
         return None
     n, end = 0, 0
     for i, ch in enumerate(text):
-        if ch != " ":
+        if ch not in " -":
             n += 1
             if n == want:
                 end = i + 1
                 break
-    if not end or not iban_ok(text[:end].replace(" ", "")):
+    if not end or (end < len(text) and text[end].isalnum()):  # a longer code, not this IBAN
+        return None
+    if not iban_ok(text[:end].replace(" ", "").replace("-", "").upper()):
         return None
     return "<IBAN>", m.start(), m.start() + end
 
@@ -105,10 +140,10 @@ def _card_spans(m: re.Match) -> list[tuple[int, int]]:
     text = m.group(0)
     tries = [text]
     if not text.isdigit():
-        cut = max(text.rfind(" "), text.rfind("-"))
+        cut = max(text.rfind(" "), text.rfind("-"), text.rfind("."))
         tries.append(text[:cut])
     for t in tries:
-        digits = t.replace(" ", "").replace("-", "")
+        digits = re.sub(r"[ .-]", "", t)
         if 13 <= len(digits) <= 19 and luhn_ok(digits):
             return [(m.start(), m.start() + len(t))]
     return []
@@ -116,15 +151,18 @@ def _card_spans(m: re.Match) -> list[tuple[int, int]]:
 
 def _phone_ok(s: str) -> bool:
     n = sum(c.isdigit() for c in s)
-    if s.startswith("+"):
+    if s.startswith(("+", "(+")):
         return 8 <= n <= 15
-    if s.startswith("0"):
+    if s.startswith(("0", "(0")):
         return 9 <= n <= 12
-    return n == 10
+    if s.isdigit():  # bare: a valid North-American number (NXX-NXX-XXXX) or an Indian mobile
+        return n == 10 and (s[3] in "23456789" or s[0] in "6789")
+    return n == 10 or (n == 11 and s.startswith("1"))
 
 
 def _ipv6_ok(s: str) -> bool:
-    if sum(1 for part in s.split(":") if part) < 2:
+    parts = [p for p in s.split(":") if p]
+    if not parts or not (len(parts) >= 2 or "::" in s):  # ::1 and fe80:: yes; "a:b" no
         return False
     try:
         ipaddress.IPv6Address(s)
@@ -137,17 +175,31 @@ class Scrubber:
     """Replace PII in texts; `counts` accumulates replacements per type across calls."""
 
     def __init__(self, enabled: bool = True, types: list[str] | tuple[str, ...] = TYPES,
-                 patterns: list[dict] | None = None, presidio: bool = False):
+                 patterns: list[dict] | None = None, presidio: bool = False, names: list[str] | None = None):
         self.enabled = enabled
         self.types = set(types) if enabled else set()
         self.custom = [(p["name"].upper(), re.compile(p["regex"])) for p in (patterns or [])] if enabled else []
+        self.names = names_pattern(names) if enabled and names else None
         self.counts: Counter = Counter({t: 0 for t in sorted(self.types)})
         for name, _ in self.custom:
             self.counts[name.lower()] += 0
+        if self.names is not None:
+            self.counts["name"] += 0
         self.presidio_status = "off"
         self._presidio: Callable[[str], str] | None = None
         if enabled and presidio:
             self._presidio, self.presidio_status = _load_presidio(self.counts)
+
+    @classmethod
+    def from_config(cls, pii: dict, presidio: bool = True) -> "Scrubber":
+        """From the spec's `data.pii` slice (`names` is optional)."""
+        return cls(pii["enabled"], pii["types"], pii["patterns"], presidio and pii["presidio"], pii.get("names"))
+
+    @property
+    def scrubs_names(self) -> bool:
+        """Whether anything here replaces person names: a names list, a NAME/PERSON pattern, presidio."""
+        return (self.names is not None or self._presidio is not None
+                or any(name in ("NAME", "PERSON", "FIRST_NAME", "LAST_NAME", "FULL_NAME") for name, _ in self.custom))
 
     def scrub(self, text: str) -> str:
         if not self.enabled or not text:
@@ -155,19 +207,23 @@ class Scrubber:
         for name, rx in self.custom:
             text = self._replace(text, rx, name.lower(), f"<{name}>")
         t = self.types
-        if "email" in t and "@" in text:
-            text = self._replace(text, _EMAIL, "email", "<EMAIL>")
+        if "email" in t and _SPELLED_GATE.search(text):
+            if "@" in text:
+                text = self._replace(text, _EMAIL, "email", "<EMAIL>")
+            text = self._replace(text, _EMAIL_SPELLED, "email", "<EMAIL>", _spelled_ok)
         if _DIGIT.search(text):
             if "iban" in t:
                 text = self._spans(text, _IBAN, "iban", lambda m: [r[1:] for r in [_sub_iban(m)] if r])
             if "card" in t:
                 text = self._spans(text, _CARD, "card", _card_spans)
             if "ip" in t:
-                text = self._replace(text, _IPV4, "ip", "<IP>")
-                if ":" in text:
+                if ":" in text:  # first: an IPv4-mapped IPv6 address holds an IPv4 one
                     text = self._replace(text, _IPV6, "ip", "<IP>", _ipv6_ok)
+                text = self._replace(text, _IPV4, "ip", "<IP>")
             if "phone" in t:
                 text = self._replace(text, _PHONE, "phone", "<PHONE>", _phone_ok)
+        if self.names is not None:
+            text = self._replace(text, self.names, "name", "<NAME>")
         if self._presidio is not None:
             text = self._presidio(text)
         return text
@@ -206,6 +262,48 @@ class Scrubber:
         out.append(text[pos:])
         self.counts[kind] += len(spans)
         return "".join(out)
+
+
+def names_pattern(names: list[str]) -> re.Pattern:
+    """Whole-word, case-insensitive matches of the listed names; a run of them ("John Smith") is one
+    match, so it becomes one <NAME>. List names, not words that are also names in lower case
+    (will, bill, may, mark): those would be scrubbed wherever they appear."""
+    alts = "|".join(re.escape(n.strip()) for n in sorted(set(names), key=len, reverse=True) if n.strip())
+    return re.compile(rf"(?<!\w)(?:{alts})(?:[ \t]+(?:{alts}))*(?!\w)", re.IGNORECASE)
+
+
+NAME_KEY = re.compile(r"(?:^|_)(?:name|names|person|guest|customer|contact|passenger|attendee|patient|"
+                      r"employee|surname|firstname|lastname|fullname|username)(?:$|_)", re.IGNORECASE)
+_NOT_A_PERSON = re.compile(r"(?:^|_)(?:file|host|domain|product|company|app|server|device|model|dataset|"
+                           r"queue|team|project|key|class|type)_?name", re.IGNORECASE)
+
+
+def name_slots(value: Any, prefix: str = "") -> set[str]:
+    """Key paths in a JSON value (a record, a response, a response schema's `properties`) whose
+    key looks like it holds a person's name: `name`, `guest_name`, `slots.customer`, ... The data
+    card calls this on a sample of records (and on the response schema) with `names_warning`."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            path = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(k, str) and NAME_KEY.search(k) and not _NOT_A_PERSON.search(k) \
+                    and (isinstance(v, str) or (isinstance(v, dict) and v.get("type") == "string")):
+                found.add(path)
+            found |= name_slots(v.get("properties") if isinstance(v, dict) and "properties" in v else v, path)
+    elif isinstance(value, list):
+        for v in value:
+            found |= name_slots(v, prefix)
+    return found
+
+
+def names_warning(slots: set[str] | list[str], scrubber: "Scrubber") -> str | None:
+    """The data-card warning for name-like fields that nothing scrubs, or None."""
+    if not slots or scrubber.scrubs_names or not scrubber.enabled:
+        return None
+    why = f" (presidio {scrubber.presidio_status})" if scrubber.presidio_status != "off" else ""
+    return (f"name-like fields {sorted(slots)} and no person-name scrubbing{why}: names go into training "
+            "as they are. Turn on data.pii.presidio (pip install .[pii]) or list the names with a pattern, "
+            "e.g. data.pii.patterns: [{name: name, regex: '(?i)\\b(?:alice|bob)\\b'}]")
 
 
 def _load_presidio(counts: Counter) -> tuple[Callable[[str], str] | None, str]:
