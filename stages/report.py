@@ -1,12 +1,14 @@
 """report: reports/bench/*.json (+ .details.json) + evaluate + curation + cost.* -> reports/report.md
-(artifact table and cost table), reports/plots/artifacts.csv"""
+(artifact table and cost table), reports/plots/artifacts.csv, reports/summary.json (the short metrics
+`dvc exp show` fits on a screen)"""
 
 import json
 from pathlib import Path
 
-from slmake.io import write_text_atomic
+from slmake.io import write_json_atomic, write_text_atomic
 from slmake.report import collect, cost_markdown, cost_rows, load_rps, markdown, plot_csv, token_counts
 from slmake.spec import stage_params
+from slmake.summary import summary
 
 params = stage_params("targets", "model", "data", "cost")
 rows = collect(Path("reports/bench"), sorted(params["targets"]))
@@ -18,4 +20,5 @@ lines = cost_rows(rows, cost, prompt_tokens, ref_completion, completion, load_rp
 md = markdown(rows, evaluation, curation, params["model"]["name"], params["data"]["name"], cost_markdown(lines, cost))
 write_text_atomic("reports/report.md", md)
 write_text_atomic("reports/plots/artifacts.csv", plot_csv(rows))
+write_json_atomic("reports/summary.json", summary(rows))
 print(md)

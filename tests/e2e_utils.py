@@ -81,3 +81,29 @@ def build_ctx(merged: Path, out: Path, data: Path | None = None):
 
     out.mkdir(parents=True, exist_ok=True)
     return BuildContext(Path(merged), Path(out), Path(data) if data else Path(out) / "no-data", Path(out) / "logs")
+
+
+# Merged into conf/config.yaml (its keys override the groups since _self_ comes last): small enough
+# for ~2 minutes on 2 cores. Built once per test session by conftest.py's `micro_repo`.
+MICRO = {
+    "model": {"scratch": {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 256, "num_layers": 2,
+                          "num_heads": 2, "num_kv_heads": 2,
+                          "pretrain": {"steps": 300, "batch_size": 8, "block_size": 64, "lr": 0.003, "threads": 2}}},
+    "data": {"source": "data/micro.jsonl"},
+    "train": {"max_steps": 150, "batch_size": 8, "lr": 0.005, "threads": 2, "lora": {"r": 8, "alpha": 16}},
+    "eval": {"limit": 24},
+    "targets": {"cpu": {"gguf": {"quants": ["f16", "q8_0", "q4_k_m"]}, "onnx_genai": {"precisions": ["int4"]}}},
+    "bench": {"threads": 2, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": 12},
+}
+
+
+def build_micro(repo: Path) -> Path:
+    """The micro project (700 IT tickets), built with one `dvc repro` and committed."""
+    (repo / "data").mkdir()
+    lines = (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()[:700]
+    (repo / "data/micro.jsonl").write_text("\n".join(lines) + "\n")
+    make_project(repo, MICRO)
+    out = sh("dvc repro", repo)
+    sh("git add -A && git -c user.email=t@t -c user.name=t commit -qm built", repo)
+    (repo / "first_repro.log").write_text(out.stdout)
+    return repo

@@ -1,4 +1,4 @@
-"""The `slmake` command: check a spec, list targets. Building is `dvc repro` / `dvc exp run`."""
+"""The `slmake` command: check a spec, list targets, serve a built artifact. Building is `dvc repro` / `dvc exp run`."""
 
 from __future__ import annotations
 
@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     tg.set_defaults(func=cmd_targets)
     from .monitor.cli import add_parser as add_monitor_parser  # slmake monitor
     add_monitor_parser(sub)
+    from .serve.cli import add_parser as add_serve
+
+    add_serve(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -44,7 +44,9 @@ def package_target(target: str, compile_dir: Path, bench_dir: Path, evaluate_dir
             shutil.copytree(evaluate_dir / "tokenizer", pkg / "tokenizer")
             manifest = _load(compile_dir / _manifest_dir(entry) / f"manifest.{name}.json")
             contract = serve_contract(target, entry, spec, figures.get(name, {}), details.get(name, {}))
-            write_json_atomic(pkg / "serve.json", contract)
+            # not write_json_atomic: it sorts keys, and the schema's property order is the order the
+            # model was trained to answer in (the grammar keeps it)
+            write_text_atomic(pkg / "serve.json", json.dumps(contract, indent=2, ensure_ascii=False) + "\n")
             if entry["format"] == "gguf":
                 write_text_atomic(pkg / "Modelfile", modelfile(pkg / entry["path"], entry["path"], spec))
             write_text_atomic(pkg / "README.md", model_card(contract, spec, entry))

@@ -30,16 +30,21 @@ def _schema_file(name: str) -> dict:
     return json.loads(resources.files("slmake").joinpath("schema", name).read_text())
 
 
+@lru_cache(maxsize=None)
+def target_schema(name: str) -> dict:
+    """A target's settings schema, kept in its own folder: targets/<name>/schema.json."""
+    return json.loads(resources.files("slmake.targets").joinpath(name, "schema.json").read_text())
+
+
 @lru_cache(maxsize=1)
 def schema() -> dict:
     """The full spec schema: the top level, the data slice, and one sub-schema per registered
-    target (each target owns its file, schema/targets/<name>.schema.json)."""
+    target (each target owns its file, targets/<name>/schema.json)."""
     from .targets import REGISTRY
 
     full = _schema_file("spec.schema.json")
     full["properties"]["data"] = _schema_file("data.schema.json")
-    full["properties"]["targets"]["properties"] = {
-        name: _schema_file(f"targets/{name}.schema.json") for name in REGISTRY}
+    full["properties"]["targets"]["properties"] = {name: target_schema(name) for name in REGISTRY}
     return full
 
 

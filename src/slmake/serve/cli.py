@@ -56,5 +56,20 @@ def run(args) -> int:
     mode = "grammar-constrained" if engine.constrained else ("validated" if engine.schema else "free text")
     print(f"slmake serve: {c['name']} ({c['artifact']['runtime']}; schema: {mode}) on http://{args.host}:{args.port}/v1",
           file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+    server = _draining_server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                              timeout_graceful_shutdown=30))
+    server.run()
     return 0
+
+
+def _draining_server(config):
+    """uvicorn's Server, except that a SIGTERM/SIGINT it drained cleanly exits 0 instead of being
+    re-raised after shutdown (uvicorn >= 0.29 re-raises it, so the exit status said "killed")."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return DrainingServer(config)

@@ -1,0 +1,180 @@
+"""Ship what you built: deploy packages and `slmake serve`, on the micro build (conftest.micro_repo).
+
+The server runs as a real process on a free loopback port and is driven with the official `openai`
+client: served answers equal the benchmarked ones, answers follow the response schema, the API key,
+size and malformed-request limits answer with clear 4xx JSON, and SIGTERM drains and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+ARTIFACT = "cpu/gguf_q4_k_m"
+KEY = "test-key-123"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(micro_repo):
+    port = _free_port()
+    log = micro_repo / "serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "slmake.cli", "serve", ARTIFACT, "--port", str(port),
+                             "--api-key", KEY, "--max-request-bytes", "4096", "--request-log", "serve_requests.jsonl"],
+                            cwd=micro_repo, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+        assert proc.poll() is None, log.read_text()
+    else:
+        proc.kill()
+        raise AssertionError(f"server did not come up:\n{log.read_text()}")
+    yield proc, base
+    if proc.poll() is None:
+        proc.kill()
+
+
+def _client(base: str, key: str = KEY):
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60)
+
+
+def _raw_inputs(repo: Path, template: str) -> dict:
+    """The raw ticket of each test row: the split stores the rendered prompt."""
+    before, after = template.split("{instruction}")
+    rows = [json.loads(line) for line in (repo / "build/data/test.jsonl").read_text().splitlines()]
+    return {r["id"]: r["prompt"][len(before):len(r["prompt"]) - len(after)] for r in rows}
+
+
+def test_every_built_artifact_has_a_package(micro_repo):
+    listing = json.loads((micro_repo / "build/compile/cpu/artifacts.json").read_text())
+    for a in listing["artifacts"]:
+        pkg = micro_repo / "build/deploy/cpu" / a["name"]
+        assert (pkg / "serve.json").is_file() and (pkg / "SERVE.md").is_file() and (pkg / "lineage.json").is_file()
+        assert (pkg / "data_card.md").is_file() and (pkg / "tokenizer/tokenizer.json").is_file()
+        assert (pkg / "Modelfile").is_file() == (a["format"] == "gguf")
+        card = (pkg / "README.md").read_text()
+        front = yaml.safe_load(card.split("---\n")[1])
+        assert {"base_model", "license", "datasets", "pipeline_tag", "tags", "model-index"} <= set(front)
+        metrics = {m["type"]: m["value"] for m in front["model-index"][0]["results"][0]["metrics"]}
+        figures = json.loads((micro_repo / "reports/bench/cpu.json").read_text())["cpu"][a["name"]]
+        assert metrics["exact_match"] == figures["exact_match"] and metrics["parity"] == figures["parity"]
+        assert json.loads((pkg / "lineage.json").read_text())["artifact"]["sha256"] == a["sha256"]
+
+
+def test_modelfile_template_renders_the_training_prompt(micro_repo):
+    """Render TEMPLATE the way Ollama's Go template does for our one action, byte for byte."""
+    import llama_cpp
+
+    pkg = micro_repo / "build/deploy" / ARTIFACT
+    text = (pkg / "Modelfile").read_text()
+    template = re.search(r'TEMPLATE """(.*?)"""', text, re.S).group(1)
+    contract = json.loads((pkg / "serve.json").read_text())
+    rows = [json.loads(line) for line in (micro_repo / "build/data/test.jsonl").read_text().splitlines()]
+    for raw, row in zip(_raw_inputs(micro_repo, contract["prompt_template"]).values(), rows):
+        rendered = template.replace('{{ "{{" }}', "\0").replace("{{ .Prompt }}", raw).replace("\0", "{{")
+        assert rendered == row["prompt"]
+    # stop strings: exactly the texts of the end-of-generation tokens llama.cpp stops on
+    stops = [json.loads(s) for s in re.findall(r"^PARAMETER stop (.+)$", text, re.M)]
+    from slmake.runtimes.llamacpp import LlamaCppRunner
+
+    runner = LlamaCppRunner(pkg / contract["artifact"]["path"], threads=1)
+    try:
+        assert stops and set(stops) == {runner.token_text(t) for t in runner.eos}
+    finally:
+        runner.close()
+    finished = [json.loads(line) for line in (micro_repo / "build/bench/cpu/outputs.jsonl").read_text().splitlines()]
+    assert any(r["finish_reason"] == "stop" for r in finished)   # the model does emit them
+    assert "PARAMETER temperature 0" in text and "PARAMETER repeat_penalty 1" in text
+    assert llama_cpp  # imported: the vocab check above needs the runtime
+
+
+def test_served_answers_equal_bench_outputs_and_follow_the_schema(micro_repo, server):
+    from jsonschema import Draft202012Validator
+
+    _, base = server
+    contract = json.loads((micro_repo / "build/deploy" / ARTIFACT / "serve.json").read_text())
+    validator = Draft202012Validator(contract["response_schema"])
+    raw = _raw_inputs(micro_repo, contract["prompt_template"])
+    bench = [json.loads(line) for line in (micro_repo / "build/bench/cpu/outputs.jsonl").read_text().splitlines()]
+    bench = [r for r in bench if r["artifact"] == ARTIFACT.split("/")[1]]
+    assert bench
+    client = _client(base)
+    assert [m.id for m in client.models.list().data] == [ARTIFACT]
+    same = 0
+    for r in bench:
+        got = client.completions.create(model=ARTIFACT, prompt=raw[r["id"]]).choices[0].text
+        validator.validate(json.loads(got))                  # 100 % schema-valid
+        same += got == r["text"] or not validator.is_valid(_json(r["text"]))
+    assert same == len(bench)     # parity 1.0 wherever bench's own answer was valid
+    chat = client.chat.completions.create(model=ARTIFACT, messages=[{"role": "user", "content": raw[bench[0]["id"]]}])
+    assert chat.choices[0].message.content == bench[0]["text"] and chat.usage.completion_tokens > 0
+    log = [json.loads(line) for line in (micro_repo / "serve_requests.jsonl").read_text().splitlines()]
+    assert len(log) == len(bench) + 1 and all(e["schema_valid"] for e in log)
+
+
+def _json(text):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def test_auth_and_limits_answer_with_clear_errors(server):
+    _, base = server
+    with pytest.raises(openai.AuthenticationError):
+        _client(base, "wrong").models.list()
+    r = httpx.get(f"{base}/v1/models")
+    assert r.status_code == 401 and "API key" in r.json()["error"]["message"]
+    auth = {"Authorization": f"Bearer {KEY}"}
+    r = httpx.post(f"{base}/v1/completions", headers=auth, json={"prompt": "x" * 10_000})
+    assert r.status_code == 413 and "exceeds" in r.json()["error"]["message"]
+    r = httpx.post(f"{base}/v1/completions", headers={**auth, "content-type": "application/json"}, content=b"{nope")
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.post(f"{base}/v1/completions", headers=auth, json={"prompt": "printer jam", "max_tokens": 100_000})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
+    r = httpx.post(f"{base}/v1/chat/completions", headers=auth, json={"messages": [{"role": "system", "content": "x"}]})
+    assert r.status_code == 400 and "user message" in r.json()["error"]["message"]
+    r = httpx.post(f"{base}/v1/completions", headers=auth, json={"prompt": "printer jam", "stream": True})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream"
+    assert "slmake_requests_total" in httpx.get(f"{base}/metrics").text
+
+
+def test_concurrent_requests_queue_and_sigterm_drains(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    proc, base = server
+    client = _client(base)
+    with ThreadPoolExecutor(8) as pool:
+        texts = list(pool.map(lambda i: client.completions.create(
+            model=ARTIFACT, prompt=f"my laptop {i} does not boot").choices[0].text, range(16)))
+    assert len(texts) == 16 and all(_json(t) for t in texts)
+    with ThreadPoolExecutor(1) as pool:   # one request in flight while SIGTERM arrives: it still completes
+        inflight = pool.submit(client.completions.create, model=ARTIFACT, prompt="vpn drops every hour")
+        time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert _json(inflight.result().choices[0].text) is not None
+    assert proc.wait(timeout=30) == 0
