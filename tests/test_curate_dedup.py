@@ -127,3 +127,57 @@ def test_stage_script_paths():
               "reports/curation_quarantine.jsonl", "reports/data_card.md"):
         assert f'"{p}"' in text
     assert Path(REPO / "conf/data/banking77.yaml").exists()
+
+
+# ----------------------------------------------------------------------------- look-alike copies
+
+LOOKALIKE = str.maketrans("aeopcxyiAEOPCXHTKMB", "аеорсхуіАЕОРСХНТКМВ")  # Latin -> Cyrillic homoglyphs
+
+
+def full_width(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+def test_fold_and_dedup_key_see_through_homoglyphs_and_full_width():
+    from slmake.data.normalize import dedup_key, fold
+
+    text = "Printer on floor 2 keeps jamming, please fix ASAP!"
+    assert text.translate(LOOKALIKE) != text and full_width(text) != text
+    assert dedup_key(text.translate(LOOKALIKE)) == dedup_key(text) == dedup_key(full_width(text))
+    assert fold("ｆｉ ﬁ 𝐟𝐢 ᖴ") .startswith("fi fi fi")  # full-width, ligature, mathematical bold
+    assert dedup_key("Ошибка сети") == dedup_key("Ошибка сети")  # real Cyrillic text stays comparable
+    m = dedup.MinHasher(128, 5)
+    assert np.array_equal(m.signature(text), m.signature(text.translate(LOOKALIKE)))
+    assert np.array_equal(m.signature(text), m.signature(full_width(text)))
+
+
+def test_lookalike_copies_are_grouped_and_never_straddle_splits(tmp_path):
+    rows = [json.loads(l) for l in (REPO / "data/it_tickets/tickets.jsonl").read_text().splitlines()]
+    seen, base = set(), []
+    for r in rows:  # distinct tickets, so every pair below is its own cluster
+        key = r["ticket"].split(".")[0]
+        if key not in seen and len(base) < 150:
+            seen.add(key)
+            base.append(r)
+    lines = [json.dumps(r) for r in base]
+    copies = {}
+    for i, r in enumerate(base[:30]):
+        twin = r["ticket"].translate(LOOKALIKE) if i % 2 else full_width(r["ticket"])
+        copies[r["ticket"]] = twin
+        lines.append(json.dumps({**r, "ticket": twin}, ensure_ascii=False))
+    from test_curate import cfg_for, write_lines
+
+    src = write_lines(tmp_path / "in.jsonl", lines)
+    report = curate_cfg(tmp_path, cfg_for(src, split={"val": 0.2, "test": 0.2}))
+    check_invariant(tmp_path, report)
+    split_of = {}
+    for s in SPLITS:
+        for r in read_split(tmp_path, s):
+            split_of[r["prompt"]] = s
+    template = "### Ticket\n{}\n### Triage\n"
+    from slmake.data.normalize import normalize
+
+    straddling = [o for o, t in copies.items()
+                  if split_of[template.format(normalize(o))] != split_of[template.format(normalize(t))]]
+    assert straddling == []
+    assert report["dedup"]["near_clusters"] >= 30

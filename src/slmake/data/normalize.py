@@ -4,13 +4,17 @@
   spaces/tabs (and other Unicode spaces) collapsed to one space, ends stripped.
 * Text responses: the same, except that runs of spaces are kept (indentation in code answers
   matters); tabs are kept too.
-* Near-duplicate keys: lower-cased words joined by single spaces, punctuation gone.
+* Near-duplicate keys: `fold`ed (NFKC, lower case, homoglyphs to the ASCII letters they imitate),
+  then words joined by single spaces, punctuation gone -- so a full-width or Cyrillic-lettered copy
+  of a text is the same key, its MinHash signature is the same, and it lands in the same split.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+
+from .confusables import TABLE as _HOMOGLYPHS
 
 # C0/C1 control characters except \t and \n, zero-width and bidi formatting characters that make
 # identical-looking texts differ, and lone surrogates (JSON can spell them; UTF-8 cannot).
@@ -39,6 +43,16 @@ def normalize_response(text: str) -> str:
     return _TRAILING.sub("\n", _base(text)).strip()
 
 
+def fold(text: str) -> str:
+    """One spelling of look-alike text, for comparison only (never for training): NFKC folds
+    full-width forms, ligatures and styled letters; homoglyphs (Cyrillic/Greek/... letters that
+    look Latin, UTS #39) become the ASCII letter they imitate (before lower-casing: capital Cyrillic
+    Т looks like T, small т does not look like t); then lower case."""
+    if text.isascii():
+        return text.lower()
+    return unicodedata.normalize("NFKC", text).translate(_HOMOGLYPHS).lower().translate(_HOMOGLYPHS)
+
+
 def dedup_key(text: str) -> str:
-    """The text near-duplicate detection compares: lower-cased words, single spaces."""
-    return " ".join(_WORDS.findall(text.lower()))
+    """The text near-duplicate detection compares: folded words, single spaces."""
+    return " ".join(_WORDS.findall(fold(text)))
