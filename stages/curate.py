@@ -6,9 +6,14 @@ import sys
 from pathlib import Path
 
 from slmake.data.curate import CurationError, run_curation
+from slmake.io import remove_litter
 from slmake.spec import stage_params
 
 params = stage_params("data")
+OUTS = ("build/data", "reports/curation.json", "reports/curation_ledger.csv", "reports/curation_quarantine.jsonl",
+        "reports/data_card.md")
+for out in OUTS:  # temp siblings a killed run left behind (build/.data.curate-*.tmp, reports/.*.tmp)
+    remove_litter(out)
 try:
     report = run_curation(params["data"], Path("build/data"), Path("reports/curation.json"),
                           ledger_path=Path("reports/curation_ledger.csv"),

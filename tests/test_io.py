@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -71,3 +72,52 @@ def test_evenly_spaced_covers_the_whole_split():
     picked = evenly_spaced(rows, 10)
     assert len(picked) == 10 and len(set(picked)) == 10
     assert evenly_spaced(rows, None) == rows and evenly_spaced(rows, 500) == rows
+
+
+def test_atomic_dir_removes_litter_of_killed_runs(tmp_path):
+    out = tmp_path / "base"
+    (tmp_path / ".base.k3j2.tmp").mkdir()
+    (tmp_path / ".base.k3j2.tmp" / "model.safetensors").write_bytes(b"half")
+    (tmp_path / ".base.old").mkdir()
+    (tmp_path / ".base.curate-x1.tmp").write_text("spool")
+    for keep in (".basement.x.tmp", ".train.a1.tmp", "base.tmp"):  # other outputs' litter is theirs
+        (tmp_path / keep).mkdir()
+    with atomic_dir(out) as tmp:
+        (tmp / "ok").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".basement.x.tmp", ".train.a1.tmp", "base", "base.tmp"]
+
+
+@pytest.mark.parametrize("when", ["building", "swapping"])
+def test_killed_stage_leaves_litter_that_the_next_run_removes(tmp_path, when):
+    """SIGKILL while building the temp folder, or between moving the old output aside and moving
+    the new one in: the next run of the stage cleans up and publishes a whole output."""
+    out = tmp_path / "train"
+    out.mkdir()
+    (out / "v1").write_text("old")
+    script = textwrap.dedent(f"""
+        import os, time
+        from pathlib import Path
+        from slmake import io
+        orig = os.replace
+        def replace(a, b):
+            orig(a, b)
+            if {when!r} == "swapping" and str(b).endswith(".old"):
+                time.sleep(60)
+        os.replace = replace
+        with io.atomic_dir({str(out)!r}) as tmp:
+            (tmp / "v2").write_text("half")
+            if {when!r} == "building":
+                time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 20
+    while not list(tmp_path.glob(".train.*")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(tmp_path.glob(".train.*"))  # the kill left litter
+    with atomic_dir(out) as tmp:
+        (tmp / "v3").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]
+    assert [p.name for p in out.iterdir()] == ["v3"]

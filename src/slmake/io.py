@@ -7,6 +7,7 @@ temporary sibling and renamed; folders are built in a temporary sibling and swap
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -37,11 +38,31 @@ def write_json_atomic(path: str | Path, obj, indent: int = 2) -> None:
     write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False) + "\n")
 
 
+def remove_litter(path: str | Path) -> list[Path]:
+    """Remove what a killed writer of ``path`` left behind: its temporary siblings
+    (``.<name>.*.tmp``, files or folders) and a half-swapped ``.<name>.old``. A SIGKILL runs no
+    cleanup, so the next run of the same stage does it; for a real model each is gigabytes."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    gone = []
+    for p in sorted(path.parent.glob(f".{glob.escape(path.name)}.*")):
+        if p.name.endswith(".tmp") or p.name == f".{path.name}.old":
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder; on success it replaces ``path`` whole, on error it vanishes."""
+    """Yield a fresh temporary folder; on success it replaces ``path`` whole, on error it vanishes.
+    Litter of an earlier, killed run (see `remove_litter`) is removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_litter(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     tmp.chmod(0o755)  # mkdtemp makes it 0700; artifacts are meant to be shared
     try:
