@@ -267,3 +267,21 @@ def test_stage_without_a_log_writes_no_traffic_and_succeeds(tmp_path):
     assert "no traffic" in res.stdout
     assert json.loads((repo / "reports/monitor/metrics.json").read_text())["traffic"] == 0
     assert (repo / "reports/monitor/plots/input_length.csv").read_text() == "bin,range,train,live\n"
+
+
+def test_bench_label_baseline_does_not_count_the_models_own_bias(tmp_path):
+    """A model that never answers 'printing' differs from the train labels on any traffic; against
+    its own answers on the test split (bench outputs) the same traffic is stable."""
+    repo = _project(tmp_path)
+    outputs = repo / "build/bench/cpu"
+    outputs.mkdir(parents=True)
+    outputs.joinpath("outputs.jsonl").write_text("".join(
+        json.dumps({"artifact": "gguf_q8_0", "id": str(i), "tokens": [1], "text": json.dumps({"category": "network"})})
+        + "\n" for i in range(40)))
+    train = _train()
+    _write_log(repo / "logs/requests.jsonl", [_req(t, "network") for t in train["inputs"][:100]])
+    biased = _slmake(repo)
+    assert biased.returncode == 1 and "label 'network' share 80.0 % → 100.0 %" in biased.stderr
+    own = _slmake(repo, "monitor.label_baseline=bench")
+    assert own.returncode == 0, own.stderr
+    assert "the artifact's answers on the test split (n=40)" in (repo / "reports/monitor/report.md").read_text()

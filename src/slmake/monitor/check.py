@@ -26,8 +26,10 @@ def _length(text: str, unit: str) -> int:
 
 
 def analyse(cfg: dict, window: list[dict], train: dict, val: dict | None, bench: dict | None,
-            feedback: list[dict] | None, response_schema: dict, label_field: str | None) -> dict:
-    """{"metrics": numbers only, "alerts": [(kind, text)], "tables": {...}, "notes": [...]}."""
+            feedback: list[dict] | None, response_schema: dict, label_field: str | None,
+            baseline_labels: list | None = None) -> dict:
+    """{"metrics": numbers only, "alerts": [(kind, text)], "tables": {...}, "notes": [...]}.
+    Served labels are compared with ``baseline_labels`` (default: the train split's labels)."""
     th, unit = cfg["thresholds"], cfg["length"]["unit"]
     served = [r for r in window if isinstance(r.get("status"), int) and r["status"] < 400]
     m: dict = {"requests": len(window), "traffic": int(bool(window))}
@@ -76,7 +78,7 @@ def analyse(cfg: dict, window: list[dict], train: dict, val: dict | None, bench:
     # ---- output drift: label distribution of the served answers vs the train split
     live_labels = [r.get("label") for r in served if r.get("label") is not None]
     if label_field and live_labels:
-        drift = stats.label_drift(train["labels"], live_labels)
+        drift = stats.label_drift(train["labels"] if baseline_labels is None else baseline_labels, live_labels)
         per = drift["labels"]
         top = max(per, key=lambda x: (round(abs(per[x]["change"]), 9), per[x]["change"]))  # ties: the one that grew
         m["label_psi"], m["label_max_share_change"] = _r(drift["psi"]), _r(abs(per[top]["change"]))

@@ -47,8 +47,9 @@ def markdown(result: dict, context: dict) -> str:
          f"{m.get('input_length_median_live', '–')}", f"> {th['input_length_psi']}"),
         ("unseen words", m.get("unseen_word_share"), f"{m.get('unseen_word_share_val', '–')} (val split)",
          f"+{th['unseen_words_increase']}"),
-        ("label PSI", m.get("label_psi"), "train split", f"> {th['label_psi']}"),
-        ("largest label share change", m.get("label_max_share_change"), "train split", f"> {th['label_share_change']}"),
+        ("label PSI", m.get("label_psi"), context["label_baseline"], f"> {th['label_psi']}"),
+        ("largest label share change", m.get("label_max_share_change"), context["label_baseline"],
+         f"> {th['label_share_change']}"),
         ("invalid outputs", m.get("invalid_rate"), "0", f"> {th['invalid_rate']}"),
         ("server errors", m.get("server_error_rate"), "0", f"> {th['server_error_rate']}"),
         ("latency p50 / p95 ms", f"{m.get('latency_p50_ms', '–')} / {m.get('latency_p95_ms', '–')}",
@@ -63,7 +64,8 @@ def markdown(result: dict, context: dict) -> str:
     for name, live, base, limit in rows:
         out.write(f"| {name} | {'–' if live is None else live} | {base} | {limit} |\n")
     if "labels" in t:
-        out.write("\n## Label shares (served answers vs train split)\n\n| label | train | live | change | |\n"
+        out.write(f"\n## Label shares (served answers vs {context['label_baseline']})\n\n| label | baseline | live | "
+                  "change | |\n"
                   "|---|---|---|---|---|\n")
         for label, r in sorted(t["labels"].items(), key=lambda kv: -abs(kv[1]["change"])):
             out.write(f"| {label} | {r['baseline']:.1%} | {r['live']:.1%} | {r['change'] * 100:+.1f} | "

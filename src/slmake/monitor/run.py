@@ -3,9 +3,11 @@ DVC stage both come through here."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
+from ..io import read_jsonl
 from ..report import load_bench
 from .check import analyse
 from .inputs import MonitorError, read_feedback, read_split, read_window
@@ -35,8 +37,28 @@ def bench_figures(bench_dir: Path, artifact: str | None) -> dict | None:
     return None
 
 
+def bench_answer_labels(outputs_dir: Path, artifact: str | None, label_field: str | None) -> list | None:
+    """Labels of the served artifact's own answers on the test split (bench's outputs.jsonl), or None."""
+    if not artifact or "/" not in artifact or not label_field:
+        return None
+    target, name = artifact.split("/", 1)
+    path = Path(outputs_dir) / target / "outputs.jsonl"
+    if not path.exists():
+        return None
+    labels = []
+    for r in read_jsonl(path):
+        if r.get("artifact") == name:
+            try:
+                value = json.loads(r.get("text") or "")
+            except ValueError:
+                value = None
+            labels.append(str(value[label_field]) if isinstance(value, dict) and value.get(label_field) is not None
+                          else None)
+    return labels if any(x is not None for x in labels) else None
+
+
 def run_monitor(cfg: dict, data_cfg: dict, out_dir: str | Path, *, data_dir: str | Path = "build/data",
-                bench_dir: str | Path = "reports/bench") -> tuple[dict, dict]:
+                bench_dir: str | Path = "reports/bench", outputs_dir: str | Path = "build/bench") -> tuple[dict, dict]:
     """Analyse ``cfg['request_log']`` (a `monitor` slice) against the build in data_dir/bench_dir,
     write metrics/report/plots to out_dir; returns (result, context). Raises MonitorError."""
     data_dir, log = Path(data_dir), Path(cfg["request_log"])
@@ -46,7 +68,8 @@ def run_monitor(cfg: dict, data_cfg: dict, out_dir: str | Path, *, data_dir: str
                "thresholds": cfg["thresholds"], "unit": cfg["length"]["unit"]}
     if info["lines"] and info["malformed"] == info["lines"]:
         raise MonitorError(f"{log}: none of its {info['lines']} lines is a request record (JSON object per line)")
-    train = val = bench = feedback = None
+    train = val = bench = feedback = baseline = None
+    context["label_baseline"] = "train split"
     if window:
         train = read_split(data_dir / "train.jsonl", template, label_field)
         val_path = data_dir / "val.jsonl"
@@ -55,7 +78,12 @@ def run_monitor(cfg: dict, data_cfg: dict, out_dir: str | Path, *, data_dir: str
         bench = bench_figures(Path(bench_dir), context["artifact"])
         if cfg["feedback"]:
             feedback = read_feedback(cfg["feedback"], data_cfg)
-    result = analyse(cfg, window, train or {}, val, bench, feedback, data_cfg["response_schema"], label_field)
+        if cfg["label_baseline"] == "bench":
+            baseline = bench_answer_labels(Path(outputs_dir), context["artifact"], label_field)
+            context["label_baseline"] = (f"the artifact's answers on the test split (n={len(baseline)})" if baseline
+                                         else "train split (no bench answers of the served artifact)")
+    result = analyse(cfg, window, train or {}, val, bench, feedback, data_cfg["response_schema"], label_field,
+                     baseline)
     write(result, context, out_dir)
     return result, context
 
