@@ -61,7 +61,7 @@ def tiny_llama(root: Path) -> Path:
     texts = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(10)) for i in range(400)]
     model_dir = root / "merged"
     model_dir.mkdir(parents=True)
-    train_tokenizer(texts, 320, model_dir, seed=0)
+    train_tokenizer(texts, 320, model_dir)
     (model_dir / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False, "legacy": False,
         "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}))

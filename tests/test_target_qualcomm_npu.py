@@ -47,7 +47,7 @@ def _tiny_llama(root: Path) -> Path:
     merged, data = root / "train" / "merged", root / "data"
     merged.mkdir(parents=True)
     data.mkdir()
-    train_tokenizer(texts, 300, merged, seed=0)
+    train_tokenizer(texts, 300, merged)
     (merged / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False, "legacy": False,
         "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}))

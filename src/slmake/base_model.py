@@ -25,9 +25,9 @@ class BaseModelError(Exception):
     pass
 
 
-def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path, seed: int) -> Path:
+def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path) -> Path:
     """SentencePiece BPE, llama-style ids. remove_extra_whitespaces=False keeps llama.cpp's
-    tokenisation identical to sentencepiece's (NOTES.md: ~20 % agreement otherwise)."""
+    tokenisation identical to sentencepiece's (measured: ~20 % agreement otherwise)."""
     import io
 
     import sentencepiece as spm
@@ -84,7 +84,7 @@ def build_scratch(cfg: dict, train_split: Path, out_dir: Path, seed: int) -> dic
     if not rows:
         raise BaseModelError(f"{train_split}: the train split is empty; nothing to pretrain on")
     docs = [r["prompt"] for r in rows] + [r["response"] for r in rows]
-    train_tokenizer(docs, s["vocab_size"], out_dir, seed)
+    train_tokenizer(docs, s["vocab_size"], out_dir)
     # transformers 5: LlamaTokenizer(vocab_file=...) silently builds an empty vocab; loading the
     # folder with a tokenizer_config converts tokenizer.model properly (needs protobuf).
     (out_dir / "tokenizer_config.json").write_text(json.dumps({
