@@ -176,3 +176,21 @@ def test_adding_and_changing_a_target_reruns_only_that_target(repo):
         assert "cuda" in (repo / "reports/report.md").read_text()
     finally:
         (repo / "params.yaml").write_text(original)
+
+
+def test_readme_exp_show_fits_160_columns(repo):
+    """The README's `dvc exp show` line shows accuracy, tok/s and size of every artifact on one screen."""
+    import os
+    import re
+    import subprocess
+
+    from e2e_utils import ROOT
+
+    line = next(ln.strip() for ln in (ROOT / "README.md").read_text().splitlines()
+                if ln.strip().startswith("dvc exp show --drop"))
+    out = subprocess.run(line + " --no-pager", cwd=repo, shell=True, capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "160"}).stdout
+    assert "…" not in out, out
+    assert max(len(ln.rstrip()) for ln in out.splitlines()) <= 160, out
+    for metric in ("acc", "tps", "mb"):
+        assert len(re.findall(rf"\b{metric}\.\w+", out)) == 4, out
