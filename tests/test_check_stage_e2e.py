@@ -8,6 +8,8 @@ import yaml
 
 from e2e_utils import ROOT, make_project, ran_stages, sh, tiny_llama
 
+GUARD = ROOT / "tests/netguard"
+
 pytestmark = pytest.mark.e2e
 
 KEPT = ("build/data/train.jsonl", "reports/curation_ledger.csv", "reports/data_card.md", "reports/curation.json")
@@ -27,7 +29,8 @@ def repo(tmp_path_factory):
     (repo / "data/micro.jsonl").write_text("\n".join(lines) + "\n")
     make_project(repo, {"data": {"source": "data/micro.jsonl"}, "model": {"hf": {"path": str(model)}}},
                  defaults={"model": "hf_local"})
-    sh("dvc repro base", repo)
+    # dvc and every stage it runs under the socket guard (tests/netguard): see test_nothing_phones_home
+    sh(f"env PYTHONPATH={GUARD} SLMAKE_NETGUARD_LOG={root / 'net.log'} dvc repro base", repo)
     return repo
 
 
@@ -57,6 +60,13 @@ def test_bad_spec_fails_before_any_output_is_removed(repo, change, message):
         assert (repo / "build/base/model.safetensors").exists()
     finally:
         (repo / "params.yaml").write_text(original)
+
+
+def test_nothing_phones_home(repo):
+    """dvc, check, curate and base (an HF import) made 0 attempts to reach another machine."""
+    log = repo.parent / "net.log"
+    assert (repo / "build/base/model.safetensors").exists()
+    assert not log.exists() or log.read_text() == ""
 
 
 def test_valid_spec_check_reruns_nothing(repo):

@@ -6,12 +6,31 @@ import os
 import random
 from pathlib import Path
 
+# Every switch that keeps a library in this stack from reaching the network on its own: hub
+# downloads and update checks, and telemetry pings (huggingface_hub, trl, datasets, DVC/dvclive,
+# NNCF, OpenVINO's tools, wandb, gradio). Set in the environment, so the tools stages run as
+# subprocesses (optimum-cli, llama.cpp's converter, ORT GenAI's builder) inherit them too.
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1", "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+    "DO_NOT_TRACK": "1", "DISABLE_TELEMETRY": "1",                      # the cross-tool conventions
+    "DVC_NO_ANALYTICS": "1", "DVC_STUDIO_OFFLINE": "1", "ITERATIVE_DO_NOT_TRACK": "1",  # dvc, dvclive
+    "NNCF_CI": "1",            # NNCF replaces its telemetry with a stub
+    "CI": "true",              # openvino_telemetry (ovc, optimum-intel) declines in CI; trl skips its ping
+    "WANDB_MODE": "disabled", "GRADIO_ANALYTICS_ENABLED": "False",
+}
 
-def setup(threads: int | None = None, seed: int | None = None, allow_network: bool = False) -> None:
+
+def offline(allow_network: bool = False) -> None:
+    """Turn every library's network access off unless the spec allows it (model.allow_network);
+    hub caches stay in the project (.hf_home) either way."""
     os.environ.setdefault("HF_HOME", str(Path(".hf_home").resolve()))
     if not allow_network:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        os.environ.update(OFFLINE)
+
+
+def setup(threads: int | None = None, seed: int | None = None, allow_network: bool = False) -> None:
+    offline(allow_network)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import torch

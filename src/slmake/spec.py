@@ -114,13 +114,17 @@ def stage_params(*keys: str, path: str | Path = "params.yaml") -> dict:
         problems = validate(spec, only=keys)
         if not problems:  # semantic checks of the slices this stage reads (slmake.checks)
             from .checks import check
+            from .model_files import HashCache
 
-            problems = check(spec, only=keys)
+            problems = check(spec, only=keys, cache=HashCache(Path(path).parent / "build/.hash_cache.json"))
         if problems:
             raise SpecError(f"{path}: invalid spec:\n" + "\n".join(f"  - {p}" for p in problems))
     except SpecError as e:
         print(f"slmake: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    from .runtime_env import offline  # every stage starts here: no library reaches the network unasked
+
+    offline(bool(spec.get("model", {}).get("allow_network", False)))
     return {k: spec[k] for k in keys}
 
 
