@@ -11,17 +11,12 @@ model file reruns `base`. The stage is `always_changed`, so those hashes are tak
 import sys
 from pathlib import Path
 
-from slmake.checks import check
+from slmake.checks import check_params
 from slmake.io import write_json_atomic, write_text_atomic
 from slmake.model_files import HashCache, ModelFileError, fingerprint
-from slmake.spec import SpecError, load_params, validate
 
-try:
-    spec = load_params("params.yaml")
-except SpecError as e:
-    sys.exit(f"slmake check: {e}")
 cache = HashCache(Path("build/.hash_cache.json"))
-problems = validate(spec) or check(spec, cache=cache)
+spec, problems = check_params("params.yaml", cache)  # params.yaml read strictly, schema, semantic checks
 if problems:
     sys.exit("slmake check: params.yaml is invalid (nothing was rebuilt or removed):\n"
              + "\n".join(f"  - {p}" for p in problems))

@@ -131,7 +131,8 @@ def _compose_error(conf, overrides=()):
     ("\tlr: 0.1\n", "conf/train/lora_fp32_cpu.yaml, line {n}, key 'lora.target_modules.lr': found character '\\t' that cannot "
                     "start any token (a tab character: YAML indents with spaces only)"),
     ("lr: 0.3\n", "conf/train/lora_fp32_cpu.yaml, line {n}, key 'lr': duplicate key 'lr' (first on line"),
-    ("extra: [1, 2\n", "conf/train/lora_fp32_cpu.yaml, line {n1}"),
+    ("extra: [1, 2\n", "conf/train/lora_fp32_cpu.yaml, line {n}, key 'extra': expected ',' or ']', but got "
+                       "'<stream end>' (a [ opened here is not closed)"),
     ("note: \"unclosed\n", "conf/train/lora_fp32_cpu.yaml, line {n}, key 'note'"),
 ])
 def test_conf_yaml_errors_name_file_line_and_key(conf, text, expected):

@@ -9,6 +9,7 @@ Each problem is one line: the key path, the value, what was expected.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 from .model_files import HashCache, ModelFacts, ModelFileError, facts
@@ -40,6 +41,18 @@ def check(spec: dict, only: Iterable[str] | None = None, cache: HashCache | None
     if "train" in keys and model is not None:
         problems += train_problems(spec["train"], model)
     return sorted(dict.fromkeys(problems))
+
+
+def check_params(path: str | Path = "params.yaml", cache: HashCache | None = None) -> tuple[dict | None, list[str]]:
+    """What the check stage runs: read params.yaml strictly, then the JSON Schema, then these checks.
+    Returns (spec or None, problems)."""
+    from .spec import SpecError, load_params, validate
+
+    try:
+        spec = load_params(path)
+    except SpecError as e:
+        return None, [str(e)]
+    return spec, validate(spec) or check(spec, cache=cache)
 
 
 def data_problems(data: dict, check_source: bool = True) -> list[str]:

@@ -60,8 +60,8 @@ def explain(error: yaml.YAMLError, path: str | Path, text: str) -> str:
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
     problem = getattr(error, "problem", None) or str(error)
     context = getattr(error, "context", None) or ""
-    if "quoted scalar" in context and getattr(error, "context_mark", None) is not None:
-        mark = error.context_mark  # the end of the file is not where the unclosed quote is
+    if ("quoted scalar" in context or "flow" in context) and getattr(error, "context_mark", None) is not None:
+        mark = error.context_mark  # where the unclosed quote/bracket opened, not where YAML gave up
     if mark is None:
         return f"{path}: not valid YAML: {problem}"
     line = mark.line
@@ -74,6 +74,8 @@ def explain(error: yaml.YAMLError, path: str | Path, text: str) -> str:
         hint = " (each key may appear once per mapping)"
     elif "quoted scalar" in context:
         hint = " (a quote is not closed)"
+    elif "flow" in context:
+        hint = f" (a {'[' if 'sequence' in context else '{'} opened here is not closed)"
     key = key_path_at(text, line)
     where = f"{path}, line {line + 1}" + (f", key '{key}'" if key else "")
     return f"{where}: {problem}{hint}"
