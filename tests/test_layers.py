@@ -33,3 +33,23 @@ def test_every_registered_target_is_one_folder_with_its_schema():
         for fn in ("probe", "check", "compile", "open_runner"):
             assert callable(getattr(module, fn)), (name, fn)
     assert not (SRC / "qnn_export.py").exists() and not (SRC / "schema/targets").exists()
+
+
+def test_target_checks_run_before_anything_is_built():
+    """Settings the schema accepts but a target cannot build (nothing to build, a SoC/HTP pair QNN
+    would accept and the device refuse) are caught by `slmake check` / the check stage."""
+    import copy
+
+    import yaml
+
+    from slmake.checks import check
+
+    spec = yaml.safe_load((SRC.parents[1] / "params.yaml").read_text())
+    assert check(spec) == []
+    empty = copy.deepcopy(spec)
+    empty["targets"]["cpu"] = {"gguf": {"quants": []}, "onnx_genai": {"precisions": []}}
+    assert check(empty) == ["targets.cpu: nothing to build: gguf.quants and onnx_genai.precisions are both empty"]
+    qnn = copy.deepcopy(spec)
+    qnn["targets"]["qualcomm_npu"] = yaml.safe_load((SRC.parents[1] / "conf/targets/qualcomm_npu.yaml").read_text())["qualcomm_npu"]
+    qnn["targets"]["qualcomm_npu"]["context_binary"].update(enabled=True, soc_model=60, htp_arch=79)
+    assert any("soc_model 60 has HTP v73" in p for p in check(qnn))

@@ -178,3 +178,24 @@ def test_concurrent_requests_queue_and_sigterm_drains(server):
         os.kill(proc.pid, signal.SIGTERM)
         assert _json(inflight.result().choices[0].text) is not None
     assert proc.wait(timeout=30) == 0
+
+
+def test_onnx_genai_artifact_serves_the_benchmarked_answers(micro_repo, monkeypatch):
+    """Not only GGUF: the engine behind the HTTP routes serves an ONNX Runtime GenAI artifact with
+    the runner bench used (no grammar there: every answer is validated instead)."""
+    from slmake.serve.engine import Engine
+    from slmake.serve.package import resolve
+
+    monkeypatch.chdir(micro_repo)
+    engine = Engine(resolve("cpu/onnx_int4"))
+    try:
+        raw = _raw_inputs(micro_repo, engine.contract["prompt_template"])
+        bench = [json.loads(line) for line in (micro_repo / "build/bench/cpu/outputs.jsonl").read_text().splitlines()]
+        bench = [r for r in bench if r["artifact"] == "onnx_int4"]
+        assert bench and not engine.constrained
+        for r in bench:
+            answer = engine.answer(raw[r["id"]], engine.contract["max_new_tokens"])
+            assert answer.text == r["text"]
+            assert answer.schema_valid == (answer.error is None)
+    finally:
+        engine.close()

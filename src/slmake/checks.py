@@ -40,7 +40,21 @@ def check(spec: dict, only: Iterable[str] | None = None, cache: HashCache | None
                 problems += _scratch_problems(spec["model"]["scratch"])
     if "train" in keys and model is not None:
         problems += train_problems(spec["train"], model)
+    if "targets" in keys and isinstance(spec.get("targets"), dict):
+        problems += target_problems(spec["targets"])
     return sorted(dict.fromkeys(problems))
+
+
+def target_problems(targets_spec: dict) -> list[str]:
+    """Each enabled target's own semantic checks (e.g. nothing to build, the Qualcomm SoC/HTP
+    table): what compile would refuse, caught before DVC removes anything."""
+    from . import targets
+
+    problems = []
+    for name, settings in targets_spec.items():
+        if name in targets.REGISTRY:
+            problems += targets.load(name).check(settings)
+    return problems
 
 
 def check_params(path: str | Path = "params.yaml", cache: HashCache | None = None) -> tuple[dict | None, list[str]]:
