@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import random
 from pathlib import Path
 
@@ -21,6 +22,23 @@ OFFLINE = {
 }
 
 
+# Same bytes on any x86-64 CPU: torch's ATen, oneDNN and MKL pick kernels by CPU (AVX-512, AMX on
+# Intel), whose float results differ in the last bits, and training amplifies that into different
+# weights. Capping them at AVX2 (MKL: its conditional numerical reproducibility mode) makes base,
+# train and evaluate byte-identical on every AVX2 CPU; measured on an AVX-512 EPYC: uncapped vs
+# an emulated AVX2-only CPU differed from `base` on, capped they are identical, at no measured cost
+# for these model sizes. Thread counts are part of the numerics too: each stage sets its own from
+# the spec. A value the user exported wins.
+PORTABLE_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT"}
+
+
+def portable_numerics() -> None:
+    """Cap the CPU kernels' ISA (must run before torch is imported)."""
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        for k, v in PORTABLE_NUMERICS.items():
+            os.environ.setdefault(k, v)
+
+
 def offline(allow_network: bool = False) -> None:
     """Turn every library's network access off unless the spec allows it (model.allow_network);
     hub caches stay in the project (.hf_home) either way."""
@@ -31,6 +49,7 @@ def offline(allow_network: bool = False) -> None:
 
 def setup(threads: int | None = None, seed: int | None = None, allow_network: bool = False) -> None:
     offline(allow_network)
+    portable_numerics()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import torch

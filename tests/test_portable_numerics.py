@@ -1,0 +1,63 @@
+"""Same bytes on any x86-64 CPU: with runtime_env.setup()'s ISA caps, a few training steps give
+byte-identical weights whether the CPU offers AVX-512 or only AVX2 (emulated with the libraries'
+own ISA limits); without the caps, on an AVX-512 CPU, they differ (the control)."""
+
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from slmake import runtime_env
+
+pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")
+
+TRAIN = """
+import hashlib, sys
+from slmake import runtime_env
+if sys.argv[1] == "slmake":
+    runtime_env.setup(threads=2, seed=0)
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+torch.set_num_threads(2)
+torch.manual_seed(0)
+model = LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64))
+opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+gen = torch.Generator().manual_seed(0)
+for _ in range(8):
+    batch = torch.randint(0, 256, (8, 64), generator=gen)
+    model(input_ids=batch, labels=batch).loss.backward()
+    opt.step()
+    opt.zero_grad()
+h = hashlib.sha256()
+for k, v in sorted(model.state_dict().items()):
+    h.update(v.numpy().tobytes())
+print(torch.backends.cpu.get_cpu_capability(), h.hexdigest())
+"""
+CAPS = tuple(runtime_env.PORTABLE_NUMERICS) + ("MKL_ENABLE_INSTRUCTIONS",)
+
+
+def run(mode: str, **env: str) -> tuple[str, str]:
+    base = {k: v for k, v in os.environ.items() if k not in CAPS}
+    res = subprocess.run([sys.executable, "-c", TRAIN, mode], env={**base, "OMP_NUM_THREADS": "2", **env},
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    capability, digest = res.stdout.split()[-2:]
+    return capability, digest
+
+
+def test_capped_training_is_identical_on_avx512_and_avx2_cpus():
+    _, here = run("slmake")
+    avx2_cpu = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    capability, there = run("slmake", **avx2_cpu)
+    assert capability == "AVX2" and here == there
+
+
+def test_uncapped_training_depends_on_the_cpu():
+    capability, native = run("plain")
+    if capability != "AVX512":
+        pytest.skip(f"this CPU's best kernels are {capability}: nothing to compare")
+    _, avx2 = run("plain", ATEN_CPU_CAPABILITY="avx2")
+    assert native != avx2  # the problem the caps solve
