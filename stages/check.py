@@ -1,10 +1,13 @@
-"""check: the whole spec (JSON Schema + semantic checks) -> build/check.ok, build/check.model.json
+"""check: the whole spec (JSON Schema + semantic checks) -> build/check.ok, build/check.model.json,
+build/check.data.json
 
 Every other stage depends on build/check.ok, so DVC runs this first and stops here on a bad spec,
 before it removes any stage's outputs. check.ok's bytes never change, so passing this stage never
 invalidates anything downstream. build/check.model.json holds the content hashes of the files
 behind model.hf.path (or just the source, for a scratch model): `base` depends on it, so a swapped
-model file reruns `base`. The stage is `always_changed`, so those hashes are taken on every repro
+model file reruns `base`. build/check.data.json likewise holds the content hashes of every
+data.source file (one source or a list: dvc.yaml cannot list a variable number of deps): `curate`
+depends on it. The stage is `always_changed`, so those hashes are taken on every repro
 (cached by size/mtime/inode in build/.hash_cache.json, as DVC caches its own).
 """
 
@@ -12,6 +15,8 @@ import sys
 from pathlib import Path
 
 from slmake.checks import check_params
+from slmake.data.errors import CurationError
+from slmake.data.sources import fingerprint as data_fingerprint
 from slmake.io import write_json_atomic, write_text_atomic
 from slmake.model_files import HashCache, ModelFileError, fingerprint
 
@@ -22,10 +27,12 @@ if problems:
              + "\n".join(f"  - {p}" for p in problems))
 try:
     model = fingerprint(spec["model"], cache)
-except ModelFileError as e:  # the folder changed between the check and the hashing
+    data = data_fingerprint(spec["data"]["source"], spec["data"]["format"], cache)
+except (ModelFileError, CurationError) as e:  # a file changed between the check and the hashing
     sys.exit(f"slmake check: {e}")
 cache.save()
 write_json_atomic("build/check.model.json", model)
+write_json_atomic("build/check.data.json", data)
 write_text_atomic("build/check.ok", "ok\n")
 inputs = f"{len(model['files'])} file(s) hashed" if "files" in model else model.get("hub_id", model["source"])
 print(f"check: params.yaml is valid; base model inputs: {inputs}")

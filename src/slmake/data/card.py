@@ -18,6 +18,8 @@ def _pct(n: int, d: int) -> str:
 def render(report: dict, cfg: dict) -> str:
     r = report
     lines = [f"# Data card: {cfg['name']}", ""]
+    if r["warnings"]:
+        lines += ["## Warnings", "", *[f"- **{w}**" for w in r["warnings"]], ""]
     card = cfg.get("card") or {}
     if card.get("description"):
         lines += [card["description"].strip(), ""]

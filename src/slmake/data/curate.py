@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from . import balance, card, config, dedup, ingest, split
+from . import balance, card, config, dedup, ingest, sources, split
 from .errors import QUARANTINE_REASONS, RULES, CurationError
 from .ledger import LedgerSpool, Staged, quarantine_row
 from .normalize import normalize
@@ -67,7 +67,7 @@ def run_curation(data_cfg: dict, out_dir: Path, report_path: Path, *, ledger_pat
                     Path(ledger_path) if ledger_path else report_path.with_name(f"{stem}_ledger.csv"),
                     Path(quarantine_path) if quarantine_path else report_path.with_name(f"{stem}_quarantine.jsonl"),
                     Path(card_path) if card_path else report_path.with_name("data_card.md"))
-    sources = ingest.find_sources(cfg["source"], cfg["format"])
+    files = sources.find_sources(cfg["source"], cfg["format"])
     try:
         paths.out_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(dir=paths.out_dir.parent, prefix=f".{paths.out_dir.name}.curate-",
@@ -77,11 +77,11 @@ def run_curation(data_cfg: dict, out_dir: Path, report_path: Path, *, ledger_pat
     outputs, qstage = Staged(), Staged()
     try:
         qfile = qstage.open(paths.quarantine)
-        seen = read(cfg, sources, work, qfile)
+        seen = read(cfg, files, work, qfile)
         check_quarantine(cfg, seen, qstage, paths.quarantine)
         decided = decide(cfg, seen)
         written = write(seen, decided, outputs, paths)
-        report = build_report(cfg, sources, seen, decided, written, paths)
+        report = build_report(cfg, files, seen, decided, written, paths)
         outputs.open(paths.report).write(json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
         outputs.open(paths.card).write(card.render(report, cfg))
         qstage.publish()
@@ -171,7 +171,7 @@ class Examiner:
         return None if resp is None else (scrubbed, resp)
 
 
-def read(cfg: dict, sources: list[ingest.SourceFile], work: Path, qfile: TextIO) -> Read:
+def read(cfg: dict, files: list[sources.SourceFile], work: Path, qfile: TextIO) -> Read:
     """Stream every record once; quarantine and drop what the per-record rules reject, spool the rest."""
     pii, near = cfg["pii"], cfg["dedup"]["near"]
     examiner = Examiner(cfg)
@@ -197,7 +197,7 @@ def read(cfg: dict, sources: list[ingest.SourceFile], work: Path, qfile: TextIO)
     bar = _progress("curate: read")
     spool = open(seen.spool, "w", encoding="utf-8", newline="\n")
     try:
-        for src in sources:
+        for src in files:
             for raw in ingest.read(src, cfg, examiner.required, examiner.wanted):
                 seen.n_input += 1
                 seen.per_source[src.display] += 1
@@ -307,7 +307,7 @@ def decide(cfg: dict, seen: Read) -> Decided:
                    "near_clusters": int(np.count_nonzero(sizes > 1)),
                    "near_clustered_records": int(sizes[sizes > 1].sum())}
     neg = np.frombuffer(bytes(cand.neg), dtype=np.uint8).astype(bool)
-    return Decided(fate, split_code, copies, kept, dedup_stats,
+    return Decided(fate, split_code, copies, kept, len(roots), dedup_stats,
                    balance.negatives(cfg["negatives"], neg, kept, train, copies),
                    split.leakage(cand.ids, kept, split_code, sigs, seen.band_keys, near["threshold"]))
 
@@ -349,7 +349,7 @@ def write(seen: Read, decided: Decided, outputs: Staged, paths: Outputs) -> Writ
 
 # ---------------------------------------------------------------------------- report
 
-def build_report(cfg: dict, sources: list[ingest.SourceFile], seen: Read, decided: Decided, written: Written,
+def build_report(cfg: dict, files: list[sources.SourceFile], seen: Read, decided: Decided, written: Written,
                  paths: Outputs) -> dict:
     """Check the invariants (raise CurationError when one fails) and return the report."""
     dropped = Counter(seen.dropped)
@@ -380,6 +380,8 @@ def build_report(cfg: dict, sources: list[ingest.SourceFile], seen: Read, decide
         if neg["on_violation"] == "fail":
             raise CurationError(msg)
         warnings.append(msg)
+    warnings += split.empty_splits(written.records, cfg["split"]["val"], cfg["split"]["test"], decided.groups,
+                                   n_input, {**dropped, **seen.quarantined})
 
     near = cfg["dedup"]["near"]
     bands, rows = dedup.lsh_params(near["threshold"], near["num_perm"])
@@ -397,9 +399,10 @@ def build_report(cfg: dict, sources: list[ingest.SourceFile], seen: Read, decide
         "leakage": decided.leakage, "negatives": neg,
         "tokens": {"method": seen.token_method, "max_tokens": cfg["filters"]["max_tokens"]},
         "warnings": warnings,
-        "source": str(cfg["source"]), "source_sha256": _sources_sha(sources),
+        "source": cfg["source"] if isinstance(cfg["source"], (list, dict)) else str(cfg["source"]),
+        "source_sha256": _sources_sha(files),
         "sources": [{"path": s.display, "format": s.format, "records": seen.per_source[s.display],
-                     "sha256": ingest.file_sha256(s.path)} for s in sources],
+                     "sha256": sources.sha256(s)} for s in files],
         "outputs": {"ledger": str(paths.ledger), "quarantine": str(paths.quarantine), "card": str(paths.card)},
     }
 
@@ -408,10 +411,10 @@ def _nonzero(counts: Counter) -> dict[str, int]:
     return {k: v for k, v in counts.items() if v}
 
 
-def _sources_sha(sources: list[ingest.SourceFile]) -> str:
-    if len(sources) == 1:
-        return ingest.file_sha256(sources[0].path)
+def _sources_sha(files: list[sources.SourceFile]) -> str:
+    if len(files) == 1:
+        return sources.sha256(files[0])
     h = hashlib.sha256()
-    for s in sources:
-        h.update(f"{s.display}\0{ingest.file_sha256(s.path)}\n".encode())
+    for s in files:
+        h.update(f"{s.display}\0{sources.sha256(s)}\n".encode())
     return h.hexdigest()

@@ -129,6 +129,7 @@ class Decided:
     split_code: np.ndarray
     copies: np.ndarray
     kept: np.ndarray               # candidate numbers of kept records
+    groups: int                    # units of the split: near-duplicate clusters and single records
     dedup: dict[str, Any]
     negatives: dict[str, Any]
     leakage: dict[str, Any]

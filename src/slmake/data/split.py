@@ -73,3 +73,19 @@ def leakage(ids: Sequence[str], kept: np.ndarray, split_code: np.ndarray, sigs, 
         if split_code[a] != split_code[b]:
             bump(int(split_code[a]), int(split_code[b]), "near")
     return {"pairs": result, "ok": all(v["exact"] == 0 and v["near"] == 0 for v in result.values())}
+
+
+def empty_splits(records: dict[str, int], val: float, test: float, groups: int, n_input: int,
+                 dropped: dict[str, int]) -> list[str]:
+    """A warning when a configured split (val > 0, test) came out empty, naming the cause: too few
+    records or near-duplicate groups kept to fill it (e.g. 200 identical rows keep one)."""
+    empty = [f"{name} (data.split.{name} = {share})" for name, share in (("val", val), ("test", test))
+             if share > 0 and records[name] == 0]
+    if not empty:
+        return []
+    drops = ", ".join(f"{v} {k}" for k, v in sorted(dropped.items(), key=lambda kv: -kv[1]) if v) or "none"
+    return [f"EMPTY split(s): {' and '.join(empty)}: only {sum(records.values())} record(s) in {groups} "
+            f"near-duplicate group(s) were kept of {n_input} input (dropped: {drops}); a split gets "
+            "round(records x share) and a group is never split, so nothing could go there"
+            + (" and evaluation has no held-out data" if records["test"] == 0 else "")
+            + ": add data, or check why so much was dropped"]
