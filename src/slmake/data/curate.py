@@ -37,6 +37,7 @@ from .errors import QUARANTINE_REASONS, RULES, CurationError
 from .ledger import LedgerSpool, Staged, quarantine_row
 from .normalize import normalize
 from .pii import Scrubber
+from .raw import EXCERPT, Raw
 from .records import Candidate, Candidates, Decided, Dropped, Outputs, Quarantined, Read, Written
 from .shapes import ShapeError, ShapeReader
 from .tokens import TokenCounter
@@ -113,7 +114,7 @@ class Examiner:
         self.wanted = sorted(set(self.shapes.columns_used)     # columns read at all
                              | {s["field"] for s in (self.neg_sel, self.hard_sel) if s["field"]})
 
-    def examine(self, raw: ingest.Raw) -> Quarantined | Dropped | Candidate:
+    def examine(self, raw: Raw) -> Quarantined | Dropped | Candidate:
         if raw.kind == "quarantine":
             return Quarantined(raw.reason, raw.detail, raw.excerpt)
         if raw.kind == "empty":
@@ -126,7 +127,7 @@ class Examiner:
             except ShapeError as e:
                 problem = e.reason, e.detail
         if problem is not None:
-            return Quarantined(*problem, json.dumps(rec, ensure_ascii=False, default=str)[: ingest.EXCERPT])
+            return Quarantined(*problem, json.dumps(rec, ensure_ascii=False, default=str)[:EXCERPT])
         if resp_raw is None or (isinstance(resp_raw, str) and not resp_raw.strip()):
             return Dropped("empty_response")
         resp_val, why = self.responses.parse(resp_raw)
