@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from slmake.data.pii import Scrubber, iban_ok, luhn_ok
-from test_curate import REPO, all_rows, quarantine, row, run
+from test_curate import REPO, all_rows, quarantine, resp, row, run
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -213,3 +213,23 @@ def test_name_slots_and_the_card_warning():
     assert "customer" in warning and "data.pii.presidio" in warning
     assert names_warning(name_slots(record), Scrubber(names=["Ann"])) is None
     assert names_warning(set(), Scrubber()) is None
+
+
+def test_person_names_from_the_spec_are_scrubbed_and_unscrubbed_name_slots_are_warned(tmp_path):
+    """data.pii.names is the explicit, tested alternative to presidio; a dataset with name-like
+    fields and no name scrubbing gets a warning at the top of its data card."""
+    words = "printer vpn laptop badge mailbox monitor".split()
+    lines = [json.dumps({"ticket": f"Please reset the {w} password of Alice Moreau", "customer_name": "Alice Moreau",
+                         "response": resp(action="refuse" if i % 2 else "resolve")}).encode()
+             for i, w in enumerate(words)]
+    for sub in ("named", "plain"):
+        (tmp_path / sub).mkdir()
+    report = run(tmp_path / "named", lines, pii={"names": ["Alice Moreau", "Bob"]})
+    prompts = " ".join(r["prompt"] for r in all_rows(tmp_path / "named"))
+    assert "Alice" not in prompts and "<NAME>" in prompts and report["pii"]["counts"]["name"] == 6
+    assert not any("name-like" in w for w in report["warnings"])
+    report = run(tmp_path / "plain", lines)
+    (warning,) = [w for w in report["warnings"] if "name-like" in w]
+    assert "customer_name" in warning and "data.pii" in warning
+    card = (tmp_path / "plain" / "reports" / "card.md").read_text()
+    assert "## Warnings" in card and "customer_name" in card

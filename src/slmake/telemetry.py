@@ -31,7 +31,7 @@ def scrubber_for(pii: dict | None) -> Scrubber:
     a server that was not told otherwise still never logs raw PII."""
     pii = pii or {}
     return Scrubber(pii.get("enabled", True), pii.get("types", TYPES), pii.get("patterns") or [],
-                    pii.get("presidio", False))
+                    pii.get("presidio", False), pii.get("names"))
 
 
 class Telemetry:

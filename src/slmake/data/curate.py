@@ -36,7 +36,7 @@ from . import balance, card, config, dedup, ingest, sources, split
 from .errors import QUARANTINE_REASONS, RULES, CurationError
 from .ledger import LedgerSpool, Staged, quarantine_row
 from .normalize import normalize
-from .pii import Scrubber
+from .pii import Scrubber, name_slots, names_warning
 from .raw import EXCERPT, Raw
 from .records import Candidate, Candidates, Decided, Dropped, Outputs, Quarantined, Read, Written
 from .shapes import ShapeError, ShapeReader
@@ -98,12 +98,18 @@ def run_curation(data_cfg: dict, out_dir: Path, report_path: Path, *, ledger_pat
 
 # ---------------------------------------------------------------------------- read
 
+NAME_SLOT_SAMPLE = 1000   # records whose keys are looked at for name-like fields
+
 class Examiner:
     """The per-record rules of the read pass, in order: one raw record -> its outcome."""
 
     def __init__(self, cfg: dict):
         pii = cfg["pii"]
-        self.scrubber = Scrubber(pii["enabled"], pii["types"], pii["patterns"], pii["presidio"])
+        self.scrubber = Scrubber.from_config(pii)
+        # fields that look like they hold person names (guest_name, slots.customer...), sampled
+        # from the first records and the response schema: the data card warns when nothing scrubs them
+        self.name_slots: set[str] = name_slots(cfg["response_schema"].get("properties") or {})
+        self.slot_sample = NAME_SLOT_SAMPLE
         self.records, self.responses, self.shapes = RecordValidator(cfg), ResponseValidator(cfg), ShapeReader(cfg)
         self.tokens = TokenCounter(cfg["filters"]["tokenizer"])
         self.max_tokens, self.max_chars = cfg["filters"]["max_tokens"], cfg["max_chars"]
@@ -115,6 +121,9 @@ class Examiner:
                              | {s["field"] for s in (self.neg_sel, self.hard_sel) if s["field"]})
 
     def examine(self, raw: Raw) -> Quarantined | Dropped | Candidate:
+        if self.slot_sample and raw.kind != "quarantine" and isinstance(raw.record, dict):
+            self.slot_sample -= 1
+            self.name_slots |= name_slots(raw.record)
         if raw.kind == "quarantine":
             return Quarantined(raw.reason, raw.detail, raw.excerpt)
         if raw.kind == "empty":
@@ -176,7 +185,7 @@ def read(cfg: dict, files: list[sources.SourceFile], work: Path, qfile: TextIO) 
     """Stream every record once; quarantine and drop what the per-record rules reject, spool the rest."""
     pii, near = cfg["pii"], cfg["dedup"]["near"]
     examiner = Examiner(cfg)
-    excerpt_scrubber = Scrubber(pii["enabled"], pii["types"], pii["patterns"])
+    excerpt_scrubber = Scrubber.from_config(pii, presidio=False)
     hasher = dedup.MinHasher(near["num_perm"], near["shingle"])
     bands, rows = dedup.lsh_params(near["threshold"], near["num_perm"])
     seen = Read(n_input=0, per_source=Counter(), dropped=Counter({r: 0 for r in RULES}),
@@ -184,7 +193,7 @@ def read(cfg: dict, files: list[sources.SourceFile], work: Path, qfile: TextIO) 
                 labels_before=Counter(), candidates=Candidates(), spool=work / "candidates.jsonl",
                 signatures=dedup.SignatureFile(work / "signatures.u32", near["num_perm"]),
                 band_keys=np.zeros((0, bands), dtype=np.uint64), ledger=LedgerSpool(work / "ledger.tsv"),
-                scrubber=examiner.scrubber, token_method=examiner.tokens.method)
+                scrubber=examiner.scrubber, token_method=examiner.tokens.method, name_slots=examiner.name_slots)
     seen.dropped.update({r["name"]: 0 for r in cfg["filters"]["drop_rules"]})
     pending: list[str] = []  # instructions whose signatures are computed in batches
     keys: list[np.ndarray] = []
@@ -381,6 +390,9 @@ def build_report(cfg: dict, files: list[sources.SourceFile], seen: Read, decided
         if neg["on_violation"] == "fail":
             raise CurationError(msg)
         warnings.append(msg)
+    names = names_warning(seen.name_slots, seen.scrubber)
+    if names:
+        warnings.append(names)
     warnings += split.empty_splits(written.records, cfg["split"]["val"], cfg["split"]["test"], decided.groups,
                                    n_input, {**dropped, **seen.quarantined})
 

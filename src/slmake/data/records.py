@@ -116,6 +116,7 @@ class Read:
     ledger: LedgerSpool
     scrubber: Scrubber             # its counts are the report's PII counts
     token_method: str              # how lengths were counted
+    name_slots: set                # name-like field paths seen (data-card warning when unscrubbed)
 
     @property
     def quarantined_total(self) -> int:
