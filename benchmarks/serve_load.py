@@ -8,6 +8,10 @@ reported separately. The bare server gets the prompt already rendered with the t
 greedy settings (temperature 0, repeat penalty 1) and the same token budget and threads.
 
     python benchmarks/serve_load.py [--artifact cpu/gguf_q4_k_m] [--requests 12] [--levels 1,4,16]
+
+It also writes reports/serve_load.json (`--out`): slmake's default server's requests/s per
+concurrency, which the report's cost table uses instead of the bench estimate (`cost.load_report`;
+rerun the report with `dvc repro -f -s report`).
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ def main() -> int:
     ap.add_argument("--artifact", default="cpu/gguf_q4_k_m")
     ap.add_argument("--requests", type=int, default=12, help="requests per client")
     ap.add_argument("--levels", default="1,4,16")
+    ap.add_argument("--out", default="reports/serve_load.json", help="results for the cost table ('' = none)")
     args = ap.parse_args()
     pkg = Path("build/deploy") / args.artifact
     contract = json.loads((pkg / "serve.json").read_text())
@@ -111,6 +116,15 @@ def main() -> int:
             proc.terminate()
             proc.wait(timeout=30)
     bare = "llama.cpp server (bare)"
+    if args.out:
+        from slmake.io import write_json_atomic
+
+        default = "slmake serve, schema grammar"
+        write_json_atomic(args.out, {"results": [
+            {"artifact": args.artifact, "server": name, "concurrency": c, "requests_per_s": round(r["rps"], 2),
+             "p50_ms": round(r["p50"], 1), "p95_ms": round(r["p95"], 1), "p99_ms": round(r["p99"], 1),
+             "errors": r["errors"], "vs_bare": round(r["rps"] / table[(bare, c)]["rps"], 3)}
+            for (name, c), r in table.items() if name == default]})
     print(f"\n{args.artifact}, {threads} threads, {budget} max tokens, {args.requests} requests per client\n")
     print("| server | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | req/s vs bare |")
     print("|---|---|---|---|---|---|---|---|")
