@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..io import sha256_file
 from .errors import CurationError
 
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet",
@@ -118,18 +119,10 @@ def _records_key(key: str, e: dict, fmt: str) -> str | None:
     return rk
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sha256(src: SourceFile, cache=None) -> str:
     """The file's sha256; for a saved dataset folder, a sha256 over its files' paths and hashes.
     `cache`: a model_files.HashCache (or anything with get(path, kind, compute)) to skip unchanged files."""
-    digest = (lambda p: cache.get(p, "sha256", file_sha256)) if cache is not None else file_sha256
+    digest = (lambda p: cache.get(p, "sha256", sha256_file)) if cache is not None else sha256_file
     if src.path.is_file():
         return digest(src.path)
     h = hashlib.sha256()
