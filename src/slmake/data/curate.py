@@ -136,7 +136,9 @@ class Examiner:
             except ShapeError as e:
                 problem = e.reason, e.detail
         if problem is not None:
-            return Quarantined(*problem, json.dumps(rec, ensure_ascii=False, default=str)[:EXCERPT])
+            reason, detail = problem
+            detail = f"{raw.where}: {detail}" if raw.where else detail   # a JSON array's record: its line too
+            return Quarantined(reason, detail, json.dumps(rec, ensure_ascii=False, default=str)[:EXCERPT])
         if resp_raw is None or (isinstance(resp_raw, str) and not resp_raw.strip()):
             return Dropped("empty_response")
         resp_val, why = self.responses.parse(resp_raw)

@@ -263,4 +263,4 @@ def _record(src: SourceFile, n: int, line: int, text: str | None, digest: str, l
             else f"line {line}: nested too deeply"
         return Raw(src.display, n, digest, "quarantine", reason="invalid_json",
                    detail=f"record {n} ({at})", excerpt=shown)
-    return Raw(src.display, n, digest, "ok", record=rec)
+    return Raw(src.display, n, digest, "ok", record=rec, where=f"record {n} (line {line})")

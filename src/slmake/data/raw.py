@@ -18,12 +18,14 @@ EXCERPT = 200
 
 
 class Raw:
-    __slots__ = ("source", "line", "content_hash", "kind", "record", "reason", "detail", "excerpt")
+    __slots__ = ("source", "line", "content_hash", "kind", "record", "reason", "detail", "excerpt", "where")
 
     def __init__(self, source: str, line: int, content_hash: str, kind: str, record: dict | None = None,
-                 reason: str | None = None, detail: str | None = None, excerpt: str | None = None):
+                 reason: str | None = None, detail: str | None = None, excerpt: str | None = None,
+                 where: str | None = None):
         self.source, self.line, self.content_hash, self.kind = source, line, content_hash, kind
         self.record, self.reason, self.detail, self.excerpt = record, reason, detail, excerpt
+        self.where = where   # where a record that is not one line starts ("record 8 (line 9)"), for details
 
 
 def physical_lines(f: BinaryIO, limit: int) -> Iterator[tuple[bytes | None, str]]:
