@@ -8,7 +8,9 @@ behind model.hf.path (or just the source, for a scratch model): `base` depends o
 model file reruns `base`. build/check.data.json likewise holds the content hashes of every
 data.source file (one source or a list: dvc.yaml cannot list a variable number of deps): `curate`
 depends on it. The stage is `always_changed`, so those hashes are taken on every repro
-(cached by size/mtime/inode in build/.hash_cache.json, as DVC caches its own).
+(cached by size/mtime/inode in build/.hash_cache.json, as DVC caches its own). It also removes
+the temp folders killed stages left under build/ and reports/: DVC may restore a killed stage's
+outputs from its run cache instead of running it, and then nothing else would.
 """
 
 import sys
@@ -17,7 +19,7 @@ from pathlib import Path
 from slmake.checks import check_params
 from slmake.data.errors import CurationError
 from slmake.data.sources import fingerprint as data_fingerprint
-from slmake.io import write_json_atomic, write_text_atomic
+from slmake.io import sweep_litter, write_json_atomic, write_text_atomic
 from slmake.model_files import HashCache, ModelFileError, fingerprint
 
 cache = HashCache(Path("build/.hash_cache.json"))
@@ -31,6 +33,7 @@ try:
 except (ModelFileError, CurationError) as e:  # a file changed between the check and the hashing
     sys.exit(f"slmake check: {e}")
 cache.save()
+sweep_litter("build", "reports")  # no stage runs while this one does: DVC runs them one at a time
 write_json_atomic("build/check.model.json", model)
 write_json_atomic("build/check.data.json", data)
 write_text_atomic("build/check.ok", "ok\n")

@@ -56,6 +56,28 @@ def remove_litter(path: str | Path) -> list[Path]:
     return gone
 
 
+def _is_litter(name: str) -> bool:
+    return name.startswith(".") and len(name) > 5 and name.endswith((".tmp", ".old"))
+
+
+def sweep_litter(*roots: str | Path) -> list[Path]:
+    """Remove every killed writer's litter (`remove_litter`'s kinds) anywhere under ``roots``. The
+    check stage runs this on every `dvc repro`: a killed stage whose outputs DVC then restores
+    from its run cache never runs again, so its own cleanup never would."""
+    gone = []
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in filter(_is_litter, dirnames + filenames):
+                p = Path(dirpath) / name
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                gone.append(p)
+            dirnames[:] = [d for d in dirnames if not _is_litter(d)]
+    return gone
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder; on success it replaces ``path`` whole, on error it vanishes.
