@@ -84,8 +84,7 @@ def test_hf_fp16_folder_is_fp16_complete_and_reproducible(built, tmp_path):
     assert next(hf.parameters()).dtype == torch.float16 and hf.config.num_hidden_layers == 2
     # same bytes when built again, from a copy of the merged model somewhere else
     shutil.copytree(model, tmp_path / "elsewhere")
-    (tmp_path / "out").mkdir()
-    again = cuda._hf_fp16(tmp_path / "elsewhere", tmp_path / "out")
+    again = cuda._hf_fp16(build_ctx(tmp_path / "elsewhere", tmp_path / "out"))
     assert sha256_tree(tmp_path / "out" / again.path) == sha256_tree(folder)
 
 

@@ -2,8 +2,8 @@
 
 DVC names a column after the metric's full key path, so `cpu.gguf_q4_k_m.decode_tok_s` alone is
 28 characters wide. This file holds just what a sweep compares — accuracy, decode tokens/s and size
-per artifact — under short keys (`acc.q4_k_m`, `tps.q4_k_m`, `mb.q4_k_m`), so twelve artifact
-figures and a sweep's spec keys fit 160 columns (README, "Comparing experiments").
+per artifact — under short keys (`acc.q4km`, `tps.q4km`, `mb.q4km`), so twelve artifact figures,
+the experiment tree and a sweep's spec key fit 160 columns (README, "Comparing experiments").
 The per-target files in reports/bench keep every figure.
 """
 
@@ -13,9 +13,12 @@ SHORT = {"acc": "exact_match", "tps": "decode_tok_s", "mb": "size_mb"}
 
 
 def short_name(target: str, artifact: str) -> str:
-    """gguf_q4_k_m -> q4_k_m on cpu; other targets keep their name as a prefix (cuda_onnx_int4...)."""
+    """gguf_q4_k_m -> q4km, gguf_q8_0 -> q8, onnx_int4 -> int4 on cpu; other targets keep their
+    name as a prefix (cuda_hf_fp16_cuda...)."""
     name = artifact.split("_", 1)[1] if artifact.startswith(("gguf_", "onnx_")) else artifact
-    return name if target == "cpu" else f"{target}_{name}"
+    if target != "cpu":
+        return f"{target}_{name}"
+    return (name[:-2] if name.endswith("_0") else name).replace("_", "")
 
 
 def summary(rows: list[dict]) -> dict:
