@@ -32,6 +32,11 @@ def test_first_build_runs_every_stage(repo):
     assert {"curate", "base", "train", "evaluate", "compile@cpu", "bench@cpu", "deploy@cpu", "report"} <= stages
 
 
+def test_the_whole_build_makes_no_connection_off_the_machine(repo):
+    """curate -> ... -> bench -> deploy -> report -> monitor ran under the socket guard: 0 attempts."""
+    assert (repo / "netguard.log").read_text() == ""
+
+
 def test_finetuned_beats_base(repo):
     ev = json.loads((repo / "reports/evaluate.json").read_text())
     base, ft = ev["base"], ev["finetuned"]
