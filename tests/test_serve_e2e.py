@@ -172,9 +172,11 @@ def test_concurrent_requests_queue_and_sigterm_drains(server):
         texts = list(pool.map(lambda i: client.completions.create(
             model=ARTIFACT, prompt=f"my laptop {i} does not boot").choices[0].text, range(16)))
     assert len(texts) == 16 and all(_json(t) for t in texts)
-    with ThreadPoolExecutor(1) as pool:   # one request in flight while SIGTERM arrives: it still completes
+    with ThreadPoolExecutor(1) as pool:   # a request in flight when SIGTERM arrives still completes
         inflight = pool.submit(client.completions.create, model=ARTIFACT, prompt="vpn drops every hour")
-        time.sleep(0.05)
+        deadline = time.time() + 10       # SIGTERM once the server has the request (or it is done)
+        while time.time() < deadline and not inflight.done() and httpx.get(f"{base}/health").json()["queued"] == 0:
+            pass
         os.kill(proc.pid, signal.SIGTERM)
         assert _json(inflight.result().choices[0].text) is not None
     assert proc.wait(timeout=30) == 0
