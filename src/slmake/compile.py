@@ -25,6 +25,12 @@ from .toolchain import versions
 MANIFEST_GLOB = "manifest.*.json"
 
 
+def manifest_path(artifact_path: Path, name: str) -> Path:
+    """Where an artifact's manifest lives: inside its folder, or beside its file."""
+    folder = artifact_path if artifact_path.is_dir() else artifact_path.parent
+    return folder / f"manifest.{name}.json"
+
+
 class CompileError(Exception):
     """Settings that cannot build anything; the message names the key and what was expected."""
 
@@ -80,8 +86,7 @@ def compile_target(name: str, settings: dict, merged_dir: Path, data_dir: Path, 
                     "slmake_version": __version__,
                     "python": platform.python_version(),
                 }
-                manifest_dir = path if path.is_dir() else path.parent
-                write_json_atomic(manifest_dir / f"manifest.{art.name}.json", manifest)
+                write_json_atomic(manifest_path(path, art.name), manifest)
             entries.append(entry)
         write_json_atomic(tmp / "artifacts.json", {"target": name, "artifacts": entries,
                                                    "inputs": {"merged_model_sha256": inputs_sha}})

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from .compile import MANIFEST_GLOB, manifest_path
 from .io import atomic_dir, sha256_tree, write_json_atomic, write_text_atomic
 
 PROMPT_SLOT = "{instruction}"
@@ -42,7 +43,7 @@ def package_target(target: str, compile_dir: Path, bench_dir: Path, evaluate_dir
             pkg.mkdir()
             _link_tree(compile_dir / entry["path"], pkg / entry["path"])
             shutil.copytree(evaluate_dir / "tokenizer", pkg / "tokenizer")
-            manifest = _load(compile_dir / _manifest_dir(entry) / f"manifest.{name}.json")
+            manifest = _load(manifest_path(compile_dir / entry["path"], name))
             contract = serve_contract(target, entry, spec, figures.get(name, {}), details.get(name, {}))
             # not write_json_atomic: it sorts keys, and the schema's property order is the order the
             # model was trained to answer in (the grammar keeps it)
@@ -197,16 +198,12 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _manifest_dir(entry: dict) -> str:
-    return entry["path"] if not entry["path"].endswith((".gguf", ".onnx", ".bin")) else str(Path(entry["path"]).parent)
-
-
 def _link_tree(src: Path, dest: Path) -> None:
     """Hard links where the filesystem allows (a package costs no disk), copies elsewhere."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
     for f in files:
-        if f.name.startswith("manifest.") and f.suffix == ".json":
+        if f.match(MANIFEST_GLOB):   # the compile dir's own bookkeeping; lineage.json replaces it
             continue
         target = dest if src.is_file() else dest / f.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -52,3 +52,29 @@ class Stopwatch:
         first = self.first if self.first is not None else end
         return Generation(tokens=tokens, ttft_s=first - self.start, decode_s=end - first,
                           finish_reason=finish_reason)
+
+
+class Greedy:
+    """One greedy generation's bookkeeping, shared by every runtime's loop: time to the first token,
+    the tokens kept, and why it ended. ``step(token)`` returns True when generation ends there (an
+    end-of-generation token, which is not kept, or ``on_token`` asking to stop)."""
+
+    def __init__(self, eos: set[int], on_token: OnToken | None = None) -> None:
+        self.eos, self.on_token = eos, on_token
+        self.watch = Stopwatch()
+        self.tokens: list[int] = []
+        self.finish = "length"
+
+    def step(self, token: int) -> bool:
+        self.watch.mark_first()
+        if token in self.eos:
+            self.finish = "stop"
+            return True
+        self.tokens.append(token)
+        if self.on_token is not None and self.on_token(token):
+            self.finish = "stop"
+            return True
+        return False
+
+    def result(self) -> Generation:
+        return self.watch.result(self.tokens, self.finish)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Generation, OnToken, Stopwatch
+from .base import Generation, Greedy, OnToken
 
 
 class HFRunner:
@@ -27,9 +27,7 @@ class HFRunner:
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None) -> Generation:
         torch = self.torch
-        watch = Stopwatch()
-        out: list[int] = []
-        finish = "length"
+        run = Greedy(self.eos, on_token)
         with torch.inference_mode():
             ids = torch.tensor([prompt_ids], device=self.device)
             past = None
@@ -37,16 +35,10 @@ class HFRunner:
                 res = self.model(input_ids=ids, past_key_values=past, use_cache=True)
                 past = res.past_key_values
                 nxt = int(res.logits[0, -1].argmax())
-                watch.mark_first()
-                if nxt in self.eos:
-                    finish = "stop"
-                    break
-                out.append(nxt)
-                if on_token is not None and on_token(nxt):
-                    finish = "stop"
+                if run.step(nxt):
                     break
                 ids = torch.tensor([[nxt]], device=self.device)
-        return watch.result(out, finish)
+        return run.result()
 
     def close(self) -> None:
         self.model = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .base import Generation, OnToken, Stopwatch
+from .base import Generation, Greedy, OnToken
 
 
 class LlamaCppRunner:
@@ -66,28 +66,20 @@ class LlamaCppRunner:
             if not grammar:
                 raise ValueError("llama.cpp could not compile a grammar from the response schema")
         self.llm.reset()          # drops the previous prompt's KV cache (eval removes cells >= n_tokens)
-        watch = Stopwatch()
-        out: list[int] = []
-        finish = "length"
+        run = Greedy(self.eos, on_token)
         try:
             self.llm.eval(prompt_ids)
             budget = min(max_new_tokens, self.n_ctx - len(prompt_ids))
             for i in range(budget):
                 nxt = self._argmax_last() if grammar is None else self._constrained_argmax(grammar)
-                watch.mark_first()
-                if nxt in self.eos:
-                    finish = "stop"
-                    break
-                out.append(nxt)
-                if on_token is not None and on_token(nxt):
-                    finish = "stop"
+                if run.step(nxt):
                     break
                 if i + 1 < budget:
                     self.llm.eval([nxt])
         finally:
             if grammar is not None:
                 lc.llama_sampler_free(grammar)
-        return watch.result(out, finish)
+        return run.result()
 
     def _constrained_argmax(self, grammar) -> int:
         import ctypes

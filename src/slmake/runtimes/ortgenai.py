@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .base import Generation, OnToken, Stopwatch
+from .base import Generation, Greedy, OnToken
 
 
 class OrtGenAIRunner:
@@ -39,24 +39,15 @@ class OrtGenAIRunner:
         params = og.GeneratorParams(self.model)
         params.set_search_options(do_sample=False, num_beams=1, max_length=max_length, min_length=0,
                                   repetition_penalty=1.0)
-        watch = Stopwatch()
+        run = Greedy(self.eos, on_token)
         gen = og.Generator(self.model, params)
         gen.append_tokens(list(prompt_ids))   # prompt ids already carry BOS
-        out: list[int] = []
-        finish = "length"
-        while len(out) < max_new_tokens and not gen.is_done():
+        while len(run.tokens) < max_new_tokens and not gen.is_done():
             gen.generate_next_token()
-            nxt = int(gen.get_next_tokens()[0])
-            watch.mark_first()
-            if nxt in self.eos:
-                finish = "stop"
-                break
-            out.append(nxt)
-            if on_token is not None and on_token(nxt):
-                finish = "stop"
+            if run.step(int(gen.get_next_tokens()[0])):
                 break
         del gen
-        return watch.result(out, finish)
+        return run.result()
 
     def close(self) -> None:
         self.model = None

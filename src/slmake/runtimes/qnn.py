@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Generation, OnToken, Stopwatch
+from .base import Generation, Greedy, OnToken
 
 SIDECAR = "slmake_static.json"   # what a runner needs to feed the graph, stored beside it by compile
 
@@ -48,25 +48,17 @@ class StaticRunner:
                              "raise targets.qualcomm_npu.context_len and recompile")
         ids = np.full((1, self.C), self.pad, np.int64)
         ids[0, :n] = prompt_ids
-        watch = Stopwatch()
-        out: list[int] = []
-        finish = "length"
-        while len(out) < max_new_tokens:
+        run = Greedy(self.eos, on_token)
+        while len(run.tokens) < max_new_tokens:
             logits = self.session.run(None, {"input_ids": ids, "last": np.array([n - 1], np.int64)})[0]
             nxt = int(logits[0].argmax())
-            watch.mark_first()
-            if nxt in self.eos:
-                finish = "stop"
-                break
-            out.append(nxt)
-            if on_token is not None and on_token(nxt):
-                finish = "stop"
+            if run.step(nxt):
                 break
             if n == self.C:    # context full: like llama.cpp at n_ctx, generation ends here
                 break
             ids[0, n] = nxt
             n += 1
-        return watch.result(out, finish)
+        return run.result()
 
     def close(self) -> None:
         self.session = None
