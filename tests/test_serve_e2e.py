@@ -152,6 +152,9 @@ def test_auth_and_limits_answer_with_clear_errors(server):
     auth = {"Authorization": f"Bearer {KEY}"}
     r = httpx.post(f"{base}/v1/completions", headers=auth, json={"prompt": "x" * 10_000})
     assert r.status_code == 413 and "exceeds" in r.json()["error"]["message"]
+    chunks = (b"x" * 1000 for _ in range(10))            # no Content-Length: streamed, still 413
+    r = httpx.post(f"{base}/v1/completions", headers={**auth, "content-type": "application/json"}, content=chunks)
+    assert r.status_code == 413 and "exceeds" in r.json()["error"]["message"]
     r = httpx.post(f"{base}/v1/completions", headers={**auth, "content-type": "application/json"}, content=b"{nope")
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = httpx.post(f"{base}/v1/completions", headers=auth, json={"prompt": "printer jam", "max_tokens": 100_000})

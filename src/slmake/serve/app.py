@@ -68,8 +68,9 @@ class ChatRequest(BaseModel):
 
 
 class BodyLimit:
-    """Pure ASGI middleware: refuse bodies above the limit before the app buffers them, whether the
-    client sent a Content-Length or streamed chunks."""
+    """Pure ASGI middleware: refuse bodies above the limit with 413 before the app sees them, whether
+    the client sent a Content-Length or streamed chunks (the body is buffered up to the limit and
+    replayed to the app)."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -77,25 +78,26 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
         too_big = JSONResponse(error_body(f"request body exceeds {self.limit} bytes", "invalid_request_error",
                                           code="request_too_large"), status_code=413)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await too_big(scope, receive, send)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
+        buffered, size = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise ApiError(413, f"request body exceeds {self.limit} bytes")
-            return message
-        try:
-            await self.app(scope, limited, send)
-        except ApiError:
-            await too_big(scope, receive, send)
+            buffered.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                return await too_big(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+
+        async def replay():
+            return buffered.pop(0) if buffered else await receive()
+        await self.app(scope, replay, send)
 
 
 def create_app(engine: Engine, limits: Limits, telemetry=None) -> FastAPI:
