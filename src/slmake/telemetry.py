@@ -29,9 +29,7 @@ TRUNCATED = "…[truncated {n} chars]"
 def scrubber_for(pii: dict | None) -> Scrubber:
     """The curation scrubber for a spec's ``data.pii`` slice; None means every built-in type, so
     a server that was not told otherwise still never logs raw PII."""
-    pii = pii or {}
-    return Scrubber(pii.get("enabled", True), pii.get("types", TYPES), pii.get("patterns") or [],
-                    pii.get("presidio", False), pii.get("names"))
+    return Scrubber.from_config({"enabled": True, "types": TYPES, "patterns": [], "presidio": False, **(pii or {})})
 
 
 class Telemetry:
