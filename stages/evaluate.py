@@ -9,7 +9,7 @@ from slmake.spec import stage_params
 
 params = stage_params("eval", "data", "seed")
 ev, data = params["eval"], params["data"]
-runtime_env.setup(threads=1, seed=params["seed"])
+runtime_env.setup(threads=ev["threads"], seed=params["seed"])
 
 from slmake.base_model import load_tokenizer  # noqa: E402
 from slmake.evaluate import encode_prompts, evaluate_model, test_rows  # noqa: E402
@@ -20,8 +20,9 @@ tok = load_tokenizer(merged)
 rows = test_rows(Path("build/data"), ev["limit"])
 prompts = encode_prompts(tok, rows)
 schema = data["response_schema"]
-base_m, _, _ = evaluate_model(base, tok, rows, prompts, ev["max_new_tokens"], schema, "evaluate base")
-ft_m, tokens, texts = evaluate_model(merged, tok, rows, prompts, ev["max_new_tokens"], schema, "evaluate fine-tuned")
+run = dict(max_new_tokens=ev["max_new_tokens"], response_schema=schema, batch_size=ev["batch_size"])
+base_m, _, _ = evaluate_model(base, tok, rows, prompts, desc="evaluate base", **run)
+ft_m, tokens, texts = evaluate_model(merged, tok, rows, prompts, desc="evaluate fine-tuned", **run)
 
 with atomic_dir("build/evaluate") as tmp:
     with open(tmp / "reference.jsonl", "w", encoding="utf-8") as f:

@@ -25,15 +25,31 @@ def encode_prompts(tokenizer, rows: list[dict]) -> list[list[int]]:
     return [tokenizer(r["prompt"])["input_ids"] for r in rows]
 
 
-def generate_all(runner, prompts: list[list[int]], max_new_tokens: int, desc: str) -> list[list[int]]:
-    return [runner.generate(p, max_new_tokens).tokens for p in tqdm(prompts, desc=desc, unit="prompt", mininterval=2)]
+def batches(prompts: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Prompt indices grouped into batches of similar length (little padding). The grouping
+    depends on the prompts and ``batch_size`` only -- never on threads or timing -- so the
+    reference outputs are the same on every run."""
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def generate_all(runner, prompts: list[list[int]], max_new_tokens: int, desc: str,
+                 batch_size: int = 1) -> list[list[int]]:
+    out: list[list[int]] = [[] for _ in prompts]
+    with tqdm(total=len(prompts), desc=desc, unit="prompt", mininterval=2) as bar:
+        for idx in batches(prompts, batch_size):
+            for i, toks in zip(idx, runner.generate_batch([prompts[i] for i in idx], max_new_tokens)):
+                out[i] = toks
+            bar.update(len(idx))
+    return out
 
 
 def evaluate_model(folder: Path, tokenizer, rows: list[dict], prompts: list[list[int]],
-                   max_new_tokens: int, response_schema: dict, desc: str, threads: int | None = None):
+                   max_new_tokens: int, response_schema: dict, desc: str, threads: int | None = None,
+                   batch_size: int = 1):
     runner = HFRunner(folder, threads=threads)
     try:
-        tokens = generate_all(runner, prompts, max_new_tokens, desc)
+        tokens = generate_all(runner, prompts, max_new_tokens, desc, batch_size)
     finally:
         runner.close()
     texts = [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]

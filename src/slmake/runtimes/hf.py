@@ -1,7 +1,8 @@
 """transformers runner: the fp32 reference on CPU (evaluate), and the fp16 artifact on a CUDA GPU.
 
 One greedy loop for both devices: on CUDA, ``int(argmax)`` synchronises before the clock is read,
-so TTFT is not just kernel launch time.
+so TTFT is not just kernel launch time. ``generate_batch`` is evaluate's loop: a batch reads the
+weights once per step for every row, which on CPU is most of the cost of a small model's decode.
 """
 
 from __future__ import annotations
@@ -39,6 +40,40 @@ class HFRunner:
                     break
                 ids = torch.tensor([[nxt]], device=self.device)
         return run.result()
+
+    def generate_batch(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Greedy tokens (without the final EOS) of several prompts at once: left padding with an
+        attention mask and per-row positions, one KV cache; finished rows leave the batch. The
+        result depends on the batch's composition in the last bits only, so callers fix it."""
+        torch = self.torch
+        width = max(len(p) for p in prompts)
+        pad = min(self.eos)  # any id: padded positions are masked out
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out: list[list[int]] = [[] for _ in prompts]
+        rows = list(range(len(prompts)))  # prompt index of each row still in the batch
+        past = None
+        with torch.inference_mode():
+            for step in range(max_new_tokens):
+                res = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past,
+                                 use_cache=True, logits_to_keep=1)
+                past = res.past_key_values
+                nxt = res.logits[:, -1].argmax(-1).tolist()
+                keep = [i for i, t in enumerate(nxt) if t not in self.eos]
+                for i in keep:
+                    out[rows[i]].append(nxt[i])
+                if not keep or step == max_new_tokens - 1:
+                    break
+                if len(keep) < len(rows):
+                    sel = torch.tensor(keep, device=self.device)
+                    past.batch_select_indices(sel)
+                    mask, pos, rows = mask[sel], pos[sel], [rows[i] for i in keep]
+                    nxt = [nxt[i] for i in keep]
+                ids = torch.tensor(nxt, device=self.device)[:, None]
+                mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=-1)
+                pos = pos[:, -1:] + 1
+        return out
 
     def close(self) -> None:
         self.model = None
