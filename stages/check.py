@@ -1,5 +1,5 @@
 """check: the whole spec (JSON Schema + semantic checks) -> build/check.ok, build/check.model.json,
-build/check.data.json
+build/check.data.json, build/check.distill.json
 
 Every other stage depends on build/check.ok, so DVC runs this first and stops here on a bad spec,
 before it removes any stage's outputs. check.ok's bytes never change, so passing this stage never
@@ -7,7 +7,9 @@ invalidates anything downstream. build/check.model.json holds the content hashes
 behind model.hf.path (or just the source, for a scratch model): `base` depends on it, so a swapped
 model file reruns `base`. build/check.data.json likewise holds the content hashes of every
 data.source file (one source or a list: dvc.yaml cannot list a variable number of deps): `curate`
-depends on it. The stage is `always_changed`, so those hashes are taken on every repro
+depends on it (with the reviewed distillation sample's hash when distill is on);
+build/check.distill.json the hashes of distill's inputs, labelled set and teacher, for `distill`.
+The stage is `always_changed`, so those hashes are taken on every repro
 (cached by size/mtime/inode in build/.hash_cache.json, as DVC caches its own). It also removes
 the temp folders killed stages left under build/ and reports/: DVC may restore a killed stage's
 outputs from its run cache instead of running it, and then nothing else would.
@@ -19,6 +21,8 @@ from pathlib import Path
 from slmake.checks import check_params
 from slmake.data.errors import CurationError
 from slmake.data.sources import fingerprint as data_fingerprint
+from slmake.distill import DistillError
+from slmake.distill import fingerprint as distill_fp
 from slmake.io import sweep_litter, write_json_atomic, write_text_atomic
 from slmake.model_files import HashCache, ModelFileError, fingerprint
 
@@ -30,12 +34,16 @@ if problems:
 try:
     model = fingerprint(spec["model"], cache)
     data = data_fingerprint(spec["data"]["source"], spec["data"]["format"], cache)
-except (ModelFileError, CurationError) as e:  # a file changed between the check and the hashing
+    distill = distill_fp.stage_inputs(spec["distill"], cache)   # {"enabled": false} when off
+    if spec["distill"]["enabled"]:
+        data["distill_review"] = distill_fp.review(spec["distill"])
+except (ModelFileError, CurationError, DistillError) as e:  # a file changed between the check and the hashing
     sys.exit(f"slmake check: {e}")
 cache.save()
 sweep_litter("build", "reports")  # no stage runs while this one does: DVC runs them one at a time
 write_json_atomic("build/check.model.json", model)
 write_json_atomic("build/check.data.json", data)
+write_json_atomic("build/check.distill.json", distill)
 write_text_atomic("build/check.ok", "ok\n")
 inputs = f"{len(model['files'])} file(s) hashed" if "files" in model else model.get("hub_id", model["source"])
 print(f"check: params.yaml is valid; base model inputs: {inputs}")

@@ -6,20 +6,24 @@ import sys
 from pathlib import Path
 
 from slmake.data.curate import CurationError, run_curation
+from slmake.distill.gate import GateError, curate_input
 from slmake.io import remove_litter
 from slmake.spec import stage_params
 
-params = stage_params("data")
+params = stage_params("data", "distill")
 OUTS = ("build/data", "reports/curation.json", "reports/curation_ledger.csv", "reports/curation_quarantine.jsonl",
         "reports/data_card.md")
 for out in OUTS:  # temp siblings a killed run left behind (build/.data.curate-*.tmp, reports/.*.tmp)
     remove_litter(out)
-try:
-    report = run_curation(params["data"], Path("build/data"), Path("reports/curation.json"),
-                          ledger_path=Path("reports/curation_ledger.csv"),
-                          quarantine_path=Path("reports/curation_quarantine.jsonl"),
-                          card_path=Path("reports/data_card.md"))
-except CurationError as e:
+try:  # distillation on: the review gate first, then the accepted teacher labels are one more source
+    with curate_input(params["data"], params["distill"]) as (data, distilled):
+        if distilled:
+            print(distilled)
+        report = run_curation(data, Path("build/data"), Path("reports/curation.json"),
+                              ledger_path=Path("reports/curation_ledger.csv"),
+                              quarantine_path=Path("reports/curation_quarantine.jsonl"),
+                              card_path=Path("reports/data_card.md"))
+except (CurationError, GateError) as e:
     sys.exit(f"slmake curate: {e}")
 for warning in report["warnings"]:
     print(f"curate: warning: {warning}", file=sys.stderr)

@@ -44,6 +44,8 @@ def check(spec: dict, only: Iterable[str] | None = None, cache: HashCache | None
         problems += target_problems(spec["targets"])
     return sorted(dict.fromkeys(problems))
 
+    if "distill" in keys and isinstance(spec.get("distill"), dict):
+        problems += distill_problems(spec["distill"])
 
 def target_problems(targets_spec: dict) -> list[str]:
     """Each enabled target's own semantic checks (e.g. nothing to build, the Qualcomm SoC/HTP
@@ -59,6 +61,46 @@ def target_problems(targets_spec: dict) -> list[str]:
 
 def check_params(path: str | Path = "params.yaml", cache: HashCache | None = None) -> tuple[dict | None, list[str]]:
     """What the check stage runs: read params.yaml strictly, then the JSON Schema, then these checks.
+def distill_problems(d: dict) -> list[str]:
+    """distill, when enabled: its files exist, the teacher is runnable, a URL off this machine only
+    with distill.teacher.allow_network (the network gate: README "Distillation")."""
+    if not d["enabled"]:
+        return []
+    from .data.errors import CurationError
+    from .data.ingest import find_sources
+    from .distill.teachers import endpoint_problem
+
+    out = []
+    for key, path, fmt in (("distill.inputs", (d["inputs"] or {}).get("path"), (d["inputs"] or {}).get("format")),
+                           ("distill.labelled", d["labelled"], "auto")):
+        if path is None:
+            out.append(f"{key}: null; distill.enabled needs it (raw inputs / a small labelled set)")
+            continue
+        try:
+            find_sources(path, fmt)
+        except CurationError as e:
+            out.append(str(e).replace("data.source", key, 1))
+    t = d["teacher"]
+    if t["kind"] == "openai":
+        out += [p for p in [endpoint_problem(t)] if p]
+    else:
+        p = Path(t["path"]) if t["path"] else None
+        if p is None:
+            out.append(f"distill.teacher.path: null; a {t['kind']} teacher needs its "
+                       + ("GGUF file" if t["kind"] == "gguf" else "model folder"))
+        elif t["kind"] == "gguf" and not p.is_file():
+            out.append(f"distill.teacher.path: {p} is not a file (expected a .gguf model)")
+        elif t["kind"] == "hf" and not (p / "config.json").is_file():
+            out.append(f"distill.teacher.path: {p} is not a transformers model folder (no config.json)")
+        if t["send"] == "input":
+            out.append(f"distill.teacher.send: 'input' is for an openai endpoint that applies the template "
+                       f"itself; a {t['kind']} teacher is always sent the task's prompt")
+    if t["kind"] == "openai" and t["send"] == "input" and d["few_shot"]:
+        out.append(f"distill.few_shot: {d['few_shot']} examples cannot be sent with distill.teacher.send=input "
+                   "(the raw input only); set few_shot: 0 or send: prompt")
+    return out
+
+
     Returns (spec or None, problems)."""
     from .spec import SpecError, load_params, validate
 

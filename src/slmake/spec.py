@@ -19,7 +19,7 @@ from jsonschema.exceptions import ValidationError
 
 from . import strict_yaml
 
-GROUPS = ("model", "data", "train", "targets", "bench", "monitor", "cost")
+GROUPS = ("model", "data", "train", "targets", "bench", "monitor", "cost", "distill")
 
 
 class SpecError(Exception):
