@@ -14,7 +14,10 @@ from pathlib import Path
 
 import pytest
 
-llama_cpp = pytest.importorskip("llama_cpp")
+pytest.importorskip("llama_cpp")
+from slmake.runtimes.llamacpp import load_llama_cpp  # noqa: E402
+
+llama_cpp = load_llama_cpp()
 from slmake import base_model  # noqa: E402
 from slmake.targets import cpu  # noqa: E402
 

@@ -71,7 +71,9 @@ def test_artifacts_load_and_match_reference(repo):
 
 
 def test_gguf_loads_in_llama_cpp_and_transformers(repo):
-    import llama_cpp
+    from slmake.runtimes.llamacpp import load_llama_cpp
+
+    llama_cpp = load_llama_cpp()
     from transformers import AutoModelForCausalLM
 
     folder = repo / "build/compile/cpu/gguf_f16"

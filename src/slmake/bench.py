@@ -144,6 +144,7 @@ def _worker(job: dict) -> dict:
         "field_accuracy": task.get("field_accuracy", {}),
         "n": task["n"],
         "threads": bench["threads"],
+        **getattr(runner, "details", {}),   # what the runtime says about itself (llama.cpp's CPU variant)
         "outputs": [{"id": r.get("id"), "tokens": t, "text": x, "finish_reason": g.finish_reason}
                     for r, t, x, g in zip(reference, outs, texts, gens)],
     }

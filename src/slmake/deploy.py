@@ -109,8 +109,9 @@ def go_template(prompt_template: str) -> str:
 def stop_strings(gguf: Path) -> list[str]:
     """The text of every end-of-generation token in the GGUF's vocabulary (EOS, EOT, <|im_end|>):
     exactly what llama.cpp itself stops on, so Ollama stops where bench stopped."""
-    import llama_cpp
+    from .runtimes.llamacpp import load_llama_cpp
 
+    llama_cpp = load_llama_cpp()
     llm = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
     try:
         vocab = llama_cpp.llama_model_get_vocab(llm.model)

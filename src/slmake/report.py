@@ -14,7 +14,7 @@ from .io import read_jsonl
 
 COLUMNS = [("target", "target"), ("artifact", "artifact"), ("runtime", "runtime"), ("status", "status"),
            ("size_mb", "size MB"), ("load_s", "load s"), ("ttft_ms", "TTFT ms"), ("decode_tok_s", "tok/s"),
-           ("peak_rss_mb", "RSS MB"), ("exact_match", "accuracy"), ("valid", "valid JSON"), ("parity", "parity"),
+           ("peak_rss_mb", "RSS MB"), ("exact_match", "accuracy"), ("delta", "Δ vs fp32"), ("valid", "valid JSON"), ("parity", "parity"),
            ("n", "n")]
 
 
@@ -71,14 +71,17 @@ def markdown(rows: list[dict], evaluation: dict, curation: dict, model: str, dat
     out.write(f"| fine-tuned | {f['exact_match']:.3f} | {f['valid']:.3f} | {f['n']} |\n\n")
     out.write("| " + " | ".join(h for _, h in COLUMNS) + " |\n")
     out.write("|" + "---|" * len(COLUMNS) + "\n")
-    for r in rows:
+    for r in rows:   # delta: accuracy minus the fine-tuned fp32 model's, what compiling cost
+        if isinstance(r.get("exact_match"), (int, float)):
+            r = {**r, "delta": f"{r['exact_match'] - f['exact_match']:+.3f}"}
         out.write("| " + " | ".join(_cell(r.get(k)) for k, _ in COLUMNS) + " |\n")
     notes = [r for r in rows if r.get("reason")]
     if notes:
         out.write("\n**Not benchmarked here:**\n\n")
         for r in notes:
             out.write(f"- {r['target']}/{r['artifact']}: {r['status']} — {r['reason']}\n")
-    out.write("\nAccuracy = exact match of the parsed JSON response on the test split; parity = share of "
+    out.write("\nAccuracy = exact match of the parsed JSON response on the test split; Δ vs fp32 = accuracy "
+              "minus the fine-tuned fp32 model's; parity = share of "
               "test prompts whose greedy tokens equal the fp32 reference; tok/s = median decode speed; n = test "
               "prompts scored (a slow simulator scores an evenly spaced subset, e.g. "
               "`targets.qualcomm_npu.simulator_prompts`: compare its accuracy with care).\n")

@@ -7,23 +7,80 @@ grammar and llama.cpp's grammar sampler masks what it forbids. As in llama.cpp's
 sampler, the argmax is checked against the grammar first and the whole vocabulary is masked only
 when it is rejected: the grammar only removes tokens, so whenever the unconstrained argmax is
 allowed the answer is bench's, and the check costs one token instead of the vocabulary.
+
+llama.cpp is built with one CPU backend per instruction-set level (requirements/llama_cpp.sh), each
+a ``libggml-cpu-<variant>.so`` that nothing loads until asked; ``load_llama_cpp`` asks. Every use of
+llama_cpp in slmake goes through it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
+import re
+import sys
 from pathlib import Path
 
 from .base import Generation, Greedy, OnToken
+
+_VARIANT: str | None = None
+_SUFFIX = {"win32": ".dll", "darwin": ".so"}.get(sys.platform, ".so")
+
+
+def load_llama_cpp():
+    """``import llama_cpp`` with ggml's CPU backend loaded, once per process.
+
+    A ``GGML_BACKEND_DL`` build links no CPU backend into libllama: llama.cpp refuses to load a model
+    ("no backends are loaded") until ``ggml_backend_load_all`` runs, which llama-cpp-python never
+    calls (abetlen/llama-cpp-python#2069). ggml scores every ``libggml-cpu-<variant>`` beside
+    libllama against this CPU's features and keeps the best. A build with the CPU backend linked
+    in (the old portable one) has no variant files and needs nothing."""
+    global _VARIANT
+    import llama_cpp
+
+    if _VARIANT is None:
+        lib = Path(llama_cpp.__file__).parent / "lib"
+        if not any(lib.glob(f"*ggml-cpu-*{_SUFFIX}")):
+            _VARIANT = "built-in"
+            return llama_cpp
+        from llama_cpp._ggml import libggml
+
+        libggml.ggml_backend_reg_count.restype = ctypes.c_size_t
+        libggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+        libggml.ggml_backend_load_all_from_path.restype = None
+        if libggml.ggml_backend_reg_count() == 0:
+            libggml.ggml_backend_load_all_from_path(str(lib).encode())
+        if libggml.ggml_backend_reg_count() == 0:
+            raise RuntimeError(f"llama.cpp: none of the CPU backends in {lib} loads on this CPU "
+                               "(rebuild with `bash requirements/llama_cpp.sh <venv>/bin/python`)")
+        _VARIANT = _mapped_variant() or "unknown"
+    return llama_cpp
+
+
+def cpu_variant() -> str:
+    """The CPU backend this process runs (``zen4``, ``haswell``, ... or ``built-in``)."""
+    load_llama_cpp()
+    return _VARIANT or "unknown"
+
+
+def _mapped_variant() -> str | None:
+    """ggml dlopens every variant to score it and keeps only the winner mapped."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    found = sorted(set(re.findall(r"ggml-cpu-([\w.]+?)\.(?:so|dll|dylib)\b", maps)))
+    return ",".join(found) or None
 
 
 class LlamaCppRunner:
     supports_constraint = True
 
     def __init__(self, model_path: str | Path, threads: int | None = None, n_ctx: int = 0):
-        import llama_cpp
+        llama_cpp = load_llama_cpp()
 
         self._llama_cpp = llama_cpp
+        self.details = {"ggml_cpu_variant": cpu_variant()}   # bench's details file records it
         kw = {"n_threads": threads, "n_threads_batch": threads} if threads else {}
         # n_ctx=0: the model's training context; verbose=False keeps llama.cpp's logs off stderr.
         self.llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx, seed=0, verbose=False, **kw)

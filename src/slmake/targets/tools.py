@@ -100,10 +100,35 @@ def failed(art: Artifact, reason: str) -> Artifact:
     return art
 
 
-def build_ort_genai(ctx: BuildContext, precision: str, provider: str) -> Artifact:
-    """ONNX Runtime GenAI's own model builder, offline, into ``ctx.out/onnx_<precision>``."""
+def ort_genai_int4_options(int4: dict) -> list[str]:
+    """The ONNX Runtime GenAI builder's ``--extra_options`` for a target's ``int4`` settings (the
+    builder's defaults for keys left out). On a tied-embedding model the embedding and LM head are
+    one matrix: it stays float only when both are ``float``."""
+    opts = []
+    for key, option in (("block_size", "block_size"), ("accuracy_level", "accuracy_level"),
+                        ("algorithm", "algo_config")):
+        if int4.get(key) is not None:
+            opts.append(f"{option}={int4[key]}")
+    if "symmetric" in int4:
+        opts.append(f"is_symmetric={str(int4['symmetric']).lower()}")
+    mixed = [f"{sel}:int8" for key, sel in (("lm_head", "last_matmul"), ("sensitive_layers", "mixed_layers"))
+             if int4.get(key) == "int8"]
+    exclude = [node for key, node in (("lm_head", "/lm_head/MatMul"), ("embeddings", "/model/embed_tokens/Gather"))
+               if int4.get(key) == "float"]
+    if mixed:
+        opts.append("matmul_mixed_precision=" + ",".join(mixed))
+    if exclude:
+        opts.append("nodes_to_exclude=" + ",".join(exclude))
+    return opts
+
+
+def build_ort_genai(ctx: BuildContext, precision: str, provider: str, options: list[str] = ()) -> Artifact:
+    """ONNX Runtime GenAI's own model builder, offline, into ``ctx.out/onnx_<precision>``;
+    ``options`` are more builder ``--extra_options`` (key=value)."""
     art = Artifact(f"onnx_{precision}", "onnx-genai", precision, f"onnx_{precision}", "onnxruntime-genai",
                    notes={"tool": "onnxruntime_genai.models.builder", "execution_provider": provider})
+    if options:
+        art.notes["builder_options"] = list(options)
     if importlib.util.find_spec("onnxruntime_genai") is None:
         return failed(art, "onnxruntime-genai is not installed (pip install onnxruntime-genai onnx-ir, "
                            "versions as in requirements/lock.txt)")
@@ -113,7 +138,7 @@ def build_ort_genai(ctx: BuildContext, precision: str, provider: str) -> Artifac
                 tempfile.TemporaryDirectory(prefix="slmake-ortgenai-") as work:  # the builder's -c cache and cwd
             rc = run_tool([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(ctx.merged),
                            "-o", str(tmp), "-p", precision, "-e", provider, "-c", str(Path(work) / "cache"),
-                           "--extra_options", "hf_token=false"], log, cwd=work)
+                           "--extra_options", "hf_token=false", *options], log, cwd=work)
             if rc != 0 or not (tmp / "genai_config.json").is_file():
                 raise ToolFailed(f"onnxruntime_genai.models.builder exited {rc}: {last_error(log)}")
             problem = graph_problem(tmp / "model.onnx")

@@ -21,8 +21,8 @@ from collections import Counter
 from pathlib import Path
 
 from ..base import Artifact, BuildContext, Probe, Skipped, TargetInfo
-from ..tools import (build_ort_genai, check_merged, failed as _failed, last_error as _last_error, output_to,
-                     require_built, run_tool as _run)
+from ..tools import (build_ort_genai, check_merged, failed as _failed, last_error as _last_error,
+                     ort_genai_int4_options, output_to, require_built, run_tool as _run)
 
 TARGET = TargetInfo(
     name="cpu",
@@ -64,9 +64,13 @@ def compile(ctx: BuildContext, settings: dict) -> list[Artifact]:
     quants, precisions = settings["gguf"]["quants"], settings["onnx_genai"]["precisions"]
     arts = _gguf(ctx, quants) if quants else []
     for p in precisions:
-        arts.append(build_ort_genai(ctx, p, "cpu"))
+        arts.append(build_ort_genai(ctx, p, "cpu", _int4_options(settings, p)))
         ctx.done(arts[-1])
     return arts
+
+
+def _int4_options(settings: dict, precision: str) -> list[str]:
+    return ort_genai_int4_options(settings["onnx_genai"].get("int4", {})) if precision == "int4" else []
 
 
 def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
@@ -128,7 +132,9 @@ def _quantize(ctx: BuildContext, f16: Artifact, quant: str) -> Artifact:
     if f16.status != "built":
         return _failed(art, f"needs gguf_f16, which failed: {f16.reason}")
     try:
-        import llama_cpp
+        from ...runtimes.llamacpp import load_llama_cpp
+
+        llama_cpp = load_llama_cpp()
     except Exception as e:  # ImportError, or OSError when libllama.so does not load
         return _failed(art, f"llama-cpp-python (the quantizer) does not import: {e}; {INSTALL_HINT}")
     dest = ctx.out / art.path

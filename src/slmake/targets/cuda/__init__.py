@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ...io import atomic_dir
 from ..base import Artifact, BuildContext, Probe, Skipped, TargetInfo
-from ..tools import ToolFailed, build_ort_genai, check_merged, failed as _failed, require_built
+from ..tools import ToolFailed, build_ort_genai, ort_genai_int4_options, check_merged, failed as _failed, require_built
 
 TARGET = TargetInfo(
     name="cuda",
@@ -64,7 +64,7 @@ def compile(ctx: BuildContext, settings: dict) -> list[Artifact]:
         built.append(_hf_fp16(ctx))
         ctx.done(built[-1])
     for p in settings["onnx_genai"]["precisions"]:
-        built.append(build_ort_genai(ctx, p, "cuda"))
+        built.append(build_ort_genai(ctx, p, "cuda", _int4_options(settings, p)))
         ctx.done(built[-1])
     arts = []
     for a in built:   # one GPU entry and one CPU check per artifact, same folder
@@ -72,6 +72,10 @@ def compile(ctx: BuildContext, settings: dict) -> list[Artifact]:
             arts.append(Artifact(f"{a.name}_{suffix}", a.format, a.precision, a.path, a.runtime, a.status, a.reason,
                                  notes={**a.notes, "device": device}))
     return arts
+
+
+def _int4_options(settings: dict, precision: str) -> list[str]:
+    return ort_genai_int4_options(settings["onnx_genai"].get("int4", {})) if precision == "int4" else []
 
 
 def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):

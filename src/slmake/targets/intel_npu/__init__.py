@@ -69,7 +69,10 @@ def probe() -> Probe:
 
 
 def check(settings: dict) -> list[str]:
-    return []   # the schema says it all (weights minItems 1, shapes multiples of 64)
+    """The schema says the rest (weights minItems 1, shapes multiples of 64)."""
+    int4 = settings.get("int4", {})
+    return [f"targets.intel_npu.int4.{k}: NNCF's {k} is data-aware: set int4.dataset (auto = samples the "
+            "model generates itself)" for k in ("awq", "scale_estimation") if int4.get(k) and not int4.get("dataset")]
 
 
 def compile(ctx: BuildContext, settings: dict) -> list[Artifact]:
@@ -140,8 +143,14 @@ def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
 
 def _export_args(w: str, s: dict) -> list[str]:
     if w == "int4_sym":  # OpenVINO's NPU recipe: int4 sym, ratio 1.0, channel-wise (or group 128)
-        return ["--weight-format", "int4", "--sym", "--ratio", "1.0", "--group-size", str(s["group_size"]),
-                "--backup-precision", s["backup_precision"]]
+        int4 = s.get("int4", {})
+        args = ["--weight-format", "int4", "--sym", "--ratio", str(int4.get("ratio", 1.0)),
+                "--group-size", str(s["group_size"]), "--backup-precision", s["backup_precision"]]
+        args += [flag for key, flag in (("awq", "--awq"), ("scale_estimation", "--scale-estimation"))
+                 if int4.get(key)]
+        if int4.get("dataset"):
+            args += ["--dataset", int4["dataset"], "--num-samples", str(int4.get("num_samples", 128))]
+        return args
     if w == "int8_sym":
         return ["--weight-format", "int8", "--sym"]
     return ["--weight-format", w]
