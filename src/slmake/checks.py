@@ -42,10 +42,10 @@ def check(spec: dict, only: Iterable[str] | None = None, cache: HashCache | None
         problems += train_problems(spec["train"], model)
     if "targets" in keys and isinstance(spec.get("targets"), dict):
         problems += target_problems(spec["targets"])
-    return sorted(dict.fromkeys(problems))
-
     if "distill" in keys and isinstance(spec.get("distill"), dict):
         problems += distill_problems(spec["distill"])
+    return sorted(dict.fromkeys(problems))
+
 
 def target_problems(targets_spec: dict) -> list[str]:
     """Each enabled target's own semantic checks (e.g. nothing to build, the Qualcomm SoC/HTP
@@ -59,8 +59,6 @@ def target_problems(targets_spec: dict) -> list[str]:
     return problems
 
 
-def check_params(path: str | Path = "params.yaml", cache: HashCache | None = None) -> tuple[dict | None, list[str]]:
-    """What the check stage runs: read params.yaml strictly, then the JSON Schema, then these checks.
 def distill_problems(d: dict) -> list[str]:
     """distill, when enabled: its files exist, the teacher is runnable, a URL off this machine only
     with distill.teacher.allow_network (the network gate: README "Distillation")."""
@@ -101,6 +99,8 @@ def distill_problems(d: dict) -> list[str]:
     return out
 
 
+def check_params(path: str | Path = "params.yaml", cache: HashCache | None = None) -> tuple[dict | None, list[str]]:
+    """What the check stage runs: read params.yaml strictly, then the JSON Schema, then these checks.
     Returns (spec or None, problems)."""
     from .spec import SpecError, load_params, validate
 
