@@ -6,15 +6,18 @@ import json
 import sys
 from pathlib import Path
 
+from slmake import runtime_env
 from slmake.spec import stage_params
 
 target = sys.argv[1]
 params = stage_params("bench", "eval", "data")
+# bench.threads: explicit, or null = the runtime's default (cores // J in a sweep of J experiments)
+bench = dict(params["bench"], threads=runtime_env.limit_threads(params["bench"]["threads"]))
 
 from slmake.bench import bench_target, split_results  # noqa: E402
 from slmake.io import atomic_dir, write_json_atomic  # noqa: E402
 
-results = bench_target(target, Path("build/compile") / target, Path("build/evaluate"), params["bench"],
+results = bench_target(target, Path("build/compile") / target, Path("build/evaluate"), bench,
                        params["eval"]["max_new_tokens"], params["data"]["response_schema"])
 metrics, details, outputs = split_results(results)
 with atomic_dir(Path("build/bench") / target) as tmp, open(tmp / "outputs.jsonl", "w", encoding="utf-8") as f:

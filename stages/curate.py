@@ -2,12 +2,13 @@
 reports/curation_ledger.csv (one row per input record), reports/curation_quarantine.jsonl
 (malformed records), reports/data_card.md"""
 
+import json
 import sys
 from pathlib import Path
 
 from slmake.data.curate import CurationError, run_curation
-from slmake.distill.gate import GateError, curate_input
-from slmake.io import remove_litter
+from slmake.distill.gate import GateError, curate_input, message
+from slmake.io import remove_litter, write_text_atomic
 from slmake.spec import stage_params
 
 params = stage_params("data", "distill")
@@ -18,11 +19,14 @@ for out in OUTS:  # temp siblings a killed run left behind (build/.data.curate-*
 try:  # distillation on: the review gate first, then the accepted teacher labels are one more source
     with curate_input(params["data"], params["distill"]) as (data, distilled):
         if distilled:
-            print(distilled)
+            print(message(distilled))
         report = run_curation(data, Path("build/data"), Path("reports/curation.json"),
                               ledger_path=Path("reports/curation_ledger.csv"),
                               quarantine_path=Path("reports/curation_quarantine.jsonl"),
                               card_path=Path("reports/data_card.md"))
+    if distilled:  # the teacher's ceiling and the review, for the report (absent when distill is off)
+        report["distill"] = distilled
+        write_text_atomic("reports/curation.json", json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 except (CurationError, GateError) as e:
     sys.exit(f"slmake curate: {e}")
 for warning in report["warnings"]:

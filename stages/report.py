@@ -18,6 +18,10 @@ cost = params["cost"]
 prompt_tokens, ref_completion, completion = token_counts(Path("build/evaluate"), Path("build/bench"))
 lines = cost_rows(rows, cost, prompt_tokens, ref_completion, completion, load_rps(cost["load_report"]))
 md = markdown(rows, evaluation, curation, params["model"]["name"], params["data"]["name"], cost_markdown(lines, cost))
+if "distill" in curation:  # distill on: the teacher's ceiling beside the student
+    from slmake.distill.report import markdown as distill_markdown
+
+    md += "\n" + distill_markdown(curation["distill"], evaluation)
 write_text_atomic("reports/report.md", md)
 write_text_atomic("reports/plots/artifacts.csv", plot_csv(rows))
 write_json_atomic("reports/summary.json", summary(rows))

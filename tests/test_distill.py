@@ -18,7 +18,7 @@ import yaml
 from slmake.checks import distill_problems
 from slmake.data.config import resolve
 from slmake.distill import DistillError
-from slmake.distill.gate import GateError, curate_input, review
+from slmake.distill.gate import GateError, curate_input, message, review
 from slmake.distill.label import run
 from slmake.distill.prompts import Judge, few_shot_prompt, record
 from slmake.distill.teachers import EndpointTeacher
@@ -166,16 +166,18 @@ def test_gate_refuses_until_a_matching_review_accepts_enough(tmp_path, stub):
     rows = fill(cfg, out, lambda r: next(marks))
     verdict = review(cfg, out)
     assert (verdict.accepted, verdict.sample, verdict.rejected) == (9, 10, [rows[3]["id"]])
-    with curate_input(DATA, cfg, out) as (data, message):
+    with curate_input(DATA, cfg, out) as (data, summary):
         src = data["source"]
         assert src[0] == {"path": DATA["source"]} and src[1]["origin"] == f"distill:teacher@{stub.split('/')[2]}"
         ids = [json.loads(l)["distill_id"] for l in Path(src[1]["path"]).read_text().splitlines()]
         labelled = (out / "labelled.jsonl").read_text().splitlines()
         assert len(ids) == len(labelled) - 1 and rows[3]["id"] not in ids
-        assert "9/10 accepted (90%" in message
+        assert summary["review"] == {"file": reviewed, "accepted": 9, "sample": 10, "rate": 0.9, "min_accept": 0.8,
+                                     "rejected": 1}
+        assert "9/10 accepted (90%, minimum 0.8)" in message(summary)
     off = {**cfg, "enabled": False}
-    with curate_input(DATA, off, out) as (data, message):
-        assert data is DATA and message is None
+    with curate_input(DATA, off, out) as (data, summary):
+        assert data is DATA and summary is None
 
 
 def test_distilled_labels_are_curated_like_any_source(tmp_path, stub):

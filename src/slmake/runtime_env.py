@@ -1,10 +1,13 @@
-"""Process settings every stage applies first: offline by default, deterministic, quiet."""
+"""Process settings every stage applies first: offline by default, deterministic, quiet, and
+threads that share the cores with the other experiments of a sweep."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
+import sys
 from pathlib import Path
 
 # Every switch that keeps a library in this stack from reaching the network on its own: hub
@@ -47,16 +50,113 @@ def offline(allow_network: bool = False) -> None:
         os.environ.update(OFFLINE)
 
 
-def setup(threads: int | None = None, seed: int | None = None, allow_network: bool = False) -> None:
+# How many experiments run at once on this machine (sweeps): an explicit SLMAKE_PARALLEL_JOBS, else
+# the live workers of a `dvc queue start -j J` (+1 for a run outside the queue beside them).
+JOBS_ENV = "SLMAKE_PARALLEL_JOBS"
+# The env vars thread pools of subprocess tools read (OpenMP, MKL, OpenBLAS, NumExpr).
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+class ThreadsError(ValueError):
+    """SLMAKE_PARALLEL_JOBS is not a positive integer."""
+
+
+def cores() -> int:
+    """CPUs this process may run on (its affinity mask: taskset, cgroup cpusets), not the host's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def queue_workers(root: str | Path) -> int:
+    """Live DVC experiment-queue workers of the repo at ``root``. `dvc queue start -j J` spawns J
+    workers (each runs one experiment at a time) as dvc-task managed processes, which record
+    {pid, returncode} in .dvc/tmp/exps/celery/dvc-exp-worker-<n>.json."""
+    n = 0
+    for info in Path(root, ".dvc", "tmp", "exps", "celery").glob("dvc-exp-worker-*.json"):
+        try:
+            d = json.loads(info.read_text())
+        except (OSError, ValueError):
+            continue  # being rewritten (dvc-task replaces it atomically) or gone
+        if isinstance(d, dict) and d.get("returncode") is None and isinstance(d.get("pid"), int) and _alive(d["pid"]):
+            n += 1
+    return n
+
+
+def parallel_jobs(env: dict | None = None, cwd: str | Path | None = None) -> int:
+    """Experiments sharing this machine's cores now. DVC runs each stage with DVC_ROOT set to the
+    project root (also for a queued experiment, whose cwd is a temp copy under
+    <root>/.dvc/tmp/exps/): a queued stage is one of the live workers, a stage outside the queue
+    (`dvc repro`, `dvc exp run`) one more beside them."""
+    env = os.environ if env is None else env
+    if env.get(JOBS_ENV):
+        try:
+            jobs = int(env[JOBS_ENV])
+            if jobs < 1:
+                raise ValueError
+        except ValueError:
+            raise ThreadsError(f"{JOBS_ENV}={env[JOBS_ENV]!r}: expected a positive integer "
+                               "(the number of experiments run at once on this machine)") from None
+        return jobs
+    root = env.get("DVC_ROOT")
+    if not root:
+        return 1
+    root, here = Path(root).resolve(), Path(cwd or os.getcwd()).resolve()
+    queued = here.is_relative_to(root / ".dvc" / "tmp" / "exps")
+    return max(1, queue_workers(root) + (0 if queued else 1))
+
+
+def resolve_threads(threads: int | None, jobs: int | None = None) -> int | None:
+    """A spec thread key -> the count to use. An integer is explicit and wins. null (unset) is the
+    library's default when one experiment runs (so the default build's bytes stay as they were) and
+    cores // jobs in a sweep, so J queue workers never oversubscribe the cores."""
+    if threads is not None:
+        return int(threads)
+    jobs = parallel_jobs() if jobs is None else jobs
+    return max(1, cores() // jobs) if jobs > 1 else None
+
+
+def limit_threads(threads: int | None, jobs: int | None = None) -> int | None:
+    """Resolve ``threads`` and export it to the thread pools of subprocess tools (OpenMP, MKL, ...)
+    unless the user exported them; warn when explicit threads x jobs oversubscribe the cores."""
+    try:
+        jobs = parallel_jobs() if jobs is None else jobs
+    except ThreadsError as e:
+        sys.exit(f"slmake: {e}")
+    n = resolve_threads(threads, jobs)
+    if n is not None:
+        for k in THREAD_ENV:
+            os.environ.setdefault(k, str(n))
+        if n * jobs > cores():
+            print(f"slmake: warning: {n} threads x {jobs} parallel experiments > {cores()} cores "
+                  "(the spec sets threads explicitly; set it to null to share the cores)", file=sys.stderr)
+    return n
+
+
+def setup(threads: int | None = None, seed: int | None = None, allow_network: bool = False) -> int | None:
+    """Every stage's first call. Returns the thread count used (None: the library's default)."""
     offline(allow_network)
     portable_numerics()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     import torch
 
+    threads = limit_threads(threads)  # the env is for subprocess tools; torch is set directly below
     if threads:
         torch.set_num_threads(threads)
     if seed is not None:
         random.seed(seed)
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True, warn_only=True)
+    return threads

@@ -131,12 +131,24 @@ def with_distilled(data: dict, cfg: dict, distill_dir: Path, tmp: Path) -> tuple
 @contextmanager
 def curate_input(data: dict, cfg: dict, distill_dir: Path = Path("build/distill")):
     """What curate curates: `data` as is when distillation is off; else the gate, then `data` with
-    the accepted labels as one more source. Yields (data, message or None); raises GateError."""
+    the accepted labels as one more source. Yields (data, summary or None); raises GateError.
+    The summary goes into reports/curation.json["distill"] (the report's Distillation section)."""
     if not cfg["enabled"]:
         yield data, None
         return
     with tempfile.TemporaryDirectory(prefix="slmake-distill-") as tmp:
         new, verdict, n = with_distilled(data, cfg, distill_dir, Path(tmp))
-        yield new, (f"distill: review {cfg['review']['path']}: {verdict.accepted}/{verdict.sample} accepted "
-                    f"({verdict.rate:.0%}, minimum {cfg['review']['min_accept']:g}); {n} teacher labels join "
-                    f"data.source as {new['source'][-1]['origin']} ({len(verdict.rejected)} rejected in review)")
+        info = json.loads((distill_dir / "teacher.json").read_text())
+        yield new, {"origin": new["source"][-1]["origin"], "teacher": info["teacher"]["name"],
+                    "ceiling": info["ceiling"], "inputs": info["inputs"], "quarantined": info["quarantined"],
+                    "review": {"file": cfg["review"]["path"], "accepted": verdict.accepted, "sample": verdict.sample,
+                               "rate": round(verdict.rate, 4), "min_accept": cfg["review"]["min_accept"],
+                               "rejected": len(verdict.rejected)},
+                    "labels_to_curate": n}
+
+
+def message(summary: dict) -> str:
+    r = summary["review"]
+    return (f"distill: review {r['file']}: {r['accepted']}/{r['sample']} accepted ({r['rate']:.0%}, minimum "
+            f"{r['min_accept']:g}); {summary['labels_to_curate']} teacher labels join data.source as "
+            f"{summary['origin']} ({r['rejected']} rejected in review)")

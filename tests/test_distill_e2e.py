@@ -1,0 +1,90 @@
+"""Distillation end to end, offline: the micro build's fine-tuned model (its f16 GGUF, through
+llama.cpp) teaches a smaller scratch student. `dvc repro` labels raw tickets and stops before
+training until the review is in; the test reviews the sample (accepting a label when it is the
+ticket's true label), and the next `dvc repro` reruns curate -- not the teacher -- then base, train
+and evaluate on the accepted labels, which the ledger names by origin."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from e2e_utils import ROOT, make_project, ran_stages, sh
+
+pytestmark = pytest.mark.e2e
+
+TICKETS = (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()
+STUDENT = {   # smaller than the micro teacher (hidden 128): hidden 64
+    "model": {"scratch": {"vocab_size": 384, "hidden_size": 64, "intermediate_size": 128, "num_layers": 2,
+                          "num_heads": 2, "num_kv_heads": 2,
+                          "pretrain": {"steps": 150, "batch_size": 8, "block_size": 64, "lr": 0.005, "threads": 2}}},
+    "data": {"source": "data/gold.jsonl"},
+    "train": {"max_steps": 150, "batch_size": 8, "lr": 0.01, "threads": 2, "lora": {"r": 8, "alpha": 16}},
+    "eval": {"limit": 40, "threads": 2},
+    "distill": {"inputs": {"path": "data/raw.jsonl"}, "labelled": "data/gold.jsonl", "few_shot": 1,
+                "ceiling_limit": 60, "teacher": {"threads": 2, "max_new_tokens": 40},
+                "review": {"sample_size": 20, "min_accept": 0.2}},
+}
+
+
+def test_distill_review_curate_train(micro_repo, tmp_path):
+    teacher = micro_repo / "build/compile/cpu/gguf_f16/model.gguf"
+    repo = tmp_path / "student"
+    (repo / "data").mkdir(parents=True)
+    gold, raw = TICKETS[700:850], TICKETS[850:1150]           # neither seen by the teacher (tickets[:700])
+    (repo / "data/gold.jsonl").write_text("\n".join(gold) + "\n")
+    (repo / "data/raw.jsonl").write_text("\n".join(json.dumps({"ticket": json.loads(l)["ticket"]}) for l in raw) + "\n")
+    truth = {json.loads(l)["ticket"]: json.loads(json.loads(l)["response"]) for l in raw}
+    spec = json.loads(json.dumps(STUDENT))
+    spec["distill"]["teacher"]["path"] = str(teacher)
+    make_project(repo, spec, defaults={"distill": "gguf_teacher"})
+
+    t0 = time.perf_counter()
+    first = sh("dvc repro evaluate", repo, check=False)
+    t_distill = time.perf_counter() - t0
+    assert first.returncode != 0
+    err = first.stderr
+    assert "slmake curate: data/distill_review.csv: not found. Training is refused" in err, err[-2000:]
+    assert "copy build/distill/review_sample.csv to data/distill_review.csv" in err
+    assert not (repo / "build/train").exists() and "Running stage 'base'" not in first.stdout
+    info = json.loads((repo / "build/distill/teacher.json").read_text())
+    assert info["ceiling"]["n"] == 60 and info["inputs"]["read"] == 300
+    assert info["inputs"]["labelled"] + info["inputs"]["quarantined"] + info["inputs"]["duplicate"] \
+        + info["inputs"]["already_labelled"] == 300
+
+    # the reviewer: accept a label when it is the ticket's true one (what a careful human would do)
+    rows = list(csv.DictReader(open(repo / "build/distill/review_sample.csv", encoding="utf-8")))
+    for r in rows:
+        r["accept"] = "yes" if json.loads(r["teacher_output"]) == truth[r["input"]] else "no"
+    with open(repo / "data/distill_review.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    accepted = sum(r["accept"] == "yes" for r in rows)
+
+    t0 = time.perf_counter()
+    second = sh("dvc repro evaluate", repo)
+    t_train = time.perf_counter() - t0
+    assert ran_stages(second.stdout) == {"curate", "base", "train", "evaluate"}, second.stdout  # not the teacher
+    curation = json.loads((repo / "reports/curation.json").read_text())
+    d = curation["distill"]
+    assert (d["review"]["accepted"], d["review"]["sample"]) == (accepted, len(rows))
+    rejected = {r["id"] for r in rows if r["accept"] == "no"}
+    n_labels = info["inputs"]["labelled"]
+    assert d["labels_to_curate"] == n_labels - len(rejected)
+    ledger = list(csv.DictReader(open(repo / "reports/curation_ledger.csv", encoding="utf-8")))
+    origins = {r["source"] for r in ledger}
+    assert origins == {"data/gold.jsonl", "distill:model.gguf"}
+    assert sum(r["source"] == "distill:model.gguf" for r in ledger) == d["labels_to_curate"]
+    assert curation["input"] == len(gold) + d["labels_to_curate"]
+    student = json.loads((repo / "reports/evaluate.json").read_text())
+    print(f"\ndistill e2e: teacher ceiling exact {info['ceiling']['exact_match']:.3f} (n={info['ceiling']['n']}), "
+          f"student base {student['base']['exact_match']:.3f} -> fine-tuned {student['finetuned']['exact_match']:.3f} "
+          f"(n={student['finetuned']['n']}); review {accepted}/{len(rows)} accepted; quarantined "
+          f"{info['quarantined']} {info['quarantine_reasons']}; labels {n_labels}; "
+          f"repro 1 (distill) {t_distill:.0f} s, repro 2 (curate..evaluate) {t_train:.0f} s")
+    assert student["finetuned"]["valid"] > student["base"]["valid"]
