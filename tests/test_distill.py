@@ -6,11 +6,13 @@ labels in the data shape) that curate then takes in as one more source."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -30,6 +32,10 @@ DISTILL = yaml.safe_load((REPO / "conf/distill/gguf_teacher.yaml").read_text())
 TEMPLATE = DATA["prompt_template"]
 
 
+def read_csv(path: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(Path(path).read_text(encoding="utf-8"), newline="")))
+
+
 def gold() -> dict[str, str]:
     """Ticket text -> its labelled response (what the stub teacher knows)."""
     return {json.loads(l)["ticket"]: json.loads(l)["response"] for l in TICKETS}
@@ -38,13 +44,13 @@ def gold() -> dict[str, str]:
 class Stub(BaseHTTPRequestHandler):
     """An OpenAI-compatible /v1/completions on 127.0.0.1: answers the last ticket of the prompt
     with its gold label, except every 7th input (not JSON) and every 11th (outside the schema)."""
-    answers: dict[str, str] = {}
-    prompts: list[str] = []
+    answers: ClassVar[dict[str, str]] = {}
+    prompts: ClassVar[list[str]] = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         Stub.prompts.append(body["prompt"])
-        ticket = re.findall(r"### Ticket\n(.*?)\n### Triage\n", body["prompt"], re.S)[-1]
+        ticket = re.findall(r"### Ticket\n(.*?)\n### Triage\n", body["prompt"], re.DOTALL)[-1]
         n = sorted(Stub.answers).index(ticket) if ticket in Stub.answers else 0
         text = Stub.answers.get(ticket, "{}")
         if n % 7 == 3:
@@ -90,7 +96,7 @@ def project(tmp_path: Path, url: str, n_inputs: int = 60, n_labelled: int = 25) 
 
 
 def fill(cfg: dict, out: Path, accept=lambda row: "yes") -> list[dict]:
-    rows = list(csv.DictReader(open(out / "review_sample.csv", encoding="utf-8")))
+    rows = read_csv(out / "review_sample.csv")
     for r in rows:
         r["accept"] = accept(r)
     with open(cfg["review"]["path"], "w", newline="", encoding="utf-8") as f:
@@ -131,7 +137,7 @@ def test_labelling_run_few_shot_ceiling_quarantine_and_review_sample(tmp_path, s
     assert all(json.loads(r["response"]) == json.loads(g[r["ticket"]]) for r in labels)
     assert set(labels[0]) == {"ticket", "response", "distill_id", "distill_line"}
     # the review sample: 10 seeded rows, accept empty; the same seed draws the same sample
-    sample = list(csv.DictReader(open(out / "review_sample.csv", encoding="utf-8")))
+    sample = read_csv(out / "review_sample.csv")
     assert len(sample) == 10 and all(r["accept"] == "" for r in sample)
     again = run(cfg, DATA, tmp_path / "again")
     assert (tmp_path / "again/review_sample.csv").read_bytes() == (out / "review_sample.csv").read_bytes()

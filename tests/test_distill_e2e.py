@@ -9,11 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import time
-from pathlib import Path
 
 import pytest
-
 from e2e_utils import ROOT, make_project, ran_stages, sh
+from test_distill import read_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +56,7 @@ def test_distill_review_curate_train(micro_repo, tmp_path):
         + info["inputs"]["already_labelled"] == 300
 
     # the reviewer: accept a label when it is the ticket's true one (what a careful human would do)
-    rows = list(csv.DictReader(open(repo / "build/distill/review_sample.csv", encoding="utf-8")))
+    rows = read_csv(repo / "build/distill/review_sample.csv")
     for r in rows:
         r["accept"] = "yes" if json.loads(r["teacher_output"]) == truth[r["input"]] else "no"
     with open(repo / "data/distill_review.csv", "w", newline="", encoding="utf-8") as f:
@@ -76,7 +75,7 @@ def test_distill_review_curate_train(micro_repo, tmp_path):
     rejected = {r["id"] for r in rows if r["accept"] == "no"}
     n_labels = info["inputs"]["labelled"]
     assert d["labels_to_curate"] == n_labels - len(rejected)
-    ledger = list(csv.DictReader(open(repo / "reports/curation_ledger.csv", encoding="utf-8")))
+    ledger = read_csv(repo / "reports/curation_ledger.csv")
     origins = {r["source"] for r in ledger}
     assert origins == {"data/gold.jsonl", "distill:model.gguf"}
     assert sum(r["source"] == "distill:model.gguf" for r in ledger) == d["labels_to_curate"]
@@ -88,3 +87,33 @@ def test_distill_review_curate_train(micro_repo, tmp_path):
           f"{info['quarantined']} {info['quarantine_reasons']}; labels {n_labels}; "
           f"repro 1 (distill) {t_distill:.0f} s, repro 2 (curate..evaluate) {t_train:.0f} s")
     assert student["finetuned"]["valid"] > student["base"]["valid"]
+
+
+def test_hf_and_gguf_teachers_agree(micro_repo, tmp_path):
+    """The same fine-tuned model as a transformers folder (fp32) and as its f16 GGUF (llama.cpp,
+    its own tokenizer): the teacher's labels and its ceiling come out (nearly) the same."""
+    import yaml
+
+    from slmake.distill.label import run
+
+    data = yaml.safe_load((ROOT / "conf/data/it_tickets.yaml").read_text())
+    (tmp_path / "gold.jsonl").write_text("\n".join(TICKETS[700:730]) + "\n")
+    (tmp_path / "raw.jsonl").write_text("\n".join(json.dumps({"ticket": json.loads(l)["ticket"]})
+                                                  for l in TICKETS[730:750]) + "\n")
+    base = yaml.safe_load((ROOT / "conf/distill/gguf_teacher.yaml").read_text())
+    base.update(inputs={"path": str(tmp_path / "raw.jsonl"), "format": "auto", "column": None},
+                labelled=str(tmp_path / "gold.jsonl"), few_shot=0)
+    runs = {}
+    for kind, path in (("hf", micro_repo / "build/train/merged"),
+                       ("gguf", micro_repo / "build/compile/cpu/gguf_f16/model.gguf")):
+        cfg = json.loads(json.dumps(base))
+        cfg["teacher"].update(kind=kind, path=str(path), threads=2, max_new_tokens=32)
+        runs[kind] = run(cfg, data, tmp_path / kind)
+    hf, gguf = runs["hf"], runs["gguf"]
+    assert hf["ceiling"]["n"] == gguf["ceiling"]["n"] == 30 and hf["inputs"]["read"] == 20
+    same = sum(a == b for a, b in zip((tmp_path / "hf/ceiling.jsonl").read_text().splitlines(),
+                                      (tmp_path / "gguf/ceiling.jsonl").read_text().splitlines()))
+    assert same >= 27, f"{same}/30 ceiling rows agree"
+    assert abs(hf["ceiling"]["exact_match"] - gguf["ceiling"]["exact_match"]) <= 0.1
+    print(f"\nteachers: hf ceiling {hf['ceiling']['exact_match']:.3f}, gguf f16 {gguf['ceiling']['exact_match']:.3f}, "
+          f"{same}/30 outputs identical")
