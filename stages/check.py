@@ -12,21 +12,32 @@ build/check.distill.json the hashes of distill's inputs, labelled set and teache
 The stage is `always_changed`, so those hashes are taken on every repro
 (cached by size/mtime/inode in build/.hash_cache.json, as DVC caches its own). It also removes
 the temp folders killed stages left under build/ and reports/: DVC may restore a killed stage's
-outputs from its run cache instead of running it, and then nothing else would.
+outputs from its run cache instead of running it, and then nothing else would. When nothing the
+last passing check read has changed (params.yaml, slmake's code, the files it hashed or named), it
+writes that pass's outputs back without importing the checks (check_stamp.py): a no-op repro.
 """
 
 import sys
 from pathlib import Path
 
-from slmake.checks import check_params
-from slmake.data.errors import CurationError
-from slmake.data.sources import fingerprint as data_fingerprint
-from slmake.distill import DistillError
-from slmake.distill import fingerprint as distill_fp
-from slmake.io import sweep_litter, write_json_atomic, write_text_atomic
-from slmake.model_files import HashCache, ModelFileError, fingerprint
+from slmake.check_stamp import Stamp, recording
+from slmake.io import sweep_litter
 
-cache = HashCache(Path("build/.hash_cache.json"))
+stamp = Stamp(Path("build/.check.stamp.json"), Path("params.yaml"), [__file__])
+if stamp.restore():  # nothing it read has moved since the last pass: same outputs, no imports
+    sweep_litter("build", "reports")
+    print("check: params.yaml is valid (nothing it reads changed since the last check)")
+    sys.exit(0)
+
+from slmake.checks import check_params  # noqa: E402
+from slmake.data.errors import CurationError  # noqa: E402
+from slmake.data.sources import fingerprint as data_fingerprint  # noqa: E402
+from slmake.distill import DistillError  # noqa: E402
+from slmake.distill import fingerprint as distill_fp  # noqa: E402
+from slmake.io import write_json_atomic, write_text_atomic  # noqa: E402
+from slmake.model_files import HashCache, ModelFileError, fingerprint  # noqa: E402
+
+cache = recording(HashCache(Path("build/.hash_cache.json")))
 spec, problems = check_params("params.yaml", cache)  # params.yaml read strictly, schema, semantic checks
 if problems:
     sys.exit("slmake check: params.yaml is invalid (nothing was rebuilt or removed):\n"
@@ -45,5 +56,6 @@ write_json_atomic("build/check.model.json", model)
 write_json_atomic("build/check.data.json", data)
 write_json_atomic("build/check.distill.json", distill)
 write_text_atomic("build/check.ok", "ok\n")
+stamp.save(sorted(p.as_posix() for p in Path("build").glob("check.*")), cache.read)  # every output above
 inputs = f"{len(model['files'])} file(s) hashed" if "files" in model else model.get("hub_id", model["source"])
 print(f"check: params.yaml is valid; base model inputs: {inputs}")
