@@ -4,6 +4,7 @@ and a tiny random Llama with a locally trained SentencePiece tokenizer for the t
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -106,7 +107,9 @@ def build_micro(repo: Path) -> Path:
     # the whole build under the socket guard (tests/netguard): every attempt to reach another machine
     # is refused and logged in netguard.log, which test_pipeline_e2e asserts stays empty
     guard = ROOT / "tests/netguard"
+    t0 = time.perf_counter()
     out = sh(f"env PYTHONPATH={guard} SLMAKE_NETGUARD_LOG={repo / 'netguard.log'} dvc repro", repo)
+    (repo / "first_repro.seconds").write_text(f"{time.perf_counter() - t0:.1f}\n")  # vs `dvc pull` (test_remote_e2e)
     (repo / "netguard.log").touch()
     sh("git add -A && git -c user.email=t@t -c user.name=t commit -qm built", repo)
     (repo / "first_repro.log").write_text(out.stdout)

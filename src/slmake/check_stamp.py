@@ -17,6 +17,8 @@ import json
 import os
 from pathlib import Path
 
+import yaml
+
 from .io import write_json_atomic, write_text_atomic
 
 CODE = Path(__file__).resolve().parent  # the slmake actually imported (an editable install's src)
@@ -59,10 +61,8 @@ class Stamp:
     def _key(self, read: list[str]) -> str:
         raw = self.params.read_bytes()
         try:
-            import yaml
-
             spec = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except Exception:  # an unparsable spec: the full check says why
+        except (yaml.YAMLError, ValueError):  # an unparsable spec: the full check says why
             spec = None
         named = {os.path.abspath(p) for p in _strings(spec, set()) if "\0" not in p}
         paths = set(read) | named | {os.path.dirname(p) for p in read}  # folders: a file added beside
