@@ -44,8 +44,8 @@ def stages_of(log: str) -> tuple[list[str], list[str]]:
 
 def queue_states(work: Path) -> dict[str, str]:
     """{experiment name: Queued | Running | Success | Failed} from `dvc queue status`."""
-    rows = sh("dvc queue status", work)[1].splitlines()[1:]
-    return {r.split()[1]: r.split()[-1] for r in rows if len(r.split()) >= 4}
+    rows = [r.split() for r in sh("dvc queue status", work)[1].splitlines()[1:]]
+    return {r[1]: r[-1] for r in rows if len(r) >= 4 and r[-1] in ("Queued", "Running", "Success", "Failed")}
 
 
 def main() -> None:

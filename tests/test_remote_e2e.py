@@ -55,7 +55,7 @@ def test_experiment_travels_with_exp_push_and_pull(origin):
     sh(f"git init -q --bare {root / 'git.git'}", root)
     sh(f"git remote add hub {root / 'git.git'} && git push -q hub HEAD:refs/heads/main", origin)
     res = sh("dvc exp run -n more-repeats -S bench.repeats=2", origin)
-    assert ran_stages(res.stdout) <= {"bench@cpu", "deploy@cpu", "report"}, res.stdout
+    assert ran_stages(res.stdout) <= {"bench@cpu", "deploy@cpu", "report", "monitor"}, res.stdout
     sh("dvc exp push hub more-repeats", origin)  # the git ref to `hub`, its artifacts to the DVC remote
 
     other = root / "other"
