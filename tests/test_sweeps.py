@@ -50,11 +50,16 @@ def test_explicit_jobs_env_wins_and_bad_values_are_named():
 
 def test_threads_explicit_win_unset_share_the_cores(monkeypatch):
     monkeypatch.setattr(rt, "cores", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert rt.resolve_threads(3, jobs=4) == 3               # the spec's value, sweep or not
     assert rt.resolve_threads(None, jobs=1) is None         # library default: default build unchanged
     assert rt.resolve_threads(None, jobs=4) == 4
     assert rt.resolve_threads(None, jobs=5) == 3
     assert rt.resolve_threads(None, jobs=32) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")              # one of 2 torchrun processes
+    assert rt.resolve_threads(None, jobs=1) == 8
+    assert rt.resolve_threads(None, jobs=4) == 2
+    assert rt.resolve_threads(1, jobs=4) == 1
 
 
 def test_limit_threads_exports_to_subprocess_tools(monkeypatch, capsys):

@@ -120,10 +120,12 @@ def parallel_jobs(env: dict | None = None, cwd: str | Path | None = None) -> int
 def resolve_threads(threads: int | None, jobs: int | None = None) -> int | None:
     """A spec thread key -> the count to use. An integer is explicit and wins. null (unset) is the
     library's default when one experiment runs (so the default build's bytes stay as they were) and
-    cores // jobs in a sweep, so J queue workers never oversubscribe the cores."""
+    cores // jobs in a sweep, so J queue workers never oversubscribe the cores (// processes too, for
+    each of a data-parallel training's torchrun processes)."""
     if threads is not None:
         return int(threads)
     jobs = parallel_jobs() if jobs is None else jobs
+    jobs *= int(os.environ.get("LOCAL_WORLD_SIZE") or 1)  # torchrun's processes on this machine share them too
     return max(1, cores() // jobs) if jobs > 1 else None
 
 
