@@ -11,7 +11,7 @@ model, seed = params["model"], params["seed"]
 threads = model["scratch"]["pretrain"]["threads"] if model["source"] == "scratch" else None
 runtime_env.setup(threads=threads, seed=seed, allow_network=model["allow_network"])
 
-from slmake.base_model import BaseModelError, build_scratch, import_hf, write_info  # noqa: E402
+from slmake.base_model import BaseModelError, build_scratch, check_gguf_tokenizer, import_hf, write_info  # noqa: E402
 from slmake.io import atomic_dir  # noqa: E402
 
 try:
@@ -20,6 +20,9 @@ try:
             info = build_scratch(model, Path("build/data/train.jsonl"), tmp, seed)
         else:
             info = import_hf(model, tmp)
+            check = check_gguf_tokenizer(model, tmp, Path("build/data"))  # never train on a broken tokenizer
+            if check is not None:
+                info["tokenizer_check"] = check
         write_info(tmp, {"name": model["name"], "source": model["source"], **info})
 except BaseModelError as e:
     sys.exit(f"slmake base: {e}")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from . import gguf_tokenizer
 from .io import read_jsonl
 from .model_files import ModelFileError, check_folder, scratch_facts
 
@@ -170,9 +171,11 @@ def import_hf(cfg: dict, out_dir: Path) -> dict:
     else:
         kw["use_safetensors"] = True  # never unpickle .bin weights
     try:
-        tok = (_gguf_bpe_tokenizer(Path(src) / h["gguf_file"]) if local and h.get("gguf_file") else None) \
-            or AutoTokenizer.from_pretrained(src, **kw)
+        tok = (gguf_tokenizer.from_gguf(Path(src) / h["gguf_file"], out_dir) if local and h.get("gguf_file")
+               else None) or AutoTokenizer.from_pretrained(src, **kw)
         model = AutoModelForCausalLM.from_pretrained(src, dtype="float32", **kw)
+    except gguf_tokenizer.TokenizerError as e:
+        raise BaseModelError(f"model.hf.gguf_file: {e}") from None
     except (OSError, ValueError) as e:
         raise BaseModelError(f"model.hf.path={src!r}: could not load a causal LM: {str(e).splitlines()[0]}") from None
     if h.get("gguf_file"):  # dequantised to fp32: save it as a plain model
@@ -182,57 +185,26 @@ def import_hf(cfg: dict, out_dir: Path) -> dict:
     model.config.use_cache = True
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tok.save_pretrained(str(out_dir))
-    if local and (Path(src) / "tokenizer.model").exists():
+    if local and not h.get("gguf_file") and (Path(src) / "tokenizer.model").exists():
         shutil.copy(Path(src) / "tokenizer.model", out_dir / "tokenizer.model")
     return {"params": sum(p.numel() for p in model.parameters()), "source": src}
 
 
-# llama.cpp's byte-level BPE pre-tokenizer names -> how transformers' converters reproduce them.
-# "digits": split every digit on its own before the GPT-2 regex (SmolLM, StarCoder).
-GGUF_BPE_PRE = {"default": "gpt2", "gpt-2": "gpt2", "gpt2": "gpt2", "smollm": "digits", "starcoder": "digits",
-                "refact": "digits", "codeshell": "digits", "qwen2": "qwen2"}
-
-
-def _gguf_bpe_tokenizer(gguf_path: Path):
-    """transformers 5.5 reads a byte-level BPE ("gpt2") GGUF on the llama architecture as a
-    SentencePiece tokenizer: spaces become <unk>, five CodeLlama FIM tokens are added past the
-    embeddings (llama.cpp then rejects the converted model) and EOS is set to BOS. Rebuild it from
-    the GGUF's own metadata with transformers' byte-level converters. None for SentencePiece GGUFs."""
-    import gguf
-    from tokenizers import AddedToken, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    from transformers.integrations import ggml
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    fields = gguf.GGUFReader(str(gguf_path)).fields
-    meta = {k: fields[k].contents() for k in ("tokenizer.ggml.model", "tokenizer.ggml.pre") if k in fields}
-    if meta.get("tokenizer.ggml.model") != "gpt2":
+def check_gguf_tokenizer(cfg: dict, out_dir: Path, data_dir: Path) -> dict | None:
+    """On a GGUF import: the tokenizer saved in out_dir (as train will load it) against llama.cpp's
+    tokenizer of the same file, on every curated prompt and response. None for other sources."""
+    h = cfg.get("hf") or {}
+    if cfg["source"] != "hf" or not h.get("gguf_file"):
         return None
-    pre = meta.get("tokenizer.ggml.pre", "default")
-    if pre not in GGUF_BPE_PRE:
-        raise BaseModelError(
-            f"{gguf_path}: tokenizer.ggml.pre={pre!r} is a byte-level BPE pre-tokenizer slmake cannot rebuild "
-            f"from a GGUF (supported: {sorted(GGUF_BPE_PRE)}); import the model's Hugging Face folder instead "
-            "(model.hf.gguf_file: null)")
-    info = load_gguf_checkpoint(str(gguf_path), return_tensors=False)
-    t = info["tokenizer"]
-    converter = ggml.GGUFQwen2Converter if GGUF_BPE_PRE[pre] == "qwen2" else ggml.GGUFGPTConverter
-    backend = converter(t).converted()
-    if GGUF_BPE_PRE[pre] == "digits":
-        backend.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)])
-    control = [tok for tok, kind in zip(t["tokens"], t.get("token_type", [])) if kind == 3]  # 3 = control
-    backend.add_special_tokens([AddedToken(c, normalized=False, special=True) for c in control])
-
-    def name(key: str):
-        return t["tokens"][t[key]] if t.get(key) is not None else None
-
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=name("bos_token_id"),
-                                  eos_token=name("eos_token_id"), unk_token=name("unk_token_id"),
-                                  pad_token=name("pad_token_id"))
-    tok.chat_template = info.get("tokenizer_config", {}).get("chat_template")
-    return tok
+    texts = [r[k] for f in sorted(data_dir.glob("*.jsonl")) for r in read_jsonl(f)
+             for k in ("prompt", "response") if isinstance(r.get(k), str)]
+    if not texts:
+        raise BaseModelError(f"{data_dir}: no curated prompts or responses to check the GGUF tokenizer on")
+    try:
+        return gguf_tokenizer.require_agreement(load_tokenizer(out_dir), Path(h["path"]) / h["gguf_file"], texts,
+                                                f"{data_dir}/*.jsonl")
+    except gguf_tokenizer.TokenizerError as e:
+        raise BaseModelError(str(e)) from None
 
 
 def write_info(out_dir: Path, info: dict) -> None:
