@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from jsonschema import Draft202012Validator
 
-from .. import targets
+from .. import runtime_env, targets
 from ..data.config import format_prompt
 from ..data.normalize import normalize
 from ..targets.base import Artifact
@@ -47,7 +47,10 @@ class Engine:
         self.package, self.contract = package, c
         self.tokenizer = Tokenizer.from_file(str(package.folder / c["tokenizer"]))
         art = Artifact.from_dict(c["artifact"])
-        self.runner = targets.load(c["target"]).open_runner(art, package.folder, {"threads": threads or c["threads"]})
+        # the package's bench.threads; null: the runtime's default, or cores // SLMAKE_PARALLEL_JOBS
+        # when that many servers share the box (runtime_env.resolve_threads)
+        threads = threads or runtime_env.resolve_threads(c["threads"])
+        self.runner = targets.load(c["target"]).open_runner(art, package.folder, {"threads": threads})
         self.schema = c.get("response_schema")
         self.validator = Draft202012Validator(self.schema) if self.schema else None
         self.constrained = bool(self.schema and enforce_schema and getattr(self.runner, "supports_constraint", False))
