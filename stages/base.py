@@ -11,8 +11,14 @@ model, seed = params["model"], params["seed"]
 threads = model["scratch"]["pretrain"]["threads"] if model["source"] == "scratch" else None
 runtime_env.setup(threads=threads, seed=seed, allow_network=model["allow_network"])
 
-from slmake.base_model import BaseModelError, build_scratch, check_gguf_tokenizer, import_hf, write_info  # noqa: E402
-from slmake.io import atomic_dir  # noqa: E402
+from slmake.base_model import (
+    BaseModelError,
+    build_scratch,
+    check_gguf_tokenizer,
+    import_hf,
+    write_info,
+)
+from slmake.io import atomic_dir
 
 try:
     with atomic_dir("build/base") as tmp:

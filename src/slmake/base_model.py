@@ -26,16 +26,17 @@ class BaseModelError(Exception):
     pass
 
 
-def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path) -> Path:
+def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path, **options) -> Path:
     """SentencePiece BPE, llama-style ids. remove_extra_whitespaces=False keeps llama.cpp's
-    tokenisation identical to sentencepiece's (measured: ~20 % agreement otherwise)."""
+    tokenisation identical to sentencepiece's (measured: ~20 % agreement otherwise). `options`
+    override trainer settings (tests make Gemma-style tokenizers: no dummy prefix, other ids)."""
     import io
 
     import sentencepiece as spm
 
     model = io.BytesIO()
     try:
-        _train_spm(spm, texts, model, vocab_size)
+        _train_spm(spm, texts, model, vocab_size, **options)
     except RuntimeError as e:
         raise BaseModelError(f"model.scratch.vocab_size={vocab_size}: SentencePiece could not train on the "
                              f"train split: {str(e).split('] ')[-1]}") from None
@@ -44,10 +45,8 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_dir: Path) -> Path:
     return path
 
 
-def _train_spm(spm, texts: list[str], model, vocab_size: int) -> None:
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_writer=model,
+def _train_spm(spm, texts: list[str], model, vocab_size: int, **options) -> None:
+    settings = dict(
         vocab_size=vocab_size,
         model_type="bpe",
         character_coverage=1.0,
@@ -60,6 +59,7 @@ def _train_spm(spm, texts: list[str], model, vocab_size: int) -> None:
         normalization_rule_name="identity",  # keep newlines: HF and llama.cpp do not normalise either
         minloglevel=2,
     )
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=model, **{**settings, **options})
 
 
 def load_tokenizer(folder: Path):
@@ -173,10 +173,12 @@ def import_hf(cfg: dict, out_dir: Path) -> dict:
     try:
         tok = (gguf_tokenizer.from_gguf(Path(src) / h["gguf_file"], out_dir) if local and h.get("gguf_file")
                else None) or AutoTokenizer.from_pretrained(src, **kw)
+        if local and h.get("gguf_file"):
+            kw["config"] = _gguf_config(src, Path(src) / h["gguf_file"], kw)
         model = AutoModelForCausalLM.from_pretrained(src, dtype="float32", **kw)
     except gguf_tokenizer.TokenizerError as e:
         raise BaseModelError(f"model.hf.gguf_file: {e}") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RuntimeError) as e:
         raise BaseModelError(f"model.hf.path={src!r}: could not load a causal LM: {str(e).splitlines()[0]}") from None
     if h.get("gguf_file"):  # dequantised to fp32: save it as a plain model
         model.hf_quantizer = None
@@ -188,6 +190,26 @@ def import_hf(cfg: dict, out_dir: Path) -> dict:
     if local and not h.get("gguf_file") and (Path(src) / "tokenizer.model").exists():
         shutil.copy(Path(src) / "tokenizer.model", out_dir / "tokenizer.model")
     return {"params": sum(p.numel() for p in model.parameters()), "source": src}
+
+
+def _gguf_config(src: str, gguf_path: Path, kw: dict):
+    """transformers' config of a GGUF, corrected where transformers 5.5 reads it differently from
+    llama.cpp: the head size (`<arch>.attention.key_length` is not mapped, so a Qwen3 with heads
+    not hidden/heads wide failed with a size mismatch) and Gemma 2/3's attention scale (left at
+    transformers' default 256, where llama.cpp uses the head size but hidden/heads for the 27B)."""
+    import gguf
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(src, **kw)
+    fields = gguf.GGUFReader(str(gguf_path)).fields
+    arch = fields["general.architecture"].contents() if "general.architecture" in fields else None
+    key_length = fields[f"{arch}.attention.key_length"].contents() if f"{arch}.attention.key_length" in fields else None
+    if key_length and getattr(config, "head_dim", None) not in (None, key_length):
+        config.head_dim = int(key_length)
+    if arch in ("gemma2", "gemma3") and key_length:
+        big = config.num_hidden_layers == {"gemma2": 46, "gemma3": 62}[arch]   # llama.cpp's 27B test
+        config.query_pre_attn_scalar = config.hidden_size // config.num_attention_heads if big else int(key_length)
+    return config
 
 
 def check_gguf_tokenizer(cfg: dict, out_dir: Path, data_dir: Path) -> dict | None:

@@ -143,7 +143,14 @@ def _wrap(backend, meta: dict, names: dict, add_bos_default: bool):
 def _byte_level_bpe(gguf_path: Path, meta: dict):
     """A tokenizers BPE over the GGUF's own tokens and merges, with the pre-tokenizer llama.cpp runs
     for `tokenizer.ggml.pre` (its regex, then byte-level mapping)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+    )
 
     pre = meta.get("ggml.pre", "default")
     if pre not in GGUF_BPE_PRE:
