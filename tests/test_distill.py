@@ -45,19 +45,24 @@ class Stub(BaseHTTPRequestHandler):
     """An OpenAI-compatible /v1/completions on 127.0.0.1: answers the last ticket of the prompt
     with its gold label, except every 7th input (not JSON) and every 11th (outside the schema)."""
     answers: ClassVar[dict[str, str]] = {}
-    prompts: ClassVar[list[str]] = []
+    prompts: ClassVar[list] = []
+    auth: ClassVar[list] = []
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        Stub.prompts.append(body["prompt"])
-        ticket = re.findall(r"### Ticket\n(.*?)\n### Triage\n", body["prompt"], re.DOTALL)[-1]
+        chat = self.path.endswith("/chat/completions")
+        prompt = body["messages"][-1]["content"] if chat else body["prompt"]
+        Stub.prompts.append(body["messages"] if chat else prompt)
+        Stub.auth.append(self.headers.get("Authorization"))
+        ticket = re.findall(r"### Ticket\n(.*?)\n### Triage\n", prompt, re.DOTALL)[-1]
         n = sorted(Stub.answers).index(ticket) if ticket in Stub.answers else 0
         text = Stub.answers.get(ticket, "{}")
         if n % 7 == 3:
             text = "I think this is a network issue"
         elif n % 11 == 5:
             text = json.dumps({"category": "coffee", "priority": "low", "action": "resolve"})
-        out = json.dumps({"choices": [{"text": " " + text + "\n### Ticket\nnext"}]}).encode()
+        choice = {"message": {"role": "assistant", "content": text}} if chat else {"text": f" {text}\n### Ticket\nnext"}
+        out = json.dumps({"choices": [choice]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
@@ -71,8 +76,8 @@ class Stub(BaseHTTPRequestHandler):
 @pytest.fixture
 def stub():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
-    Stub.answers, Stub.prompts = gold(), []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Stub.answers, Stub.prompts, Stub.auth = gold(), [], []
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
 
@@ -275,3 +280,19 @@ def test_labelled_set_errors_name_file_and_line(tmp_path, stub):
     Path(cfg["labelled"]).write_text("\n".join(TICKETS[:2]) + "\n")
     with pytest.raises(DistillError, match="2 records, but distill.few_shot=2 leaves none"):
         run(cfg, DATA, tmp_path / "out")
+
+
+def test_chat_api_sends_the_template_few_shot_turns_and_the_key(tmp_path, stub, monkeypatch):
+    cfg = project(tmp_path, stub, n_inputs=12, n_labelled=6)
+    cfg["teacher"].update(api="chat", api_key_env="TEACHER_KEY")
+    monkeypatch.delenv("TEACHER_KEY", raising=False)
+    with pytest.raises(DistillError, match="the environment variable TEACHER_KEY is not set"):
+        run(cfg, DATA, tmp_path / "out")
+    monkeypatch.setenv("TEACHER_KEY", "sk-test")
+    info = run(cfg, DATA, tmp_path / "out")
+    turns = Stub.prompts[0]
+    assert [m["role"] for m in turns] == ["user", "assistant", "user", "assistant", "user"]
+    assert all(m["content"].startswith("### Ticket\n") and m["content"].endswith("### Triage\n")
+               for m in turns if m["role"] == "user")
+    assert json.loads(turns[1]["content"]) and set(Stub.auth) == {"Bearer sk-test"}
+    assert info["inputs"]["labelled"] > 0 and info["ceiling"]["n"] == 4

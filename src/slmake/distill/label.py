@@ -34,7 +34,14 @@ from ..data.validate import RecordValidator, ResponseValidator
 from ..io import atomic_dir, evenly_spaced, write_json_atomic
 from ..metrics import score
 from . import DistillError
-from .prompts import Judge, few_shot_prompt, input_column, instruction_of, record, stop_marker
+from .prompts import (
+    Judge,
+    few_shot_prompt,
+    input_column,
+    instruction_of,
+    record,
+    stop_marker,
+)
 from .teachers import PromptTooLong, RejectedOutput, open_teacher, teacher_name
 
 REVIEW_COLUMNS = ["id", "output_sha256", "source", "input", "teacher_output", "accept", "note"]
@@ -46,7 +53,7 @@ def input_id(text: str) -> str:
 
 def output_sha(rid: str, response: str) -> str:
     """What the review row vouches for: this input's id and this exact teacher output."""
-    return hashlib.sha256(f"{rid}\0{response}".encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(f"{rid}\0{response}".encode()).hexdigest()[:16]
 
 
 def read_labelled(path: str, data: dict) -> list[tuple[str, str, str]]:
@@ -124,7 +131,7 @@ def run(cfg: dict, data_cfg: dict, out: Path) -> dict:
     holdout = evenly_spaced([r for i, r in enumerate(labelled) if i not in set(shot_ix)], cfg["ceiling_limit"])
     judge, template = Judge(data), data["prompt_template"]
     started = time.perf_counter()
-    teacher = open_teacher(t, stop_marker(template))
+    teacher = open_teacher(t, stop_marker(template), template)
     try:
         ceiling, ceiling_rows = _ceiling(teacher, judge, template, shots, holdout, data)
         labels, quarantine, counts = _label(teacher, judge, template, shots, cfg, data, labelled)
@@ -229,5 +236,4 @@ def review_csv(rows: list[dict]) -> str:
 
 def _write_jsonl(path: Path, rows) -> None:
     with open(path, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)

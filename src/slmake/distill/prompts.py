@@ -19,7 +19,7 @@ from ..data.config import format_prompt
 from ..data.validate import ResponseValidator
 
 SEPARATOR = "\n\n"     # between few-shot examples
-_FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n?(.*?)\n?```\s*$", re.S)
+_FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n?(.*?)\n?```\s*$", re.DOTALL)
 
 
 def input_column(data: dict, column: str | None) -> str:

@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..data.config import format_prompt
 from . import DistillError
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
@@ -113,11 +114,12 @@ class PromptTooLong(Exception):
 class EndpointTeacher:
     """An OpenAI-compatible server (vLLM, llama.cpp's server, slmake serve, a hosted API)."""
 
-    def __init__(self, teacher: dict, stop: str):
+    def __init__(self, teacher: dict, stop: str, template: str = "{instruction}"):
         problem = endpoint_problem(teacher)
         if problem:
             raise DistillError(problem)
         self.t, self.stop = teacher, stop
+        self.template = lambda instruction: format_prompt(template, instruction)
         self.base = teacher["url"].rstrip("/")
         self.headers = {"Content-Type": "application/json"}
         env = teacher["api_key_env"]
@@ -137,9 +139,10 @@ class EndpointTeacher:
             body["prompt"] = text if raw else prompt
             path = "/completions"
         else:
-            turns = [] if raw else [m for i, r in shots for m in ({"role": "user", "content": i},
+            # the task's template on every user turn (send: input -> the raw input alone)
+            turns = [] if raw else [m for i, r in shots for m in ({"role": "user", "content": self.template(i)},
                                                                   {"role": "assistant", "content": r})]
-            body["messages"] = turns + [{"role": "user", "content": text}]
+            body["messages"] = turns + [{"role": "user", "content": text if raw else self.template(text)}]
             path = "/chat/completions"
         if self.stop and not raw:
             body["stop"] = [self.stop]
@@ -174,7 +177,7 @@ class RejectedOutput(Exception):
     """The endpoint refused to return this one answer: quarantined, not fatal."""
 
 
-def open_teacher(teacher: dict, stop: str):
+def open_teacher(teacher: dict, stop: str, template: str = "{instruction}"):
     if teacher["kind"] == "openai":
-        return EndpointTeacher(teacher, stop)
+        return EndpointTeacher(teacher, stop, template)
     return LocalTeacher(teacher, stop)
