@@ -39,6 +39,7 @@ CANDIDATES = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--build", type=Path, default=ROOT / "build", help="a build/ with train/merged and evaluate/")
+    ap.add_argument("--reference", type=Path, help="an evaluate output folder (default: <build>/evaluate)")
     ap.add_argument("--only", help="comma-separated candidate names (default: all)")
     ap.add_argument("--provider", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
@@ -46,7 +47,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "slmake-int4")
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
-    merged, ref_dir = args.build / "train/merged", args.build / "evaluate"
+    merged, ref_dir = args.build / "train/merged", args.reference or args.build / "evaluate"
     if not (ref_dir / "reference.jsonl").is_file():
         sys.exit(f"int4_accuracy: {ref_dir}/reference.jsonl missing: run the evaluate stage first")
     schema, max_new = _contract(args.build)

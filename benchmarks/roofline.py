@@ -12,13 +12,18 @@ The GGUFs are built with the cpu target's own converter + quantizer from an HF f
 base stage's import, build/base) into --work, and reused there.
 
     python benchmarks/roofline.py [--model build/base] [--quants f16,q8_0,q4_k_m] [--threads 1,2]
-                                  [--tokens 128] [--json out.json]
+                                  [--tokens 128] [--json out.json] [--cpu-variants best,haswell]
+
+--cpu-variants reruns everything once per ggml CPU backend (SLMAKE_GGML_CPU; best = ggml's pick):
+`haswell` is the AVX2 code the old AVX2-only build ran.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -106,6 +111,18 @@ def build_ggufs(model: Path, quants: list[str], work: Path) -> dict[str, Path]:
     return paths
 
 
+def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in flags:
+            skip = True
+        elif not a.startswith(tuple(f"{f}=" for f in flags)):
+            out.append(a)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=ROOT / "build/base", help="HF safetensors folder")
@@ -114,7 +131,16 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "slmake-roofline")
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--cpu-variants", help="comma-separated ggml CPU backends to compare (best = ggml's pick)")
     args = ap.parse_args()
+    if args.cpu_variants:   # one process per backend: ggml loads one per process
+        argv = _without(sys.argv[1:], ("--cpu-variants", "--json"))
+        for v in args.cpu_variants.split(","):
+            env = {k: x for k, x in os.environ.items() if k != "SLMAKE_GGML_CPU"}
+            env.update({} if v == "best" else {"SLMAKE_GGML_CPU": v})
+            out = ["--json", str(args.json.with_suffix(f".{v}.json"))] if args.json else []
+            subprocess.run([sys.executable, __file__, *argv, *out], env=env, check=True)
+        return
     if not (args.model / "config.json").is_file():
         sys.exit(f"roofline: {args.model}: not an HF model folder (no config.json); pass --model")
     work = args.work / args.model.resolve().as_posix().strip("/").replace("/", "_")

@@ -10,23 +10,57 @@
 set -euo pipefail
 PY=${1:?usage: llama_cpp.sh <venv-python>}
 VERSION=0.3.36
-# A portable AVX2 build, not llama.cpp's default -march=native: on Sapphire Rapids-class CPUs the
-# native build enables ggml's AMX backend, which segfaults at the first q8_0/q4_K matmul
-# (ggml-org/llama.cpp#20824, seen here on a 2-core AMX VM), and a native build is tied to the CPU
-# it was compiled on. CMAKE_ARGS does not enter pip's wheel-cache key, hence --no-cache-dir below.
-BUILD="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+# Runtime CPU dispatch, not one instruction set: GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS build the CPU
+# backend once per x86 level (libggml-cpu-<variant>.so beside libllama) and ggml loads the best one
+# this CPU supports at run time (slmake.runtimes.llamacpp.load_llama_cpp calls its loader, which
+# llama-cpp-python does not: abetlen/llama-cpp-python#2069). As portable as the old AVX2-only build,
+# but AVX-512/VNNI/BF16 CPUs get their kernels. Not -march=native: on Sapphire Rapids-class CPUs that
+# enables ggml's AMX code, which segfaults at the first q8_0/q4_K matmul (ggml-org/llama.cpp#20824,
+# seen here on a 2-core AMX VM), so the AMX variant (sapphirerapids) is not built and such CPUs get
+# zen4 (AVX-512 VBMI/VNNI/BF16). VARIANTS trims ggml's list (each one is a full CPU-backend compile):
+# the baseline x64 (any x86-64), AVX2 (haswell), AVX-VNNI (alderlake), AVX-512 (skylakex, icelake,
+# zen4). LLAVA_BUILD=OFF: slmake never loads the multimodal library. CMAKE_ARGS does not enter pip's
+# wheel-cache key, hence --no-cache-dir below.
+VARIANTS="x64 haswell alderlake skylakex icelake zen4"
+BUILD="-DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DLLAVA_BUILD=OFF -DCMAKE_INSTALL_BINDIR=llama_cpp/lib"
 CONSTRAINTS="$(cd "$(dirname "$0")" && pwd)/constraints.txt"
 STAMP="$("$PY" -c 'import sys; print(sys.prefix)')/share/slmake/llama-cpp-scripts.version"
 BUILD_STAMP="$(dirname "$STAMP")/llama-cpp-python.build"
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+SDIST="$TMP/llama_cpp_python-$VERSION"
+sdist() {  # download and unpack the sdist, once
+  [[ -d "$SDIST" ]] && return
+  "$PY" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$TMP" -c "$CONSTRAINTS"
+  tar -xzf "$TMP/llama_cpp_python-$VERSION.tar.gz" -C "$TMP"
+}
 
-# 1. llama-cpp-python (runtime + in-process quantizer)
+# 1. llama-cpp-python (runtime + in-process quantizer), built from the sdist with ggml's x86 variant
+#    list cut to VARIANTS (ggml has no option for that; the edit fails loudly if the list changes).
 if [[ "$("$PY" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))' 2>/dev/null)" != "$VERSION" ||
-      "$(cat "$BUILD_STAMP" 2>/dev/null)" != "$VERSION $BUILD" ]]; then
-  echo "llama_cpp.sh: building llama-cpp-python==$VERSION from source ($BUILD; ~6 min on 2 cores)"
-  CMAKE_ARGS="$BUILD" "$PY" -m pip install --no-cache-dir --force-reinstall --no-deps "llama-cpp-python==$VERSION" -c "$CONSTRAINTS"
+      "$(cat "$BUILD_STAMP" 2>/dev/null)" != "$VERSION $BUILD $VARIANTS" ]]; then
+  echo "llama_cpp.sh: building llama-cpp-python==$VERSION from source, CPU variants: $VARIANTS"
+  sdist
+  "$PY" - "$SDIST/vendor/llama.cpp/ggml/src/CMakeLists.txt" "$VARIANTS" <<'PYEOF'
+import re, sys
+from pathlib import Path
+path, keep = Path(sys.argv[1]), sys.argv[2].split()
+x86 = {"x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell", "skylakex", "cannonlake",
+       "cascadelake", "icelake", "cooperlake", "zen4", "alderlake", "sapphirerapids"}
+seen = set()
+def keep_or_drop(m):
+    if m.group(2) not in x86:
+        return m.group(0)
+    seen.add(m.group(2))
+    return m.group(0) if m.group(2) in keep else f"{m.group(1)}# slmake: not built: {m.group(0).strip()}"
+text = re.sub(r"^(\s*)ggml_add_cpu_backend_variant\((\w+)\b[^)]*\)", keep_or_drop, path.read_text(), flags=re.M)
+if set(keep) - seen or "sapphirerapids" not in seen:
+    sys.exit(f"llama_cpp.sh: {path}: ggml's x86 variant list is not the expected one "
+             f"(missing {sorted(set(keep) - seen)}); update VARIANTS")
+path.write_text(text)
+PYEOF
+  CMAKE_ARGS="$BUILD" "$PY" -m pip install --no-cache-dir --force-reinstall --no-deps "$SDIST" -c "$CONSTRAINTS"
   "$PY" -m pip install "llama-cpp-python==$VERSION" -c "$CONSTRAINTS"   # its dependencies, from the lock
-  mkdir -p "$(dirname "$BUILD_STAMP")" && echo "$VERSION $BUILD" > "$BUILD_STAMP"
+  mkdir -p "$(dirname "$BUILD_STAMP")" && echo "$VERSION $BUILD $VARIANTS" > "$BUILD_STAMP"
 fi
 
 # 2. the converter and the matching gguf-py. gguf-py is pip-installed (transformers reads GGUF through
@@ -36,25 +70,25 @@ fi
 #    top-level module named "conversion" on sys.path. Run in place it imports the gguf-py beside it.
 DEST="$(dirname "$STAMP")/llama.cpp"
 converter_ok() {
-  [[ -f "$STAMP" && "$(cat "$STAMP")" == "llama-cpp-python==$VERSION" && -f "$DEST/convert_hf_to_gguf.py" ]] &&
+  [[ -f "$STAMP" && "$(cat "$STAMP")" == "llama-cpp-python==$VERSION" && -f "$DEST/convert_hf_to_gguf.py" &&
+     -f "$DEST/models/ggml-vocab-llama-bpe.gguf" ]] &&
     "$PY" -c 'import gguf; assert hasattr(gguf, "LazyChunkedTensor")' 2>/dev/null
 }
 if ! converter_ok; then
   echo "llama_cpp.sh: installing llama.cpp's convert_hf_to_gguf and gguf-py from the llama-cpp-python==$VERSION sdist"
-  "$PY" -m pip download --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$TMP" -c "$CONSTRAINTS"
+  sdist
   SRC="llama_cpp_python-$VERSION/vendor/llama.cpp"
-  tar -xzf "$TMP/llama_cpp_python-$VERSION.tar.gz" -C "$TMP" \
-    "$SRC/convert_hf_to_gguf.py" "$SRC/conversion" "$SRC/gguf-py" "$SRC/LICENSE"
   # --force-reinstall: PyPI's gguf has the same version number, so pip would keep it.
   "$PY" -m pip install --no-deps --force-reinstall "$TMP/$SRC/gguf-py" -c "$CONSTRAINTS"
-  rm -rf "$DEST" && mkdir -p "$DEST" && cp -r "$TMP/$SRC"/{convert_hf_to_gguf.py,conversion,gguf-py,LICENSE} "$DEST/"
+  rm -rf "$DEST" && mkdir -p "$DEST/models" && cp -r "$TMP/$SRC"/{convert_hf_to_gguf.py,conversion,gguf-py,LICENSE} "$DEST/"
+  cp "$TMP/$SRC"/models/ggml-vocab-*.gguf "$DEST/models/"   # llama.cpp's tokenizer test vocabularies (tests)
   echo "llama-cpp-python==$VERSION" > "$STAMP"
 fi
 
 # 3. smoke test: convert a random tiny Llama, quantize it, generate with llama.cpp, read it with
 #    transformers (which parses GGUF through the gguf package we just installed).
 if ! "$PY" - >"$TMP/smoke.log" 2>&1 <<'EOF'
-import os, subprocess, sys, tempfile
+import ctypes, os, re, subprocess, sys, tempfile
 from pathlib import Path
 import sentencepiece as spm, torch, llama_cpp
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
@@ -77,6 +111,12 @@ with tempfile.TemporaryDirectory() as d:
     q_path.parent.mkdir()
     p = llama_cpp.llama_model_quantize_default_params(); p.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
     assert llama_cpp.llama_model_quantize(str(gguf_path).encode(), str(q_path).encode(), p) == 0
+    lib = Path(llama_cpp.__file__).parent / "lib"
+    if any(lib.glob("*ggml-cpu-*")):   # what slmake.runtimes.llamacpp.load_llama_cpp does
+        from llama_cpp._ggml import libggml
+        libggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+        libggml.ggml_backend_load_all_from_path(str(lib).encode())
+        print("CPU backend:", *re.findall(r"ggml-cpu-\S+", Path("/proc/self/maps").read_text())[:1])
     llm = llama_cpp.Llama(str(q_path), n_threads=2, verbose=False)
     llm.create_completion("alpha beta", max_tokens=4)  # a quantized matmul: a broken CPU backend crashes here
     llm.close()
@@ -86,4 +126,4 @@ EOF
 then
   tail -n 40 "$TMP/smoke.log"; echo "llama_cpp.sh: smoke test FAILED (log above)" >&2; exit 1
 fi
-echo "llama_cpp.sh: ok (convert -> quantize -> llama.cpp and transformers both read the GGUF)"
+echo "llama_cpp.sh: ok (convert -> quantize -> llama.cpp and transformers both read the GGUF; $(grep -o 'CPU backend: .*' "$TMP/smoke.log" || echo 'CPU backend built in'))"

@@ -182,9 +182,9 @@ def _byte_level_bpe(gguf_path: Path, meta: dict):
 def agreement(tok, gguf_path: Path, texts: list[str]) -> dict:
     """Token-for-token comparison of `tok` with llama.cpp's tokenizer of the same GGUF, each side
     adding the special tokens its model asks for (BOS): counts and the first differing text."""
-    import llama_cpp
+    from .runtimes.llamacpp import load_llama_cpp
 
-    ref = llama_cpp.Llama(str(gguf_path), vocab_only=True, verbose=False)
+    ref = load_llama_cpp().Llama(str(gguf_path), vocab_only=True, verbose=False)
     differ, first = 0, None
     for text in texts:
         ours = tok(text)["input_ids"]

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -24,7 +26,8 @@ from pathlib import Path
 from .base import Generation, Greedy, OnToken
 
 _VARIANT: str | None = None
-_SUFFIX = {"win32": ".dll", "darwin": ".so"}.get(sys.platform, ".so")
+_PREFIX, _SUFFIX = ("ggml-cpu-", ".dll") if sys.platform == "win32" else ("libggml-cpu-", ".so")
+PIN_ENV = "SLMAKE_GGML_CPU"   # e.g. haswell: one variant on every machine (same numerics everywhere)
 
 
 def load_llama_cpp():
@@ -34,7 +37,8 @@ def load_llama_cpp():
     ("no backends are loaded") until ``ggml_backend_load_all`` runs, which llama-cpp-python never
     calls (abetlen/llama-cpp-python#2069). ggml scores every ``libggml-cpu-<variant>`` beside
     libllama against this CPU's features and keeps the best. A build with the CPU backend linked
-    in (the old portable one) has no variant files and needs nothing."""
+    in (the old portable one) has no variant files and needs nothing. ``SLMAKE_GGML_CPU=<variant>``
+    loads that one instead (e.g. ``haswell``: AVX2 kernels, so outputs match across CPU families)."""
     global _VARIANT
     import llama_cpp
 
@@ -48,13 +52,37 @@ def load_llama_cpp():
         libggml.ggml_backend_reg_count.restype = ctypes.c_size_t
         libggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
         libggml.ggml_backend_load_all_from_path.restype = None
-        if libggml.ggml_backend_reg_count() == 0:
-            libggml.ggml_backend_load_all_from_path(str(lib).encode())
+        # quiet: ggml prints a line per load through llama-cpp-python's logger (whose level table
+        # predates ggml's current one); a failure is the RuntimeError below
+        log = logging.getLogger("llama-cpp-python")
+        level = log.level
+        log.setLevel(logging.CRITICAL)
+        try:
+            if libggml.ggml_backend_reg_count() == 0:
+                pin = os.environ.get(PIN_ENV)
+                if pin:
+                    _load_one(libggml, lib, pin)
+                else:
+                    libggml.ggml_backend_load_all_from_path(str(lib).encode())
+        finally:
+            log.setLevel(level)
         if libggml.ggml_backend_reg_count() == 0:
             raise RuntimeError(f"llama.cpp: none of the CPU backends in {lib} loads on this CPU "
                                "(rebuild with `bash requirements/llama_cpp.sh <venv>/bin/python`)")
-        _VARIANT = _mapped_variant() or "unknown"
+        _VARIANT = _mapped_variant() or os.environ.get(PIN_ENV) or "unknown"
     return llama_cpp
+
+
+def _load_one(libggml, lib: Path, variant: str) -> None:
+    path = lib / f"{_PREFIX}{variant}{_SUFFIX}"
+    built = sorted(p.name[len(_PREFIX):-len(_SUFFIX)] for p in lib.glob(f"{_PREFIX}*{_SUFFIX}"))
+    if not path.is_file():
+        raise RuntimeError(f"{PIN_ENV}={variant}: no such llama.cpp CPU backend; built: {', '.join(built)}")
+    libggml.ggml_backend_load.argtypes = [ctypes.c_char_p]
+    libggml.ggml_backend_load.restype = ctypes.c_void_p
+    if not libggml.ggml_backend_load(str(path).encode()):
+        raise RuntimeError(f"{PIN_ENV}={variant}: this CPU lacks an instruction set that backend needs "
+                           f"(built: {', '.join(built)})")
 
 
 def cpu_variant() -> str:
