@@ -113,9 +113,9 @@ with tempfile.TemporaryDirectory() as d:
     assert llama_cpp.llama_model_quantize(str(gguf_path).encode(), str(q_path).encode(), p) == 0
     lib = Path(llama_cpp.__file__).parent / "lib"
     if any(lib.glob("*ggml-cpu-*")):   # what slmake.runtimes.llamacpp.load_llama_cpp does
-        from llama_cpp._ggml import libggml
-        libggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-        libggml.ggml_backend_load_all_from_path(str(lib).encode())
+        libllama = llama_cpp.llama_cpp._lib   # not llama_cpp._ggml: a second copy of libggml
+        libllama.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+        libllama.ggml_backend_load_all_from_path(str(lib).encode())
         print("CPU backend:", *re.findall(r"ggml-cpu-\S+", Path("/proc/self/maps").read_text())[:1])
     llm = llama_cpp.Llama(str(q_path), n_threads=2, verbose=False)
     llm.create_completion("alpha beta", max_tokens=4)  # a quantized matmul: a broken CPU backend crashes here

@@ -47,8 +47,10 @@ def load_llama_cpp():
         if not any(lib.glob(f"*ggml-cpu-*{_SUFFIX}")):
             _VARIANT = "built-in"
             return llama_cpp
-        from llama_cpp._ggml import libggml
-
+        # through libllama's handle: dlsym then finds the libggml libllama itself runs. The wheel
+        # holds libggml.so and libggml.so.0 as two files (wheels have no symlinks), so loading
+        # "libggml.so" by path (llama_cpp._ggml) maps a second copy with its own empty registry.
+        libggml = llama_cpp.llama_cpp._lib
         libggml.ggml_backend_reg_count.restype = ctypes.c_size_t
         libggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
         libggml.ggml_backend_load_all_from_path.restype = None
