@@ -173,8 +173,9 @@ def import_hf(cfg: dict, out_dir: Path) -> dict:
     try:
         tok = (gguf_tokenizer.from_gguf(Path(src) / h["gguf_file"], out_dir) if local and h.get("gguf_file")
                else None) or AutoTokenizer.from_pretrained(src, **kw)
-        if local and h.get("gguf_file"):
-            kw["config"] = _gguf_config(src, Path(src) / h["gguf_file"], kw)
+        config = _gguf_config(src, Path(src) / h["gguf_file"], kw) if local and h.get("gguf_file") else None
+        if config is not None:
+            kw["config"] = config
         model = AutoModelForCausalLM.from_pretrained(src, dtype="float32", **kw)
     except gguf_tokenizer.TokenizerError as e:
         raise BaseModelError(f"model.hf.gguf_file: {e}") from None
@@ -193,17 +194,20 @@ def import_hf(cfg: dict, out_dir: Path) -> dict:
 
 
 def _gguf_config(src: str, gguf_path: Path, kw: dict):
-    """transformers' config of a GGUF, corrected where transformers 5.5 reads it differently from
-    llama.cpp: the head size (`<arch>.attention.key_length` is not mapped, so a Qwen3 with heads
-    not hidden/heads wide failed with a size mismatch) and Gemma 2/3's attention scale (left at
-    transformers' default 256, where llama.cpp uses the head size but hidden/heads for the 27B)."""
-    import gguf
+    """transformers' config of a GGUF where transformers 5.5 reads it differently from llama.cpp,
+    else None (transformers' own): the head size (`<arch>.attention.key_length` is not mapped, so
+    Qwen3/Gemma keep their config class's default, 128/256, and fail with a size mismatch) and
+    Gemma 2/3's attention scale (left at 256; llama.cpp uses the head size, hidden/heads for 27B)."""
+    f = gguf_tokenizer.fields(gguf_path)
+    arch = f.get("general.architecture")
+    hidden, heads, key_length = (f.get(f"{arch}.{k}") for k in ("embedding_length", "attention.head_count",
+                                                                  "attention.key_length"))
+    if arch not in ("qwen3", "qwen3moe", "gemma2", "gemma3") and not (
+            key_length and hidden and heads and key_length * heads != hidden):
+        return None   # transformers derives the same head size (hidden/heads): no second parse of the file
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(src, **kw)
-    fields = gguf.GGUFReader(str(gguf_path)).fields
-    arch = fields["general.architecture"].contents() if "general.architecture" in fields else None
-    key_length = fields[f"{arch}.attention.key_length"].contents() if f"{arch}.attention.key_length" in fields else None
     if key_length and getattr(config, "head_dim", None) not in (None, key_length):
         config.head_dim = int(key_length)
     if arch in ("gemma2", "gemma3") and key_length:

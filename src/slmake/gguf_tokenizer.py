@@ -20,6 +20,7 @@ same file (BOS included) on the curated data, and the base stage refuses to go o
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 # llama.cpp's byte-level BPE pre-tokenizer names -> how transformers' converters reproduce them.
@@ -39,12 +40,23 @@ class TokenizerError(Exception):
     """The GGUF's tokenizer cannot be rebuilt, or the rebuilt one disagrees with llama.cpp's."""
 
 
-def metadata(gguf_path: Path) -> dict:
-    """The GGUF's tokenizer.* fields (token lists included)."""
+def fields(gguf_path: Path) -> dict:
+    """Every metadata field of the GGUF, read once per file version (parsing a 49k-token
+    vocabulary takes seconds, and import, config fix-up and check all need it)."""
+    st = Path(gguf_path).stat()
+    return _fields(str(Path(gguf_path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _fields(path: str, size: int, mtime_ns: int) -> dict:
     import gguf
 
-    fields = gguf.GGUFReader(str(gguf_path)).fields
-    return {k.removeprefix("tokenizer."): f.contents() for k, f in fields.items() if k.startswith("tokenizer.")}
+    return {k: f.contents() for k, f in gguf.GGUFReader(path).fields.items()}
+
+
+def metadata(gguf_path: Path) -> dict:
+    """The GGUF's tokenizer.* fields (token lists included), without the prefix."""
+    return {k.removeprefix("tokenizer."): v for k, v in fields(gguf_path).items() if k.startswith("tokenizer.")}
 
 
 def kind(meta: dict) -> str:
