@@ -45,6 +45,11 @@ def test_gguf_bpe_import_tokenizes_like_llama_cpp_and_reconverts(tmp_path):
     assert len(tok) == config["vocab_size"] == 49152
     assert (tok.bos_token, tok.eos_token) == ("<|im_start|>", "<|im_end|>")
     assert tok.eos_token_id == config["eos_token_id"]
+    data = tmp_path / "data"   # the base stage's check, on curated-style prompts and responses
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(json.dumps({"prompt": t, "response": t[::-1]}) + "\n" for t in TEXTS))
+    check = base_model.check_gguf_tokenizer(cfg, base, data)
+    assert (check["agreement"], check["texts"], check["tokenizer"]) == (1.0, 12, "gpt2/smollm")
     ref = llama_cpp.Llama(str(GGUF), vocab_only=True, verbose=False)
     for text in TEXTS:
         assert tok(text, add_special_tokens=False)["input_ids"] == ref.tokenize(
