@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("llama_cpp")
-from slmake.runtimes.llamacpp import load_llama_cpp  # noqa: E402
+from slmake.runtimes.llamacpp import load_llama_cpp
 
 llama_cpp = load_llama_cpp()
-from slmake import base_model  # noqa: E402
-from slmake.targets import cpu  # noqa: E402
+from slmake import base_model
+from slmake.targets import cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT / ".venv/share/slmake/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"
