@@ -29,6 +29,8 @@ if stamp.restore():  # nothing it read has moved since the last pass: same outpu
     print("check: params.yaml is valid (nothing it reads changed since the last check)")
     sys.exit(0)
 
+from slmake.chat_template import CHAT, ChatTemplateError  # noqa: E402
+from slmake.chat_template import render as render_chat  # noqa: E402
 from slmake.checks import check_params  # noqa: E402
 from slmake.data.errors import CurationError  # noqa: E402
 from slmake.data.sources import fingerprint as data_fingerprint  # noqa: E402
@@ -45,10 +47,12 @@ if problems:
 try:
     model = fingerprint(spec["model"], cache)
     data = data_fingerprint(spec["data"]["source"], spec["data"]["format"], cache)
+    if spec["data"]["prompt_template"] == CHAT:   # rendered once here; curate and deploy read it back
+        data["chat_template"] = render_chat(spec["model"])
     distill = distill_fp.stage_inputs(spec["distill"], cache)   # {"enabled": false} when off
     if spec["distill"]["enabled"]:
         data["distill_review"] = distill_fp.review(spec["distill"])
-except (ModelFileError, CurationError, DistillError) as e:  # a file changed between the check and the hashing
+except (ModelFileError, CurationError, DistillError, ChatTemplateError) as e:  # a file changed since the check
     sys.exit(f"slmake check: {e}")
 cache.save()
 sweep_litter("build", "reports")  # no stage runs while this one does: DVC runs them one at a time

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from slmake.chat_template import ChatTemplateError, resolved
 from slmake.data.curate import CurationError, run_curation
 from slmake.distill.gate import GateError, curate_input, message
 from slmake.io import remove_litter, write_text_atomic
@@ -17,7 +18,9 @@ OUTS = ("build/data", "reports/curation.json", "reports/curation_ledger.csv", "r
 for out in OUTS:  # temp siblings a killed run left behind (build/.data.curate-*.tmp, reports/.*.tmp)
     remove_litter(out)
 try:  # distillation on: the review gate first, then the accepted teacher labels are one more source
-    with curate_input(params["data"], params["distill"]) as (data, distilled):
+    # data.prompt_template: chat_template -> the model's chat template the check stage rendered
+    spec_data = {**params["data"], "prompt_template": resolved(params["data"])}
+    with curate_input(spec_data, params["distill"]) as (data, distilled):
         if distilled:
             print(message(distilled))
         report = run_curation(data, Path("build/data"), Path("reports/curation.json"),
@@ -27,7 +30,7 @@ try:  # distillation on: the review gate first, then the accepted teacher labels
     if distilled:  # the teacher's ceiling and the review, for the report (absent when distill is off)
         report["distill"] = distilled
         write_text_atomic("reports/curation.json", json.dumps(report, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-except (CurationError, GateError) as e:
+except (CurationError, GateError, ChatTemplateError) as e:
     sys.exit(f"slmake curate: {e}")
 for warning in report["warnings"]:
     print(f"curate: warning: {warning}", file=sys.stderr)

@@ -31,6 +31,9 @@ def check(spec: dict, only: Iterable[str] | None = None, cache: HashCache | None
             model_problem = str(e)
     if "data" in keys:
         problems += data_problems(spec["data"], check_source=whole)
+        from .chat_template import problems as chat_problems   # data.prompt_template: chat_template
+
+        problems += chat_problems(spec)
     if "model" in keys:
         if model_problem:
             problems.append(model_problem)

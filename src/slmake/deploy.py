@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from .chat_template import CHAT, resolved
 from .compile import MANIFEST_GLOB, manifest_path
 from .io import atomic_dir, sha256_tree, write_json_atomic, write_text_atomic
 
@@ -74,7 +75,7 @@ def serve_contract(target: str, entry: dict, spec: dict, figures: dict, details:
         "artifact": {k: v for k, v in entry.items() if k not in ("sha256", "size_bytes")},
         "model": spec["model"]["name"],
         "data": data["name"],
-        "prompt_template": data["prompt_template"],
+        "prompt_template": resolved(data),   # chat_template: the model's own, as curate rendered prompts
         "response_format": data.get("response_format", "json"),
         "response_schema": data["response_schema"] if data.get("response_format", "json") == "json" else None,
         "label_field": data.get("label_field"),
@@ -122,11 +123,13 @@ def stop_strings(gguf: Path) -> list[str]:
 
 
 def modelfile(gguf: Path, rel_path: str, spec: dict) -> str:
-    template = go_template(spec["data"]["prompt_template"])
+    template = go_template(resolved(spec["data"]))   # chat_template: the model's chat format, one user turn
     budget = spec["train"]["max_length"] + spec["eval"]["max_new_tokens"]
     num_ctx = -(-budget // 64) * 64
     lines = [f"# Ollama Modelfile: {spec['model']['name']} fine-tuned on {spec['data']['name']} (built by slmake)",
              "# ollama create <name> -f Modelfile && ollama run <name> \"<raw input>\"",
+             *([("# TEMPLATE is the base model's own chat template (data.prompt_template: chat_template), "
+                 "rendered for one user turn")] if spec["data"]["prompt_template"] == CHAT else []),
              f"FROM ./{rel_path}",
              f'TEMPLATE """{template}"""',
              *(f"PARAMETER stop {json.dumps(s)}" for s in stop_strings(gguf)),

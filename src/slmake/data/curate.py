@@ -114,6 +114,9 @@ class Examiner:
         self.tokens = TokenCounter(cfg["filters"]["tokenizer"])
         self.max_tokens, self.max_chars = cfg["filters"]["max_tokens"], cfg["max_chars"]
         self.template, self.label_field = cfg["prompt_template"], cfg["label_field"]
+        if self.template == "chat_template":   # stages/curate.py passes the check stage's rendering
+            raise CurationError("data.prompt_template=chat_template: render it with the model first "
+                                "(slmake.chat_template.resolved; the curate stage does)")
         self.drop_rules = [(r["name"], re.compile(r["regex"]), r["field"]) for r in cfg["filters"]["drop_rules"]]
         self.neg_sel, self.hard_sel = cfg["negatives"], cfg["balance"]["hard"]
         self.required = list(self.records.schema["required"])  # columns a CSV header / Parquet schema must have

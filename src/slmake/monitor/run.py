@@ -7,6 +7,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from ..chat_template import resolved
 from ..io import read_jsonl
 from ..report import load_bench
 from .check import analyse
@@ -62,7 +63,7 @@ def run_monitor(cfg: dict, data_cfg: dict, out_dir: str | Path, *, data_dir: str
     """Analyse ``cfg['request_log']`` (a `monitor` slice) against the build in data_dir/bench_dir,
     write metrics/report/plots to out_dir; returns (result, context). Raises MonitorError."""
     data_dir, log = Path(data_dir), Path(cfg["request_log"])
-    template, label_field = data_cfg["prompt_template"], data_cfg.get("label_field")
+    template, label_field = resolved(data_cfg), data_cfg.get("label_field")   # chat_template: as curate rendered it
     window, info = read_window(log, cfg["window"]["last"], cfg["window"]["since"])
     context = {"log": str(log), **info, "baseline": str(data_dir / "train.jsonl"),
                "thresholds": cfg["thresholds"], "unit": cfg["length"]["unit"]}
