@@ -14,6 +14,8 @@ import pytest
 from e2e_utils import ROOT, make_project, ran_stages, sh
 from test_distill import read_csv
 
+from slmake.data.normalize import normalize
+
 pytestmark = pytest.mark.e2e
 
 TICKETS = (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()
@@ -37,7 +39,7 @@ def test_distill_review_curate_train(micro_repo, tmp_path):
     gold, raw = TICKETS[700:850], TICKETS[850:1150]           # neither seen by the teacher (tickets[:700])
     (repo / "data/gold.jsonl").write_text("\n".join(gold) + "\n")
     (repo / "data/raw.jsonl").write_text("\n".join(json.dumps({"ticket": json.loads(l)["ticket"]}) for l in raw) + "\n")
-    truth = {json.loads(l)["ticket"]: json.loads(json.loads(l)["response"]) for l in raw}
+    truth = {normalize(json.loads(l)["ticket"]): json.loads(json.loads(l)["response"]) for l in raw}  # as labelled
     spec = json.loads(json.dumps(STUDENT))
     spec["distill"]["teacher"]["path"] = str(teacher)
     make_project(repo, spec, defaults={"distill": "gguf_teacher"})
