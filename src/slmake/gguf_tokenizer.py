@@ -198,8 +198,7 @@ def agreement(tok, gguf_path: Path, texts: list[str]) -> dict:
 
     ref = load_llama_cpp().Llama(str(gguf_path), vocab_only=True, verbose=False)
     differ, first = 0, None
-    for text in texts:
-        ours = tok(text)["input_ids"]
+    for text, ours in zip(texts, tok(texts)["input_ids"] if texts else []):   # one batch: the Rust side
         theirs = ref.tokenize(text.encode("utf-8"), add_bos=True, special=True)
         if ours != theirs:
             differ += 1
