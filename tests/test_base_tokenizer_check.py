@@ -27,7 +27,7 @@ TICKETS = [json.loads(line) for line in (ROOT / "data/it_tickets/tickets.jsonl")
 
 @pytest.fixture(scope="module")
 def gemma_gguf(tmp_path_factory) -> tuple[Path, Path]:
-    """A vocab-only Gemma 2 GGUF in its own folder, and a curated-data folder."""
+    """A tiny Gemma 2 GGUF in its own folder, and a curated-data folder."""
     from transformers import Gemma2Config
 
     root = tmp_path_factory.mktemp("gemma")
@@ -41,9 +41,14 @@ def gemma_gguf(tmp_path_factory) -> tuple[Path, Path]:
     (hf / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "GemmaTokenizer", "add_bos_token": True, "bos_token": "<bos>", "eos_token": "<eos>",
         "unk_token": "<unk>", "pad_token": "<pad>"}))
-    Gemma2Config(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
-                 num_key_value_heads=1, head_dim=32, architectures=["Gemma2ForCausalLM"]).save_pretrained(hf)
-    r = subprocess.run([sys.executable, str(CONVERTER), str(hf), "--vocab-only", "--outfile", str(out / "m.gguf")],
+    import torch
+    from transformers import Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    Gemma2ForCausalLM(Gemma2Config(vocab_size=400, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
+                                   max_position_embeddings=512)).save_pretrained(hf)
+    r = subprocess.run([sys.executable, str(CONVERTER), str(hf), "--outtype", "f32", "--outfile", str(out / "m.gguf")],
                        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
     (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -96,3 +101,21 @@ def test_base_check_stops_on_a_broken_tokenizer(gemma_gguf, tmp_path):
     with pytest.raises(base_model.BaseModelError, match="no curated prompts"):
         base_model.check_gguf_tokenizer(cfg, tmp_path, empty)
     assert base_model.check_gguf_tokenizer({"source": "scratch"}, tmp_path, data) is None
+
+
+def test_base_stage_records_the_agreement(gemma_gguf, tmp_path):
+    """stages/base.py on the GGUF: build/base/slmake_base.json carries the check's figure."""
+    gguf, data = gemma_gguf
+    slmake = Path(sys.executable).parent / "slmake"
+    r = subprocess.run([str(slmake), "check", "model=hf_local", f"model.hf.path={gguf.parent}",
+                        f"model.hf.gguf_file={gguf.name}", "--write", str(tmp_path / "params.yaml")],
+                       cwd=ROOT, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build/data").symlink_to(data)
+    r = subprocess.run([sys.executable, str(ROOT / "stages/base.py")], cwd=tmp_path, capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((tmp_path / "build/base/slmake_base.json").read_text())
+    assert info["tokenizer_check"] == {"tokenizer": "llama/default", "texts": 120, "agree": 120, "agreement": 1.0,
+                                       "first_difference": None}
