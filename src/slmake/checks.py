@@ -33,7 +33,7 @@ def check(spec: dict, only: Iterable[str] | None = None, cache: HashCache | None
         problems += data_problems(spec["data"], check_source=whole)
         from .chat_template import problems as chat_problems   # data.prompt_template: chat_template
 
-        problems += chat_problems(spec)
+        problems += chat_problems(spec, render_it=whole)
     if "model" in keys:
         if model_problem:
             problems.append(model_problem)
