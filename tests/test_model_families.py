@@ -27,8 +27,8 @@ from slmake.targets import cpu
 ROOT = Path(__file__).resolve().parents[1]
 CONVERTER = Path(sys.prefix) / "share/slmake/llama.cpp/convert_hf_to_gguf.py"
 SMOLLM = ROOT / ".venv/share/slmake/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"
-# llama.cpp's own vocab GGUFs (vendor/llama.cpp/models/ggml-vocab-*.gguf in the llama-cpp-python sdist):
-# opt-in, since a 128k-152k vocabulary makes each run ~40 s
+# llama.cpp's own vocab GGUFs (requirements/llama_cpp.sh copies them from the sdist to
+# <venv>/share/slmake/llama.cpp/models): opt-in, since a 128k-152k vocabulary makes each run ~90 s
 VOCABS = Path(os.environ.get("SLMAKE_LLAMA_VOCABS", "/nonexistent"))
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not CONVERTER.is_file(), reason=f"{CONVERTER} missing")]
 
@@ -77,7 +77,7 @@ def _bpe_folder(folder: Path, vocab_gguf: Path) -> None:
 def _vocab_gguf(kind: str) -> Path:
     path = SMOLLM if kind == "smollm" else VOCABS / f"ggml-vocab-{kind}.gguf"
     if not path.is_file():
-        pytest.skip(f"{path} missing: set SLMAKE_LLAMA_VOCABS to llama.cpp's models/ folder to run it")
+        pytest.skip(f"{path} missing: opt in with SLMAKE_LLAMA_VOCABS={Path(sys.prefix)}/share/slmake/llama.cpp/models")
     return path
 
 
