@@ -21,7 +21,7 @@ from slmake import base_model, gguf_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONVERTER = Path(sys.prefix) / "share/slmake/llama.cpp/convert_hf_to_gguf.py"
-pytestmark = pytest.mark.skipif(not CONVERTER.is_file(), reason=f"{CONVERTER} missing")
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not CONVERTER.is_file(), reason=f"{CONVERTER} missing")]
 TICKETS = [json.loads(line) for line in (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()[:60]]
 
 
