@@ -196,14 +196,22 @@ def agreement(tok, gguf_path: Path, texts: list[str]) -> dict:
     adding the special tokens its model asks for (BOS): counts and the first differing text."""
     from .runtimes.llamacpp import load_llama_cpp
 
+    try:
+        ids = tok(texts)["input_ids"] if texts else []   # one batch: the Rust side
+    except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception (e.g. no unk id for a piece)
+        raise TokenizerError(f"{gguf_path}: the imported tokenizer ({kind(metadata(gguf_path))}) fails on the "
+                             f"texts: {type(e).__name__}: {e}") from None
     ref = load_llama_cpp().Llama(str(gguf_path), vocab_only=True, verbose=False)
     differ, first = 0, None
-    for text, ours in zip(texts, tok(texts)["input_ids"] if texts else []):   # one batch: the Rust side
-        theirs = ref.tokenize(text.encode("utf-8"), add_bos=True, special=True)
-        if ours != theirs:
-            differ += 1
-            if first is None:
-                first = {"text": text, "hf": ours, "llama_cpp": theirs}
+    try:
+        for text, ours in zip(texts, ids):
+            theirs = ref.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+            if ours != theirs:
+                differ += 1
+                if first is None:
+                    first = {"text": text, "hf": ours, "llama_cpp": theirs}
+    finally:
+        ref.close()
     n = len(texts)
     return {"texts": n, "agree": n - differ, "agreement": round((n - differ) / n, 6) if n else None,
             "first_difference": first}
