@@ -37,7 +37,7 @@ def merge(into: dict, extra: dict) -> None:
 def make_project(repo: Path, spec: dict, defaults: dict | None = None) -> Path:
     """Copy the project into ``repo``, fold ``spec`` into conf/config.yaml (its keys override the
     groups: _self_ comes last), pick group options from ``defaults``, compose params.yaml, commit."""
-    for item in ("conf", "stages", "src", "dvc.yaml", ".gitignore", ".dvc/config", "logs/.gitkeep"):
+    for item in ("conf", "stages", "src", "dvc.yaml", ".gitignore", ".dvcignore", ".dvc/config", "logs/.gitkeep"):
         src, dst = ROOT / item, repo / item
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
