@@ -64,7 +64,8 @@ def explain(error: ValidationError, prefix: Iterable[str] = ()) -> str:
     if kind == "enum":
         return f"{path}: {value!r} is not one of {v}"
     if kind == "type":
-        return f"{path}: {value!r} has type {type(value).__name__}, expected {v}"
+        wanted = " or ".join(v) if isinstance(v, list) else v  # ["integer", "null"] -> "integer or null"
+        return f"{path}: {value!r} has type {type(value).__name__}, expected {wanted}"
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
         return f"{path}: {value!r} is out of range, expected a value {op} {v}"
