@@ -1,6 +1,15 @@
-"""train: splits + build/base + train.* -> build/train/{adapter,merged}, dvclive metrics/plots"""
+"""train: splits + build/base + train.* -> build/train/{adapter,merged}, dvclive metrics/plots
 
+train.processes > 1 relaunches this script under torchrun (one machine, N data-parallel
+processes: gloo on CPU, nccl on GPU); launched by torchrun / accelerate yourself (multi-node),
+it runs as it is. Only rank 0 writes build/train and reports/train. Checkpoints go to
+build/.checkpoints/train/<key> (outside DVC's output, which DVC deletes before a rerun) and are
+removed once the stage succeeded; a killed run resumes from there.
+"""
+
+import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from slmake import runtime_env
@@ -8,20 +17,39 @@ from slmake.spec import stage_params
 
 params = stage_params("train", "seed")
 cfg, seed = params["train"], params["seed"]
+n = cfg.get("processes", 1)
+if n > 1 and "LOCAL_RANK" not in os.environ:  # not launched by torchrun/accelerate: launch ourselves
+    sys.stdout.flush()
+    if sys.platform == "linux":  # --standalone is one machine: gloo over loopback, whatever the hostname resolves to
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                              f"--nproc_per_node={n}", *sys.argv])
 runtime_env.setup(threads=cfg["threads"], seed=seed)
 
+import torch  # noqa: E402
 from dvclive import Live  # noqa: E402
 
+from slmake import checkpoints  # noqa: E402
 from slmake.io import atomic_dir, write_json_atomic  # noqa: E402
-from slmake.train import TrainError, train_lora  # noqa: E402
+from slmake.train import TrainError, rank, train, world_size  # noqa: E402
 
+if "LOCAL_RANK" in os.environ and world_size() != n:
+    sys.exit(f"slmake train: launched with {world_size()} processes but train.processes is {n}: "
+             "set train.processes to the launcher's total process count (it decides the global batch)")
+base, splits = Path("build/base"), Path("build/data")
+ckpt = checkpoints.ROOT / checkpoints.key(cfg, seed, base, splits, world_size(), torch.get_num_threads())
+main = rank() == 0
 try:
-    with Live(dir="reports/train", dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        with atomic_dir("build/train") as tmp:
-            metrics = train_lora(cfg, Path("build/base"), Path("build/data"), tmp, live, seed)
-        for k, v in metrics.items():
-            live.summary[k] = v
+    live = Live(dir="reports/train", dvcyaml=None, save_dvc_exp=False, report=None) if main else None
+    with live or nullcontext():
+        with atomic_dir("build/train") if main else nullcontext() as tmp:
+            metrics = train(cfg, base, splits, tmp, live, seed, checkpoints=ckpt)
+        if main:
+            for k, v in metrics.items():
+                live.summary[k] = v
 except TrainError as e:
     sys.exit(f"slmake train: {e}")
-write_json_atomic("reports/train/summary.json", metrics)
-print(f"train: {metrics}")
+if main:
+    write_json_atomic("reports/train/summary.json", metrics)
+    checkpoints.remove(ckpt)
+    print(f"train: {metrics}")

@@ -41,6 +41,8 @@ def check(spec: dict, only: Iterable[str] | None = None, cache: HashCache | None
             problems += shape_problems(model, "model.scratch" if spec["model"]["source"] == "scratch" else None)
             if spec["model"]["source"] == "scratch":
                 problems += _scratch_problems(spec["model"]["scratch"])
+    if "train" in keys:
+        problems += method_problems(spec["train"])
     if "train" in keys and model is not None:
         problems += train_problems(spec["train"], model)
     if "targets" in keys and isinstance(spec.get("targets"), dict):
@@ -175,12 +177,20 @@ def lora_matches(target: str, modules: Iterable[str]) -> bool:
     return any(name == target or name.endswith("." + target) for name in modules)
 
 
+def method_problems(train: dict) -> list[str]:
+    """Settings the chosen method would silently ignore: LoRA/QLoRA keys under full fine-tuning."""
+    if train.get("method") != "full":
+        return []
+    return [f"train.{k}: set, but train.method is full (every weight is trained; {k} applies to "
+            f"lora/qlora only): remove it or pick method lora/qlora" for k in ("lora", "quant") if k in train]
+
+
 def train_problems(train: dict, m: ModelFacts) -> list[str]:
     out = []
     if m.max_positions and train["max_length"] > m.max_positions:
         out.append(f"train.max_length: {train['max_length']} exceeds the base model's {m.max_positions} "
                    f"positions ({m.where})")
-    if m.modules:
+    if m.modules and train["method"] != "full":
         missing = [t for t in train["lora"]["target_modules"] if not lora_matches(t, m.modules)]
         if missing:
             leaves = sorted({n.rsplit(".", 1)[-1] for n in m.modules})

@@ -1,43 +1,68 @@
-"""LoRA fine-tuning with peft through trl's SFTTrainer: completion-only loss, fp32 on CPU.
+"""Fine-tuning through trl's SFTTrainer, completion-only loss, fp32 on CPU: LoRA / QLoRA (peft)
+or full fine-tuning (every weight), one or N data-parallel processes, resumable.
 
 Byte-reproducible: same spec + data => identical adapter and merged safetensors (seeded,
 PYTHONHASHSEED=0 so peft writes target_modules in a stable order, and the few fields that
-embed paths or versions are normalised before the files are hashed).
+embed paths or versions are normalised before the files are hashed). A run killed half-way
+resumes from its last checkpoint (see `checkpoints`) with the Trainer's own
+`resume_from_checkpoint` (weights, optimizer, scheduler, RNG states, data order) and ends with
+the same bytes as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
 
-from .io import read_jsonl
+from .checkpoints import COMPLETE, complete_checkpoints, prune_incomplete
+from .io import read_jsonl, write_json_atomic
 
 
 class TrainError(Exception):
     pass
 
 
-class _DVCLiveLogger:
-    """A TrainerCallback that logs loss/lr per logging step to dvclive (plots + metrics)."""
+def rank() -> int:
+    """This process's rank under torchrun / accelerate launch (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0"))
 
-    def __new__(cls, live):
-        from transformers import TrainerCallback
 
-        class Callback(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kwargs):
-                logs = logs or {}
-                logged = False
-                for key in ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy", "eval_mean_token_accuracy"):
-                    if key in logs:
-                        live.log_metric(f"train/{key}" if not key.startswith("eval_") else f"val/{key[5:]}", float(logs[key]))
-                        logged = True
-                if logged:
-                    live.step = state.global_step
-                    live.next_step()
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
-        return Callback()
+
+_LOGGED = ("loss", "eval_loss", "learning_rate", "grad_norm", "mean_token_accuracy", "eval_mean_token_accuracy")
+
+
+def _log(live, logs: dict, step: int) -> None:
+    """One dvclive step per Trainer log, at the Trainer's global step (dvclive writes a metric
+    at the step set when it is logged)."""
+    found = [k for k in _LOGGED if k in logs]
+    if found:
+        live.step = step
+        for key in found:
+            live.log_metric(f"train/{key}" if not key.startswith("eval_") else f"val/{key[5:]}", float(logs[key]))
+        live.next_step()
+
+
+def _callbacks(live) -> list:
+    """A dvclive logger (loss/lr per logging step; on a resumed run it first replays the
+    checkpoint's log history, so the curves are those of an uninterrupted run) and the marker
+    that says a checkpoint was written whole."""
+    from transformers import TrainerCallback
+
+    class DVCLiveLogger(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            for logs in state.log_history:  # non-empty only when resumed from a checkpoint
+                _log(live, logs, logs["step"])
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            _log(live, logs or {}, state.global_step)
+
+    return [DVCLiveLogger()] if live is not None else []
 
 
 def _cuda() -> bool:
@@ -52,19 +77,40 @@ def _dataset(rows: list[dict]):
     return Dataset.from_list([{"prompt": r["prompt"], "completion": r["response"]} for r in rows])
 
 
-def train_lora(cfg: dict, base_dir: Path, splits: Path, out_dir: Path, live, seed: int) -> dict:
+def _trainer_class():
+    """SFTTrainer that marks a checkpoint complete (with the loss summed so far, which the Trainer
+    does not keep across a resume) once every file of it is written."""
+    from trl import SFTTrainer
+
+    class Trainer(SFTTrainer):
+        def _save_checkpoint(self, model, trial):
+            super()._save_checkpoint(model, trial)
+            if self.args.should_save:
+                folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+                total = self._total_loss_scalar + float(self._tr_loss.item()) + self.loss_before_resume
+                write_json_atomic(folder / COMPLETE, {"total_loss": total, "world_size": self.args.world_size})
+
+    return Trainer
+
+
+def train(cfg: dict, base_dir: Path, splits: Path, out_dir: Path | None, live, seed: int,
+          checkpoints: Path | None = None) -> dict:
+    """Train on ``splits`` from ``base_dir`` into ``out_dir``/{adapter,merged} (``out_dir`` None on
+    ranks > 0: only rank 0 writes). With ``checkpoints`` (a folder keyed by the inputs, see
+    checkpoints.key) a checkpoint is saved every ``train.save_steps`` steps and the run resumes
+    from the latest complete one there."""
     if os.environ.get("PYTHONHASHSEED") != "0":
         raise TrainError("train must run with PYTHONHASHSEED=0 (dvc.yaml sets it) for byte-reproducible adapters")
     import torch
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, set_seed
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     from .base_model import load_tokenizer
 
+    method = cfg["method"]
     set_seed(seed, deterministic=True)
     tok = load_tokenizer(base_dir)
-    if cfg["method"] == "qlora":
+    if method == "qlora":
         model = _load_4bit(base_dir, cfg["quant"])
     else:
         model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
@@ -73,50 +119,89 @@ def train_lora(cfg: dict, base_dir: Path, splits: Path, out_dir: Path, live, see
     if not train_rows:
         raise TrainError(f"{splits / 'train.jsonl'}: the train split is empty")
 
-    lora = cfg["lora"]
-    peft_config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                             target_modules=sorted(lora["target_modules"]), task_type="CAUSAL_LM", bias="none")
-    work = out_dir / "_trainer"
+    peft_config = None
+    if method in ("lora", "qlora"):
+        from peft import LoraConfig
+
+        lora = cfg["lora"]
+        peft_config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                                 target_modules=sorted(lora["target_modules"]), task_type="CAUSAL_LM", bias="none")
+    save_steps = cfg.get("save_steps", 0) if checkpoints is not None else 0
+    work = checkpoints if checkpoints is not None else (out_dir or base_dir.parent) / "_trainer"
+    resume = None
+    if save_steps and rank() == 0:
+        prune_incomplete(work, world_size())
+    if save_steps:
+        found = complete_checkpoints(work, world_size())
+        resume = found[-1] if found else None
     args = SFTConfig(
         output_dir=str(work), seed=seed, data_seed=seed, use_cpu=not _cuda(), fp16=False,
         gradient_checkpointing=False, num_train_epochs=cfg["epochs"], max_steps=cfg["max_steps"],
-        bf16=cfg["method"] == "qlora" and cfg["quant"]["compute_dtype"] == "bfloat16" and _cuda(),
+        bf16=method == "qlora" and cfg["quant"]["compute_dtype"] == "bfloat16" and _cuda(),
         per_device_train_batch_size=cfg["batch_size"], per_device_eval_batch_size=cfg["batch_size"],
         gradient_accumulation_steps=cfg["grad_accum"], learning_rate=cfg["lr"],
         warmup_ratio=cfg["warmup_ratio"], lr_scheduler_type="cosine", max_length=cfg["max_length"],
-        completion_only_loss=True, logging_steps=10, eval_strategy="epoch" if val_rows else "no",
-        save_strategy="no", report_to="none", dataloader_num_workers=0, disable_tqdm=False,
-        dataset_num_proc=None,
+        # every checkpoint on a logging step: a resumed run then logs the same curve (and no
+        # un-logged loss is pending in the checkpoint)
+        completion_only_loss=True, logging_steps=math.gcd(10, save_steps) if save_steps else 10, eval_strategy="epoch" if val_rows else "no",
+        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500, save_total_limit=2,
+        report_to="none", dataloader_num_workers=0, disable_tqdm=False, dataset_num_proc=None,
+        ddp_backend=("nccl" if _cuda() else "gloo") if world_size() > 1 else None,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=_dataset(train_rows),
-                         eval_dataset=_dataset(val_rows) if val_rows else None,
-                         processing_class=tok, peft_config=peft_config,
-                         callbacks=[_DVCLiveLogger(live)])
-    result = trainer.train()
-    metrics = {"train_loss": round(float(result.training_loss), 4), "steps": int(result.global_step)}
+    trainer = _trainer_class()(model=model, args=args, train_dataset=_dataset(train_rows),
+                               eval_dataset=_dataset(val_rows) if val_rows else None,
+                               processing_class=tok, peft_config=peft_config, callbacks=_callbacks(live))
+    trainer.loss_before_resume = 0.0
+    if resume is not None:
+        trainer.loss_before_resume = json.loads((resume / COMPLETE).read_text())["total_loss"]
+        if rank() == 0:
+            print(f"train: resuming from {resume}", flush=True)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    steps = int(result.global_step)
+    # the Trainer's training_loss counts only this process's steps: add the checkpoint's share
+    total = float(result.training_loss) * max(steps, 0.001) + trainer.loss_before_resume
+    metrics = {"train_loss": round(total / max(steps, 1), 4), "steps": steps,
+               "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0}
     if val_rows:
         ev = trainer.evaluate()
         metrics["val_loss"] = round(float(ev["eval_loss"]), 4)
+    if out_dir is not None and trainer.is_world_process_zero():
+        _save(trainer, method, base_dir, tok, out_dir)
+    if checkpoints is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return metrics
+
+
+# the name the stage used before full fine-tuning existed
+train_lora = train
+
+
+def _save(trainer, method: str, base_dir: Path, tok, out_dir: Path) -> None:
+    """out_dir/merged: a plain HF model folder every target compiles (LoRA merged into the fp32
+    base; full fine-tuning saves the trained model itself); out_dir/adapter for LoRA / QLoRA."""
+    import torch
+    from transformers import AutoModelForCausalLM
 
     adapter_dir, merged_dir = out_dir / "adapter", out_dir / "merged"
-    trainer.model.save_pretrained(str(adapter_dir), safe_serialization=True)
-    if cfg["method"] == "qlora":
-        # merge into the full-precision base, not the nf4 copy: the usual QLoRA deployment path
-        from peft import PeftModel
-
-        full = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-        merged = PeftModel.from_pretrained(full, str(adapter_dir)).merge_and_unload()
+    if method == "full":
+        merged = trainer.model
     else:
-        merged = trainer.model.merge_and_unload()
+        trainer.model.save_pretrained(str(adapter_dir), safe_serialization=True)
+        if method == "qlora":
+            # merge into the full-precision base, not the nf4 copy: the usual QLoRA deployment path
+            from peft import PeftModel
+
+            full = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+            merged = PeftModel.from_pretrained(full, str(adapter_dir)).merge_and_unload()
+        else:
+            merged = trainer.model.merge_and_unload()
     merged.config.use_cache = True
     merged.save_pretrained(str(merged_dir), safe_serialization=True)
     tok.save_pretrained(str(merged_dir))
     for extra in ("tokenizer.model",):
         if (base_dir / extra).exists():
             shutil.copy(base_dir / extra, merged_dir / extra)
-    shutil.rmtree(work, ignore_errors=True)
     normalise(adapter_dir, merged_dir)
-    return metrics
 
 
 def _load_4bit(base_dir: Path, q: dict):
