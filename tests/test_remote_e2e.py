@@ -59,15 +59,20 @@ def test_experiment_travels_with_exp_push_and_pull(origin):
     root = origin.parent
     sh(f"git init -q --bare {root / 'git.git'}", root)
     sh(f"git remote add hub {root / 'git.git'} && git push -q hub HEAD:refs/heads/main", origin)
-    res = sh("dvc exp run -n more-repeats -S bench.repeats=2", origin)
-    assert ran_stages(res.stdout) <= {"bench@cpu", "deploy@cpu", "report", "monitor"}, res.stdout
-    sh("dvc exp push hub more-repeats", origin)  # the git ref to `hub`, its artifacts to the DVC remote
+    # a spec edit whose new artifacts are cached outputs (deploy's packages carry the data name)
+    # and that trains nothing: curate's splits do not change
+    res = sh("dvc exp run -n renamed -S data.name=it_tickets_v2", origin)
+    assert ran_stages(res.stdout) <= {"distill", "curate", "deploy@cpu", "report", "monitor"}, res.stdout
+    assert "deploy@cpu" in ran_stages(res.stdout)
+    sh("dvc exp push hub renamed", origin)  # the git ref to `hub`, its artifacts to the DVC remote
 
     other = root / "other"
     sh(f"git clone -q -b main {root / 'git.git'} {other}", root)
-    sh("dvc exp pull origin more-repeats", other)
-    assert "more-repeats" in sh("dvc exp list --all-commits --name-only", other).stdout
-    sh("dvc exp apply more-repeats && dvc checkout -q", other)
-    assert yaml.safe_load((other / "params.yaml").read_text())["bench"]["repeats"] == 2
+    sh("dvc exp pull origin renamed", other)
+    assert "renamed" in sh("dvc exp list --all-commits --name-only", other).stdout
+    sh("dvc exp apply renamed && dvc checkout -q", other)  # the packages come from the DVC remote
+    assert yaml.safe_load((other / "params.yaml").read_text())["data"]["name"] == "it_tickets_v2"
     assert _only_check_changed(sh("dvc status", other).stdout)
     assert ran_stages(sh("dvc repro", other).stdout) == set()
+    contracts = list((other / "build/deploy/cpu").glob("*/serve.json"))
+    assert contracts and all(yaml.safe_load(c.read_text())["data"] == "it_tickets_v2" for c in contracts)
