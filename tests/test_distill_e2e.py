@@ -17,19 +17,31 @@ from test_distill import read_csv
 from slmake.data.normalize import normalize
 
 pytestmark = pytest.mark.e2e
+TRUTH: dict[str, dict] = {}   # normalised input -> its true label (what the simulated reviewer knows)
 
 TICKETS = (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()
 STUDENT = {   # smaller than the micro teacher (hidden 128): hidden 64
-    "model": {"scratch": {"vocab_size": 384, "hidden_size": 64, "intermediate_size": 128, "num_layers": 2,
+    "model": {"scratch": {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_layers": 2,
                           "num_heads": 2, "num_kv_heads": 2,
                           "pretrain": {"steps": 150, "batch_size": 8, "block_size": 64, "lr": 0.005, "threads": 2}}},
-    "data": {"source": "data/gold.jsonl"},
+    # the micro teacher rarely says refuse/escalate: curation's negatives rule warns (fails by default)
+    "data": {"source": "data/gold.jsonl", "negatives": {"on_violation": "warn"}},
     "train": {"max_steps": 150, "batch_size": 8, "lr": 0.01, "threads": 2, "lora": {"r": 8, "alpha": 16}},
-    "eval": {"limit": 40, "threads": 2},
+    "eval": {"limit": 40, "threads": 2, "max_new_tokens": 48},
     "distill": {"inputs": {"path": "data/raw.jsonl"}, "labelled": "data/gold.jsonl", "few_shot": 1,
                 "ceiling_limit": 60, "teacher": {"threads": 2, "max_new_tokens": 40},
-                "review": {"sample_size": 20, "min_accept": 0.2}},
+                "review": {"sample_size": 20, "min_accept": 0.5}},
 }
+
+
+def review(repo, rows, ok) -> None:
+    """Fill `accept` (ok(teacher's label, true label)) and save the reviewed copy where the gate looks."""
+    for r in rows:
+        r["accept"] = "yes" if ok(json.loads(r["teacher_output"]), TRUTH[r["input"]]) else "no"
+    with open(repo / "data/distill_review.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
 
 
 def test_distill_review_curate_train(micro_repo, tmp_path):
@@ -39,7 +51,7 @@ def test_distill_review_curate_train(micro_repo, tmp_path):
     gold, raw = TICKETS[700:850], TICKETS[850:1150]           # neither seen by the teacher (tickets[:700])
     (repo / "data/gold.jsonl").write_text("\n".join(gold) + "\n")
     (repo / "data/raw.jsonl").write_text("\n".join(json.dumps({"ticket": json.loads(l)["ticket"]}) for l in raw) + "\n")
-    truth = {normalize(json.loads(l)["ticket"]): json.loads(json.loads(l)["response"]) for l in raw}  # as labelled
+    TRUTH.update({normalize(json.loads(l)["ticket"]): json.loads(json.loads(l)["response"]) for l in raw})
     spec = json.loads(json.dumps(STUDENT))
     spec["distill"]["teacher"]["path"] = str(teacher)
     make_project(repo, spec, defaults={"distill": "gguf_teacher"})
@@ -57,14 +69,16 @@ def test_distill_review_curate_train(micro_repo, tmp_path):
     assert info["inputs"]["labelled"] + info["inputs"]["quarantined"] + info["inputs"]["duplicate"] \
         + info["inputs"]["already_labelled"] == 300
 
-    # the reviewer: accept a label when it is the ticket's true one (what a careful human would do)
+    # a strict reviewer (the whole label must be the ticket's true one): the micro teacher is weak,
+    # so training is refused with the acceptance rate
     rows = read_csv(repo / "build/distill/review_sample.csv")
-    for r in rows:
-        r["accept"] = "yes" if json.loads(r["teacher_output"]) == truth[r["input"]] else "no"
-    with open(repo / "data/distill_review.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    review(repo, rows, lambda got, want: got == want)
+    low = sh("dvc repro evaluate", repo, check=False)
+    assert low.returncode != 0 and "below distill.review.min_accept=0.5" in low.stderr, low.stderr[-2000:]
+    assert "Running stage 'distill'" not in low.stdout and not (repo / "build/train").exists()
+    strict = sum(r["accept"] == "yes" for r in rows)
+    # a reviewer who checks the decision that matters most here (resolve / escalate / refuse)
+    review(repo, rows, lambda got, want: got["action"] == want["action"])
     accepted = sum(r["accept"] == "yes" for r in rows)
 
     t0 = time.perf_counter()
@@ -82,10 +96,11 @@ def test_distill_review_curate_train(micro_repo, tmp_path):
     assert origins == {"data/gold.jsonl", "distill:model.gguf"}
     assert sum(r["source"] == "distill:model.gguf" for r in ledger) == d["labels_to_curate"]
     assert curation["input"] == len(gold) + d["labels_to_curate"]
+    assert any("negative examples" in w for w in curation["warnings"])   # curation rules apply to them
     student = json.loads((repo / "reports/evaluate.json").read_text())
     print(f"\ndistill e2e: teacher ceiling exact {info['ceiling']['exact_match']:.3f} (n={info['ceiling']['n']}), "
           f"student base {student['base']['exact_match']:.3f} -> fine-tuned {student['finetuned']['exact_match']:.3f} "
-          f"(n={student['finetuned']['n']}); review {accepted}/{len(rows)} accepted; quarantined "
+          f"(n={student['finetuned']['n']}); review: strict {strict}/{len(rows)} (refused), action-only {accepted}/{len(rows)}; quarantined "
           f"{info['quarantined']} {info['quarantine_reasons']}; labels {n_labels}; "
           f"repro 1 (distill) {t_distill:.0f} s, repro 2 (curate..evaluate) {t_train:.0f} s")
     assert student["finetuned"]["valid"] > student["base"]["valid"]
