@@ -9,6 +9,7 @@ rank's half-batch sum, then gloo's all-reduce): ~1e-7 relative per step, compoun
 steps. We allow 1e-3 relative on every logged train loss (one step of a different batch moves it by
 >1e-2), inside the first epoch: an epoch's last, partial batch is padded differently across ranks.
 The val loss gets 2e-2: evaluation averages per-batch means, and the batches are 8 rows vs 4 per rank.
+Measured (2 cores): loss 1.1e-7 relative at step 10, equal at 20-40; val 2.7e-4; weights 3.7e-8.
 """
 
 import copy
