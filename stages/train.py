@@ -20,7 +20,7 @@ cfg, seed = params["train"], params["seed"]
 n = cfg.get("processes", 1)
 if n > 1 and "LOCAL_RANK" not in os.environ:  # not launched by torchrun/accelerate: launch ourselves
     sys.stdout.flush()
-    if sys.platform == "linux":  # --standalone is one machine: gloo over loopback, whatever the hostname resolves to
+    if sys.platform == "linux":  # --standalone is one machine: gloo over loopback, whatever the host's name
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
                               f"--nproc_per_node={n}", *sys.argv])
@@ -41,7 +41,7 @@ ckpt = checkpoints.ROOT / checkpoints.key(cfg, seed, base, splits, world_size(),
 main = rank() == 0
 try:
     live = Live(dir="reports/train", dvcyaml=None, save_dvc_exp=False, report=None) if main else None
-    with live or nullcontext():
+    with live if main else nullcontext():
         with atomic_dir("build/train") if main else nullcontext() as tmp:
             metrics = train(cfg, base, splits, tmp, live, seed, checkpoints=ckpt)
         if main:

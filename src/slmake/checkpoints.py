@@ -26,7 +26,7 @@ def key(cfg: dict, seed: int, base_dir: Path, splits: Path, world_size: int, thr
     parts = {
         "train": cfg, "seed": seed, "world_size": world_size, "threads": threads,
         "base": sha256_tree(base_dir),
-        "splits": {name: sha256_tree(splits / name) for name in ("train.jsonl", "val.jsonl") if (splits / name).exists()},
+        "splits": {n: sha256_tree(splits / n) for n in ("train.jsonl", "val.jsonl") if (splits / n).exists()},
         "code": sha256_tree(Path(__file__).with_name("train.py")),
         "versions": [version(m) for m in ("torch", "transformers", "trl", "peft", "accelerate", "datasets")],
     }

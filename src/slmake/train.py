@@ -49,9 +49,8 @@ def _log(live, logs: dict, step: int) -> None:
 
 
 def _callbacks(live) -> list:
-    """A dvclive logger (loss/lr per logging step; on a resumed run it first replays the
-    checkpoint's log history, so the curves are those of an uninterrupted run) and the marker
-    that says a checkpoint was written whole."""
+    """A dvclive logger: loss/lr per logging step; on a resumed run it first replays the
+    checkpoint's log history, so the curves are those of an uninterrupted run."""
     from transformers import TrainerCallback
 
     class DVCLiveLogger(TrainerCallback):
@@ -143,7 +142,8 @@ def train(cfg: dict, base_dir: Path, splits: Path, out_dir: Path | None, live, s
         warmup_ratio=cfg["warmup_ratio"], lr_scheduler_type="cosine", max_length=cfg["max_length"],
         # every checkpoint on a logging step: a resumed run then logs the same curve (and no
         # un-logged loss is pending in the checkpoint)
-        completion_only_loss=True, logging_steps=math.gcd(10, save_steps) if save_steps else 10, eval_strategy="epoch" if val_rows else "no",
+        logging_steps=math.gcd(10, save_steps) if save_steps else 10,
+        completion_only_loss=True, eval_strategy="epoch" if val_rows else "no",
         save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500, save_total_limit=2,
         report_to="none", dataloader_num_workers=0, disable_tqdm=False, dataset_num_proc=None,
         ddp_backend=("nccl" if _cuda() else "gloo") if world_size() > 1 else None,
