@@ -1,10 +1,11 @@
-"""A K-target sweep trains once: DVC's run cache serves every experiment the stages it already ran.
+"""A K-target sweep trains once: DVC's cache serves every experiment the stages already built.
 
 In a fresh copy of the project: build the baseline (`dvc repro`), queue one experiment per target
 list with Hydra's sweep syntax, run the queue with `dvc queue start -j J` and print, per experiment,
-which stages ran, which DVC restored from its run cache, and its wall time. Only the stages of a
-target new to the sweep (compile/bench/deploy@<target>) and the report should run; curate, base,
-train and evaluate come from the cache. With J > 1 each stage's unset (null) thread keys take
+which stages ran, which were up to date (a queued experiment starts from its baseline's outputs,
+checked out of DVC's cache) or restored from the run cache (built by another experiment), and its
+wall time. Only the stages of a target new to the sweep (compile/bench/deploy@<target>), report
+and monitor should run; curate, base, train and evaluate never do. With J > 1 each stage's unset (null) thread keys take
 cores // J (runtime_env.py).
 
     python benchmarks/sweep.py [--targets '[cpu],[cpu,intel_npu]'] [-j J] [--keep DIR] [-S key=value ...]
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import shutil
@@ -29,17 +31,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import ROOT, sh  # noqa: E402
 
-LINE = re.compile(r"^(?:Running stage '(?P<ran>[^']+)'|Stage '(?P<cached>[^']+)' is cached)")
+LINE = re.compile(r"^(?:Running stage '(?P<ran>[^']+)'|Stage '(?P<cached>[^']+)' is cached"
+                  r"|Stage '(?P<same>[^']+)' didn't change)")
 
 
-def stages_of(log: str) -> tuple[list[str], list[str]]:
-    """(stages run, stages restored from the run cache) in a `dvc exp run` log."""
-    ran, cached = [], []
+def stages_of(log: str) -> tuple[list[str], list[str], list[str]]:
+    """(stages run, restored from the run cache, up to date) in a `dvc exp run` log. A queued
+    experiment starts from its baseline's outputs (checked out of DVC's cache), so a stage whose
+    inputs did not change is up to date; one whose inputs another experiment built comes from the
+    run cache."""
+    ran, cached, same = [], [], []
     for line in log.splitlines():
         m = LINE.match(line.strip())
         if m:
-            (ran if m["ran"] else cached).append(m["ran"] or m["cached"])
-    return ran, cached
+            (ran if m["ran"] else cached if m["cached"] else same).append(m["ran"] or m["cached"] or m["same"])
+    return ran, cached, same
 
 
 def queue_states(work: Path) -> dict[str, str]:
@@ -69,7 +75,10 @@ def main() -> None:
 
     sh(f"dvc exp run --queue {overrides} -S {shlex.quote('targets=' + args.targets)}", work)
     t0 = time.perf_counter()
-    sh(f"dvc queue start -j {args.jobs}", work)
+    # the workers it spawns inherit its stdout: captured, the call would wait for the queue to drain
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["dvc", "queue", "start", "-j", str(args.jobs)], cwd=work, check=True, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started, ended = {}, {}
     while True:
         now, states = time.perf_counter() - t0, queue_states(work)
@@ -89,13 +98,14 @@ def main() -> None:
             for rev in exp["revs"]:
                 p = rev["data"]["params"]["params.yaml"]["data"]
                 params[rev.get("name")] = list(p["targets"])
-    print(f"baseline `dvc repro`: {base_s:.1f} s (stages: {', '.join(stages_of(base_out)[0])})")
+    print(f"baseline `dvc repro`: {base_s:.1f} s (stages run: {', '.join(stages_of(base_out)[0])})")
     print(f"sweep --targets {args.targets} on {args.jobs} queue worker(s): {sweep_s:.1f} s in all (polled every 2 s)")
     for name in sorted(started, key=started.get):
-        ran, cached = stages_of(sh(f"dvc queue logs {name}", work)[1])
+        ran, cached, same = stages_of(sh(f"dvc queue logs {name}", work)[1])
         print(f"  {name:<14} targets={params.get(name)}  {ended[name] - started[name]:6.1f} s  {states[name]}\n"
               f"    ran:          {', '.join(ran) or 'nothing'}\n"
-              f"    run cache:    {', '.join(cached) or 'nothing'}")
+              f"    run cache:    {', '.join(cached) or 'nothing'}\n"
+              f"    up to date:   {', '.join(same) or 'nothing'}")
     trained = sum("train" in stages_of(sh(f"dvc queue logs {n}", work)[1])[0] for n in started)
     print(f"train ran in {trained} of {len(started)} experiments (the baseline trained once)")
     if not args.keep:

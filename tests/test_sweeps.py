@@ -103,7 +103,10 @@ def test_dvc_queue_sweep_of_two_workers_splits_the_cores(tmp_path):
                                        "    params: [lr]\n    metrics:\n      - threads.json:\n          cache: false\n")
     sh("git init -q && dvc init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init")
     sh("dvc exp run --queue -S 'lr=0.2,0.3'")                     # Hydra sweep syntax: 2 experiments
-    sh("dvc queue start -j 2")
+    # its workers inherit stdout: captured, the call would wait for them to drain the queue and idle out
+    env = {k: v for k, v in os.environ.items() if k not in rt.THREAD_ENV + (rt.JOBS_ENV,)}
+    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=tmp_path, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:
         status = sh("dvc queue status")
