@@ -95,7 +95,7 @@ def main() -> None:
     for name in ("base", "finetuned"):
         m = ev[name]
         print(f"{name + ' (fp32, transformers)':<34} {m['exact_match']:>8.3f} {m['valid']:>6.3f} {'':>6} {'':>8} {'':>8} {'':>8} {'':>7} {m['n']:>4}")
-    for bench_file in sorted((work / "reports/bench").glob("*.json")):
+    for bench_file in sorted(f for f in (work / "reports/bench").glob("*.json") if not f.name.endswith(".details.json")):
         for target, arts in json.loads(bench_file.read_text()).items():
             for art, r in arts.items():
                 label = f"{target}/{art}"
