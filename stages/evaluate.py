@@ -20,7 +20,7 @@ tok = load_tokenizer(merged)
 rows = test_rows(Path("build/data"), ev["limit"])
 prompts = encode_prompts(tok, rows)
 schema = data["response_schema"]
-run = dict(max_new_tokens=ev["max_new_tokens"], response_schema=schema, batch_size=ev["batch_size"])
+run = {"max_new_tokens": ev["max_new_tokens"], "response_schema": schema, "batch_size": ev["batch_size"]}
 base_m, _, _ = evaluate_model(base, tok, rows, prompts, desc="evaluate base", **run)
 ft_m, tokens, texts = evaluate_model(merged, tok, rows, prompts, desc="evaluate fine-tuned", **run)
 
