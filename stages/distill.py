@@ -21,11 +21,11 @@ if not cfg["enabled"]:
     print("distill: off (distill.enabled is false)")
     sys.exit(0)
 
-from slmake import runtime_env  # noqa: E402
+from slmake import runtime_env
 
 runtime_env.setup(threads=cfg["teacher"]["threads"], seed=cfg["seed"])
-from slmake.distill import DistillError  # noqa: E402
-from slmake.distill.label import run  # noqa: E402
+from slmake.distill import DistillError
+from slmake.distill.label import run
 
 try:
     info = run(cfg, params["data"], out)
