@@ -33,6 +33,13 @@ CANDIDATES = {
     "asym": {"symmetric": False},
     "float_embed_head": {"lm_head": "float", "embeddings": "float"},
     "float_head_acc1": {"lm_head": "float", "embeddings": "float", "accuracy_level": 1},
+    "k_quant": {"algorithm": "k_quant"},
+    "k_quant_mixed_acc1": {"algorithm": "k_quant", "lm_head": "int8", "sensitive_layers": "int8", "accuracy_level": 1},
+    "k_quant_b16_mixed": {"algorithm": "k_quant", "block_size": 16, "lm_head": "int8", "sensitive_layers": "int8"},
+    "k_quant_b16_mixed_acc1": {"algorithm": "k_quant", "block_size": 16, "lm_head": "int8",
+                               "sensitive_layers": "int8", "accuracy_level": 1},
+    "rtn_asym_b16_mixed": {"algorithm": "rtn", "symmetric": False, "block_size": 16, "lm_head": "int8",
+                           "sensitive_layers": "int8"},
 }
 
 

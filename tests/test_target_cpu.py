@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 llama_cpp = pytest.importorskip("llama_cpp")
 pytest.importorskip("onnxruntime_genai")
@@ -20,7 +21,9 @@ from slmake.targets import cpu  # noqa: E402
 from slmake.targets.base import Artifact, Skipped  # noqa: E402
 from e2e_utils import build_ctx  # noqa: E402
 
-SETTINGS = {"gguf": {"quants": ["f16", "q8_0", "q4_k_m"]}, "onnx_genai": {"precisions": ["int4"]}}
+ROOT = Path(__file__).resolve().parents[1]
+INT4 = yaml.safe_load((ROOT / "conf/targets/cpu.yaml").read_text())["cpu"]["onnx_genai"].get("int4", {})
+SETTINGS = {"gguf": {"quants": ["f16", "q8_0", "q4_k_m"]}, "onnx_genai": {"precisions": ["int4"], "int4": INT4}}
 PROMPTS = ["the cat sat on the", "blue house near a tree", "money transfer to my account", "x"]
 BENCH = {"threads": 1}
 if not (Path(sys.prefix) / "share/slmake/llama.cpp/convert_hf_to_gguf.py").is_file():
@@ -131,6 +134,25 @@ def test_onnx_int4_generates(built):
             assert 0 < len(g.tokens) <= 12 and all(0 <= t < 300 and t != 3 for t in g.tokens)
     finally:
         runner.close()
+
+
+def test_onnx_int4_follows_the_int4_settings(built):
+    """The default int4 settings reach the builder: its options are recorded, and the LM head has
+    the precision the settings ask for (MatMulNBits bits, or a float MatMul)."""
+    import onnx
+
+    from slmake.targets.tools import ort_genai_int4_options
+
+    _, out, arts = built
+    assert arts["onnx_int4"].notes.get("builder_options", []) == ort_genai_int4_options(INT4)
+    graph = onnx.load(str(out / "onnx_int4/model.onnx"), load_external_data=False).graph
+    head = [n for n in graph.node if n.name.startswith("/lm_head/")]
+    bits = {a.name: a.i for n in head for a in n.attribute if a.name == "bits"}
+    want = INT4.get("lm_head", "int4")
+    if want == "float":
+        assert [n.op_type for n in head] == ["MatMul"]
+    else:
+        assert [n.op_type for n in head] == ["MatMulNBits"] and bits["bits"] == int(want[3:])
 
 
 def test_missing_toolchains_fail_softly(built, tmp_path, monkeypatch):

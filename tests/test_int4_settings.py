@@ -1,0 +1,75 @@
+"""int4 settings: what each target passes to its quantizer, and what the spec rejects."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from slmake import spec as spec_mod
+from slmake.report import markdown
+from slmake.targets import intel_npu
+from slmake.targets.tools import ort_genai_int4_options
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_ort_genai_options_map_every_setting():
+    opts = ort_genai_int4_options({"block_size": 64, "symmetric": False, "accuracy_level": 1,
+                                   "algorithm": "k_quant", "lm_head": "int8", "embeddings": "int4",
+                                   "sensitive_layers": "int8"})
+    assert opts == ["block_size=64", "accuracy_level=1", "algo_config=k_quant", "is_symmetric=false",
+                    "matmul_mixed_precision=last_matmul:int8,mixed_layers:int8"]
+    assert ort_genai_int4_options({"lm_head": "float", "embeddings": "float", "accuracy_level": None}) == [
+        "nodes_to_exclude=/lm_head/MatMul,/model/embed_tokens/Gather"]
+    assert ort_genai_int4_options({}) == []   # the builder's own defaults
+
+
+def test_default_int4_settings_reach_the_builder_only_for_int4():
+    from slmake.targets import cpu
+
+    conf = yaml.safe_load((ROOT / "conf/targets/cpu.yaml").read_text())["cpu"]
+    assert cpu._int4_options(conf, "int4") == ort_genai_int4_options(conf["onnx_genai"]["int4"])
+    assert cpu._int4_options(conf, "int4")   # the tuned defaults are not the builder's
+    assert cpu._int4_options(conf, "fp32") == []
+
+
+def test_schema_rejects_bad_int4_settings_by_key():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    bad = copy.deepcopy(params)
+    bad["targets"]["cpu"]["onnx_genai"]["int4"] = {"block_size": 48, "lm_head": "fp8"}
+    npu = yaml.safe_load((ROOT / "conf/targets/intel_npu.yaml").read_text())["intel_npu"]
+    bad["targets"]["intel_npu"] = {**npu, "int4": {"ratio": 1.5}}
+    problems = "\n".join(spec_mod.validate(bad))
+    assert "targets.cpu.onnx_genai.int4.block_size" in problems and "48" in problems
+    assert "targets.cpu.onnx_genai.int4.lm_head" in problems
+    assert "targets.intel_npu.int4.ratio" in problems
+    assert not spec_mod.validate(params)
+
+
+def test_intel_npu_data_aware_options_need_a_dataset():
+    s = {"group_size": -1, "backup_precision": "int8_asym", "int4": {"awq": True, "scale_estimation": True}}
+    assert len(intel_npu.check(s)) == 2 and "int4.dataset" in intel_npu.check(s)[0]
+    s["int4"].update(dataset="auto", ratio=0.9)
+    assert intel_npu.check(s) == []
+    args = intel_npu._export_args("int4_sym", s)
+    assert args[args.index("--ratio") + 1] == "0.9" and "--awq" in args and "--scale-estimation" in args
+    assert args[args.index("--dataset") + 1] == "auto"
+    # the NPU recipe without the block: unchanged arguments
+    assert intel_npu._export_args("int4_sym", {"group_size": -1, "backup_precision": "int8_asym"}) == [
+        "--weight-format", "int4", "--sym", "--ratio", "1.0", "--group-size", "-1", "--backup-precision", "int8_asym"]
+
+
+def test_report_shows_each_artifacts_delta_vs_fp32():
+    evaluation = {"base": {"exact_match": 0.1, "valid": 0.5, "n": 200},
+                  "finetuned": {"exact_match": 0.68, "valid": 1.0, "n": 200}}
+    rows = [{"target": "cpu", "artifact": "onnx_int4", "exact_match": 0.59, "n": 200},
+            {"target": "cpu", "artifact": "gguf_q8_0", "exact_match": 0.685, "n": 200},
+            {"target": "cuda", "artifact": "onnx_int4_cuda", "status": "skipped", "reason": "no GPU"}]
+    md = markdown(rows, evaluation, {}, "m", "d")
+    header = next(line for line in md.splitlines() if line.startswith("| target"))
+    col = header.split(" | ").index("Δ vs fp32")
+    cells = {line.split(" | ")[1]: line.split(" | ")[col] for line in md.splitlines() if line.startswith("| cpu") or
+             line.startswith("| cuda")}
+    assert cells == {"onnx_int4": "-0.090", "gguf_q8_0": "+0.005", "onnx_int4_cuda": "–"}
