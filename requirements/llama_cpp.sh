@@ -63,6 +63,24 @@ PYEOF
   mkdir -p "$(dirname "$BUILD_STAMP")" && echo "$VERSION $BUILD $VARIANTS" > "$BUILD_STAMP"
 fi
 
+# 1b. plain llama-cpp-python use (`python -m llama_cpp.server`, as SERVE.md and benchmarks/serve_load.py
+#     run it) must work with this build too: llama_cpp/__init__.py gets a tail that runs slmake's loader
+#     (honours SLMAKE_GGML_CPU). Applied to the installed package, re-applied when missing.
+INIT="$("$PY" -c 'import importlib.util as u; print(u.find_spec("llama_cpp").origin)')"
+if ! grep -q "slmake: load ggml's CPU backend" "$INIT"; then
+  cat >> "$INIT" <<'PYEOF'
+
+# --- slmake: load ggml's CPU backend (requirements/llama_cpp.sh). This GGML_BACKEND_DL build links
+# none in, and llama-cpp-python never calls ggml's loader (abetlen/llama-cpp-python#2069).
+try:
+    from slmake.runtimes.llamacpp import load_llama_cpp as _slmake_load_backend
+except ImportError:
+    pass
+else:
+    _slmake_load_backend()
+PYEOF
+fi
+
 # 2. the converter and the matching gguf-py. gguf-py is pip-installed (transformers reads GGUF through
 #    it). The converter is copied, with its conversion/ package and its own gguf-py, to
 #    <venv>/share/slmake/llama.cpp/ rather than pip-installed: as a package ("llama-cpp-scripts") it
