@@ -37,19 +37,21 @@ def counting_trainer(base, out: Path):
     """``base`` (an SFTTrainer class) that counts non-pad tokens per step and times the steps."""
     from transformers import TrainerCallback
 
-    stats = {"tokens": 0, "steps": 0, "t_first": None, "t_last": None, "eval_s": 0.0, "warm_tokens": 0}
+    stats = {"tokens": 0, "steps": 0, "t_first": None, "t_last": None, "evals": [], "warm_tokens": 0}
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             now = time.perf_counter()
             stats["steps"] += 1
             if stats["t_first"] is None:
-                stats["t_first"], stats["warm_tokens"], stats["eval_s"] = now, stats["tokens"], 0.0
+                stats["t_first"], stats["warm_tokens"] = now, stats["tokens"]
             stats["t_last"] = now
 
         def on_train_end(self, args, state, control, **kwargs):
             counted = stats["tokens"] - stats["warm_tokens"]
-            secs = stats["t_last"] - stats["t_first"] - stats["eval_s"] if stats["steps"] > 1 else float("nan")
+            # only evaluations between the timed steps: the one after the last step is not in the window
+            inside = sum(e - b for b, e in stats["evals"] if stats["t_first"] <= b and e <= stats["t_last"])
+            secs = stats["t_last"] - stats["t_first"] - inside if stats["steps"] > 1 else float("nan")
             out.write_text(json.dumps({"tokens": counted, "steps": stats["steps"] - 1, "seconds": secs,
                                        "tokens_per_s": counted / secs, "total_tokens": stats["tokens"]}))
 
@@ -67,7 +69,7 @@ def counting_trainer(base, out: Path):
             try:
                 return super().evaluate(*a, **kw)
             finally:
-                stats["eval_s"] += time.perf_counter() - t0
+                stats["evals"].append((t0, time.perf_counter()))
 
     return Counting
 
