@@ -31,8 +31,11 @@ OFFLINE = {
 # train and evaluate byte-identical on every AVX2 CPU; measured on an AVX-512 EPYC: uncapped vs
 # an emulated AVX2-only CPU differed from `base` on, capped they are identical, at no measured cost
 # for these model sizes. Thread counts are part of the numerics too: each stage sets its own from
-# the spec. A value the user exported wins.
-PORTABLE_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT"}
+# the spec. A value the user exported wins. oneDNN is NOT capped: ONEDNN_MAX_CPU_ISA=AVX2 made a
+# SmolLM2-135M train step ~47 s instead of ~1 s on an AVX-512 EPYC (fp32 training there does not go
+# through oneDNN's matmuls; the cap sends some op to a reference kernel), and the bytes stayed the
+# same without it (tests/test_portable_numerics.py emulates an AVX2-only CPU with all three limits).
+PORTABLE_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
 
 
 def portable_numerics() -> None:

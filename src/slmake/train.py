@@ -162,9 +162,10 @@ def train(cfg: dict, base_dir: Path, splits: Path, out_dir: Path | None, live, s
     total = float(result.training_loss) * max(steps, 0.001) + trainer.loss_before_resume
     metrics = {"train_loss": round(total / max(steps, 1), 4), "steps": steps,
                "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0}
-    if val_rows:
-        ev = trainer.evaluate()
-        metrics["val_loss"] = round(float(ev["eval_loss"]), 4)
+    if val_rows:  # the epoch-end evaluation already measured the final weights: don't run it twice
+        evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+        final = evals[-1]["eval_loss"] if evals and evals[-1].get("step") == steps else trainer.evaluate()["eval_loss"]
+        metrics["val_loss"] = round(float(final), 4)
     if out_dir is not None and trainer.is_world_process_zero():
         _save(trainer, method, base_dir, tok, out_dir)
     if checkpoints is None:
