@@ -55,18 +55,22 @@ def pull_from_remote(work: Path) -> float:
         sh(f"dvc remote remove store && rm -rf {store} {clone}", work)
 
 
+def copy_project(work: Path) -> None:
+    """The tracked project without previous results (reports/, dvc.lock): a clean build."""
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if not f.startswith(("reports/", "dvc.lock")):
+            (work / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, work / f)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keep", type=Path, help="build in this folder and keep it (default: a temp dir)")
     ap.add_argument("-S", dest="overrides", action="append", default=[], help="spec override (Hydra syntax)")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="slmake_bench_"))
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if f.startswith(("reports/", "dvc.lock")):
-            continue  # a clean build: no previous results
-        (work / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, work / f)
+    copy_project(work)
     overrides = " ".join(f"'{o}'" for o in args.overrides)
     sh(f"slmake check --write params.yaml {overrides}", work)
     sh("git init -q && git add -A && git -c user.email=b@b -c user.name=b commit -qm bench", work)

@@ -20,16 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def copy_project(work: Path) -> None:
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if f.startswith(("reports/", "dvc.lock")):
-            continue  # a clean build: no previous results
-        (work / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, work / f)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline import copy_project  # noqa: E402
 
 
 def run(cmd: list[str], cwd: Path, env: dict) -> None:

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import ROOT, sh  # noqa: E402
+from pipeline import copy_project, sh  # noqa: E402
 
 LINE = re.compile(r"^(?:Running stage '(?P<ran>[^']+)'|Stage '(?P<cached>[^']+)' is cached"
                   r"|Stage '(?P<same>[^']+)' didn't change)")
@@ -62,11 +62,7 @@ def main() -> None:
     ap.add_argument("-S", dest="overrides", action="append", default=[], help="spec override (Hydra syntax)")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="slmake_sweep_"))
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if not f.startswith(("reports/", "dvc.lock")):
-            (work / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, work / f)
+    copy_project(work)
     overrides = " ".join(f"-S {shlex.quote(o)}" for o in args.overrides)
     sh(f"slmake check --write params.yaml {' '.join(shlex.quote(o) for o in args.overrides)}", work)
     sh("git init -q && git add -A && git -c user.email=b@b -c user.name=b commit -qm sweep", work)
