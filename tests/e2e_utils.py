@@ -98,11 +98,16 @@ MICRO = {
 }
 
 
+def micro_tickets(repo: Path, n: int) -> None:
+    """data/micro.jsonl: the first ``n`` IT tickets shipped in data/ (the e2e projects' source)."""
+    (repo / "data").mkdir(parents=True, exist_ok=True)
+    lines = (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()[:n]
+    (repo / "data/micro.jsonl").write_text("\n".join(lines) + "\n")
+
+
 def build_micro(repo: Path) -> Path:
     """The micro project (700 IT tickets), built with one `dvc repro` and committed."""
-    (repo / "data").mkdir()
-    lines = (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()[:700]
-    (repo / "data/micro.jsonl").write_text("\n".join(lines) + "\n")
+    micro_tickets(repo, 700)
     make_project(repo, MICRO)
     # the whole build under the socket guard (tests/netguard): every attempt to reach another machine
     # is refused and logged in netguard.log, which test_pipeline_e2e asserts stays empty

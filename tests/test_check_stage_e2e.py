@@ -6,7 +6,7 @@ import hashlib
 import pytest
 import yaml
 
-from e2e_utils import ROOT, make_project, ran_stages, sh, tiny_llama
+from e2e_utils import ROOT, make_project, micro_tickets, ran_stages, sh, tiny_llama
 
 GUARD = ROOT / "tests/netguard"
 
@@ -24,9 +24,7 @@ def repo(tmp_path_factory):
     root = tmp_path_factory.mktemp("check_e2e")
     model = tiny_llama(root / "model")
     repo = root / "repo"
-    (repo / "data").mkdir(parents=True)
-    lines = (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()[:200]
-    (repo / "data/micro.jsonl").write_text("\n".join(lines) + "\n")
+    micro_tickets(repo, 200)
     make_project(repo, {"data": {"source": "data/micro.jsonl"}, "model": {"hf": {"path": str(model)}}},
                  defaults={"model": "hf_local"})
     # dvc and every stage it runs under the socket guard (tests/netguard): see test_nothing_phones_home

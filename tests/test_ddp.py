@@ -20,7 +20,7 @@ import shutil
 import pytest
 from safetensors.torch import load_file
 
-from e2e_utils import MICRO, ROOT, make_project, merge, sh
+from e2e_utils import MICRO, make_project, merge, micro_tickets, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -39,9 +39,7 @@ def _curve(repo):
 
 def test_two_gloo_processes_follow_the_single_process_curve(tmp_path):
     repo = tmp_path / "p"
-    (repo / "data").mkdir(parents=True)
-    lines = (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()[:700]  # > 40 steps x 8 rows
-    (repo / "data/micro.jsonl").write_text("\n".join(lines) + "\n")
+    micro_tickets(repo, 700)  # > 40 steps x 8 rows
     make_project(repo, SPEC)
     sh("dvc repro base", repo)
 
@@ -69,9 +67,7 @@ def test_two_gloo_processes_follow_the_single_process_curve(tmp_path):
 def test_a_launcher_with_another_process_count_is_refused(tmp_path):
     """torchrun's world size decides the global batch, so it must be the spec's train.processes."""
     repo = tmp_path / "p"
-    (repo / "data").mkdir(parents=True)
-    lines = (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()[:50]
-    (repo / "data/micro.jsonl").write_text("\n".join(lines) + "\n")
+    micro_tickets(repo, 50)
     make_project(repo, SPEC)
     res = sh("PYTHONHASHSEED=0 python -m torch.distributed.run --standalone --nproc_per_node=2 stages/train.py",
              repo, check=False)

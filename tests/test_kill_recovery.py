@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e_utils import MICRO, ROOT, make_project, merge, ran_stages, sh
+from e2e_utils import MICRO, make_project, merge, micro_tickets, ran_stages, sh
 from slmake.io import sweep_litter
 
 STAGES = ("curate", "base", "train", "evaluate", "compile@cpu", "bench@cpu")
@@ -205,10 +205,8 @@ def test_sweep_removes_litter_at_any_depth_and_nothing_else(tmp_path):
 def test_kills_at_random_points_recover_with_identical_hashes_and_no_litter(tmp_path):
     began = time.monotonic()
     repo, tmpdir = tmp_path / "proj", tmp_path / "tmpdir"
-    (repo / "data").mkdir(parents=True)
     tmpdir.mkdir()
-    lines = (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()[:300]
-    (repo / "data/micro.jsonl").write_text("\n".join(lines) + "\n")
+    micro_tickets(repo, 300)
     make_project(repo, SPEC)
     # TMPDIR: what killed stages leave in the system temp folder is counted too (reported, not
     # asserted: it is outside the project and the OS clears it).

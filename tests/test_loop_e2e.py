@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e_utils import ROOT, make_project, ran_stages, sh
+from e2e_utils import ROOT, make_project, micro_tickets, ran_stages, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -117,9 +117,7 @@ def _truth_file(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
     repo = tmp_path_factory.mktemp("slmake_loop")
-    (repo / "data").mkdir()
-    lines = (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()[:700]
-    (repo / "data/micro.jsonl").write_text("\n".join(lines) + "\n")
+    micro_tickets(repo, 700)
     make_project(repo, SPEC)
     sh("dvc repro", repo)
     pools = _held_out(repo)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from e2e_utils import MICRO, ROOT, make_project, merge, sh
+from e2e_utils import MICRO, make_project, merge, micro_tickets, sh
 from slmake import checkpoints
 from slmake.io import sha256_tree
 
@@ -31,9 +31,7 @@ def _markers(repo):
 
 def test_killed_train_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path):
     repo = tmp_path / "p"
-    (repo / "data").mkdir(parents=True)
-    lines = (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()[:400]
-    (repo / "data/micro.jsonl").write_text("\n".join(lines) + "\n")
+    micro_tickets(repo, 400)
     make_project(repo, SPEC)
     sh("dvc repro base", repo)
 
