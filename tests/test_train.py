@@ -8,7 +8,7 @@ import yaml
 
 from slmake.base_model import build_scratch
 from slmake.io import sha256_tree
-from slmake.train import TrainError, train_lora
+from slmake.train import TrainError, train
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +57,7 @@ def test_lora_is_byte_reproducible(workdir, train_cfg, monkeypatch):
     for run in ("a", "b"):
         out = workdir / f"lora_{run}"
         out.mkdir()
-        metrics = train_lora(train_cfg, workdir / "base", workdir / "data", out, _NoLive(), seed=0)
+        metrics = train(train_cfg, workdir / "base", workdir / "data", out, _NoLive(), seed=0)
         assert metrics["steps"] == 4
         hashes.append((sha256_tree(out / "adapter"), sha256_tree(out / "merged")))
         cfg = json.loads((out / "adapter/adapter_config.json").read_text())
@@ -73,7 +73,7 @@ def test_qlora_nf4_trains_and_merges_on_cpu(workdir, train_cfg, monkeypatch):
     cfg.update(method="qlora", max_steps=2, quant={"type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"})
     out = workdir / "qlora"
     out.mkdir()
-    metrics = train_lora(cfg, workdir / "base", workdir / "data", out, _NoLive(), seed=0)
+    metrics = train(cfg, workdir / "base", workdir / "data", out, _NoLive(), seed=0)
     assert metrics["steps"] == 2
     from transformers import AutoModelForCausalLM
 
@@ -84,7 +84,7 @@ def test_qlora_nf4_trains_and_merges_on_cpu(workdir, train_cfg, monkeypatch):
 def test_train_refuses_without_pythonhashseed(workdir, train_cfg, monkeypatch):
     monkeypatch.delenv("PYTHONHASHSEED", raising=False)
     with pytest.raises(TrainError, match="PYTHONHASHSEED=0"):
-        train_lora(train_cfg, workdir / "base", workdir / "data", workdir, _NoLive(), seed=0)
+        train(train_cfg, workdir / "base", workdir / "data", workdir, _NoLive(), seed=0)
 
 
 class _Recorder(_NoLive):
@@ -110,7 +110,7 @@ def test_full_finetune_trains_every_weight_reproducibly_and_compiles_for_cpu(wor
     for run in ("a", "b"):
         out = workdir / f"full_{run}"
         out.mkdir()
-        metrics = train_lora(cfg, workdir / "base", workdir / "data", out, live if run == "a" else _NoLive(), seed=0)
+        metrics = train(cfg, workdir / "base", workdir / "data", out, live if run == "a" else _NoLive(), seed=0)
         assert metrics["steps"] == 30 and metrics["resumed_from_step"] == 0
         assert sorted(p.name for p in out.iterdir()) == ["merged"]  # no adapter, no trainer litter
         hashes.append(sha256_tree(out / "merged"))

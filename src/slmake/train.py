@@ -173,10 +173,6 @@ def train(cfg: dict, base_dir: Path, splits: Path, out_dir: Path | None, live, s
     return metrics
 
 
-# the name the stage used before full fine-tuning existed
-train_lora = train
-
-
 def _save(trainer, method: str, base_dir: Path, tok, out_dir: Path) -> None:
     """out_dir/merged: a plain HF model folder every target compiles (LoRA merged into the fp32
     base; full fine-tuning saves the trained model itself); out_dir/adapter for LoRA / QLoRA."""
