@@ -3,10 +3,14 @@ distillation, each built by `dvc repro evaluate` in one copy of the project, one
 so DVC reuses what it can (full FT reruns only train and evaluate; no stage is built twice).
 
     python benchmarks/training_paths.py [--model default|smollm2] [--keep DIR] [--lock FILE]
-                                        [--labelled N] [--raw-limit N] [--full-lr LR] [-S key=value ...]
+                                        [--labelled N] [--raw-limit N] [--full-lr LR] [--lora-build DIR]
+                                        [-S key=value ...]
 
 (a) LoRA: the spec as shipped (or the SmolLM2 overrides). Its fine-tuned model is the teacher of (c).
-(b) Full FT: `train=full_fp32_cpu` (lr 2e-4; SmolLM2: --full-lr, default 1e-4 = 10x below its LoRA lr).
+    --lora-build DIR takes it from a finished build of the same spec (its splits must be byte-equal).
+(b) Full FT: `train=full_fp32_cpu`, lr 2e-4. SmolLM2: 1e-4 (--full-lr), the shipped specs' 10x
+    LoRA:full ratio (2e-3:2e-4) applied to its LoRA lr 1e-3; the top of the usual 5e-5..1e-4 for a
+    pretrained ~100M model, since it gets one epoch (~200 steps).
 (c) Distillation: (a)'s merged model, converted to an f16 GGUF with llama.cpp's converter, labels the
     inputs of (a)'s train split (responses dropped); the labelled set is N rows of (a)'s val split,
     which the teacher never trained on, so its ceiling is measured on unseen rows. The student trains
