@@ -6,7 +6,9 @@ Both sides train the same base model on the same curated split with the spec's t
 (SmolLM2-135M, 1 epoch's settings, 2 threads, lr 1e-3 by default, as in the README's SmolLM2
 build; ``--steps`` caps the run): slmake runs ``stages/train.py`` itself (its process settings
 included: portable AVX2 numerics, deterministic algorithms, dvclive logging); the bare script is
-what a user would write with TRL alone (SFTConfig + LoRA, nothing else). Each side runs in a
+what a user would write with TRL alone (SFTConfig + LoRA, nothing else), with the spec's fp32
+precision and no gradient checkpointing stated (TRL's own defaults on CPU are bf16 autocast and
+checkpointing: a different numerics, not the same settings). Each side runs in a
 fresh process, one after the other. Tokens are counted the same way for both: non-padding tokens
 of every training batch (the attention mask's sum), after the first step (warm-up), over the wall
 time of those steps with any evaluation in between subtracted. Goal: slmake / bare >= 0.95.
@@ -109,7 +111,12 @@ def worker_bare(work: Path, out: Path) -> None:
                      per_device_eval_batch_size=cfg["batch_size"], gradient_accumulation_steps=cfg["grad_accum"],
                      learning_rate=cfg["lr"], warmup_ratio=cfg["warmup_ratio"], lr_scheduler_type="cosine",
                      max_length=cfg["max_length"], completion_only_loss=True, logging_steps=10,
-                     eval_strategy="epoch", save_strategy="no", report_to="none")
+                     eval_strategy="epoch", save_strategy="no", report_to="none",
+                     # the spec's precision and memory settings, which TRL's defaults differ from: on
+                     # CPU, SFTConfig turns bf16 autocast and gradient checkpointing on by default
+                     bf16=False, gradient_checkpointing=False,
+                     # train.group_by_length: TRL's own length grouping (the same grouping in one process)
+                     train_sampling_strategy="group_by_length" if cfg.get("group_by_length") else "random")
     trainer = counting_trainer(SFTTrainer, out)(
         model=AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32), args=args,
         train_dataset=rows("train.jsonl"), eval_dataset=rows("val.jsonl"),

@@ -55,7 +55,7 @@ def test_unknown_keys_are_errors(default_spec):
     spec["train"]["learning_rate"] = 1e-4
     spec["colour"] = "blue"
     problems = validate(spec)
-    assert "train: unknown key(s) ['learning_rate']; allowed keys: ['batch_size', 'epochs', 'grad_accum', 'lora', 'lr', 'max_length', 'max_steps', 'method', 'processes', 'quant', 'save_steps', 'threads', 'warmup_ratio']" in problems
+    assert "train: unknown key(s) ['learning_rate']; allowed keys: ['batch_size', 'epochs', 'grad_accum', 'group_by_length', 'lora', 'lr', 'max_length', 'max_steps', 'method', 'processes', 'quant', 'save_steps', 'threads', 'warmup_ratio']" in problems
     assert any(p.startswith("the top level: unknown key(s) ['colour']") for p in problems)
 
 

@@ -76,12 +76,34 @@ def _dataset(rows: list[dict]):
     return Dataset.from_list([{"prompt": r["prompt"], "completion": r["response"]} for r in rows])
 
 
-def _trainer_class():
+def length_grouped_sampler(lengths: list[int], per_device: int, processes: int, grad_accum: int):
+    """Row order in groups of similar length, drawn from torch's seeded RNG, that depends only on
+    the global batch (per_device x processes x grad_accum): one process or N, each optimizer step
+    trains the same rows (accelerate deals consecutive per-process batches out to the ranks)."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    return LengthGroupedSampler(per_device * processes * grad_accum, lengths=lengths)
+
+
+def _trainer_class(group_by_length: bool = False):
     """SFTTrainer that marks a checkpoint complete (with the loss summed so far, which the Trainer
-    does not keep across a resume) once every file of it is written."""
+    does not keep across a resume) once every file of it is written, and optionally batches rows
+    of similar length (see `_get_train_sampler`)."""
     from trl import SFTTrainer
 
     class Trainer(SFTTrainer):
+        def _get_train_sampler(self, train_dataset=None):
+            """transformers' LengthGroupedSampler (shuffled mega-batches, sorted by length within)
+            sized by the *global* batch: its own group_by_length sizes the groups by the per-process
+            batch, so N processes would see other rows per step than one. TRL pads each batch to
+            its longest row: random batches of the SmolLM2 build are 22 % padding, grouped ~0 %."""
+            if not group_by_length:
+                return super()._get_train_sampler(train_dataset)
+            ds = self.train_dataset if train_dataset is None else train_dataset
+            a = self.args
+            return length_grouped_sampler([len(ids) for ids in ds["input_ids"]], a.per_device_train_batch_size,
+                                          a.world_size, a.gradient_accumulation_steps)
+
         def _save_checkpoint(self, model, trial):
             super()._save_checkpoint(model, trial)
             if self.args.should_save:
@@ -148,7 +170,7 @@ def train(cfg: dict, base_dir: Path, splits: Path, out_dir: Path | None, live, s
         report_to="none", dataloader_num_workers=0, disable_tqdm=False, dataset_num_proc=None,
         ddp_backend=("nccl" if _cuda() else "gloo") if world_size() > 1 else None,
     )
-    trainer = _trainer_class()(model=model, args=args, train_dataset=_dataset(train_rows),
+    trainer = _trainer_class(cfg.get("group_by_length", False))(model=model, args=args, train_dataset=_dataset(train_rows),
                                eval_dataset=_dataset(val_rows) if val_rows else None,
                                processing_class=tok, peft_config=peft_config, callbacks=_callbacks(live))
     trainer.loss_before_resume = 0.0
