@@ -6,7 +6,12 @@ own worker on the test split (a child process per artifact, as `bench@cpu` does)
 its delta against the fp32 reference of the evaluate stage, parity, decode tok/s and size. This is
 how conf/targets/cpu.yaml's int4 defaults were chosen.
 
+``--target intel_npu`` does the same for the OpenVINO int4 IR (optimum-intel's exporter with NNCF,
+the settings of ``targets.intel_npu``), scored on OpenVINO's CPU device (``ov_int4_sym_cpu_proxy``:
+the same IR and weights the NPU runs) and, with ``--npuw``, on the NPU's static-shape pipeline on CPU.
+
     python benchmarks/int4_accuracy.py --build /work/smol_before/build [--only default,tuned]
+    python benchmarks/int4_accuracy.py --build /work/smol_before/build --target intel_npu
 """
 
 from __future__ import annotations
@@ -40,6 +45,19 @@ CANDIDATES = {
                                "sensitive_layers": "int8", "accuracy_level": 1},
     "rtn_asym_b16_mixed": {"algorithm": "rtn", "symmetric": False, "block_size": 16, "lm_head": "int8",
                            "sensitive_layers": "int8"},
+    # the builder's fp32 model, its MatMuls quantized by ORT's HQQ / GPTQ (benchmarks/ort_int4_posthoc.py)
+    "hqq_mixed": {"algorithm": "hqq", "lm_head": "int8", "sensitive_layers": "int8", "embeddings": "float"},
+    "gptq_mixed": {"algorithm": "gptq", "lm_head": "int8", "sensitive_layers": "int8", "embeddings": "float",
+                   "calibration_samples": 64},
+}
+OV_CANDIDATES = {  # targets.intel_npu overrides on conf/targets/intel_npu.yaml (weights: [int4_sym])
+    "npu_recipe": {},   # OpenVINO's NPU recipe: int4 sym channel-wise, ratio 1.0, int8_asym embedding/head
+    "g64": {"group_size": 64},   # 128 fails: 576 channels are not a multiple of 128
+    "g32": {"group_size": 32},
+    "awq_se": {"int4": {"awq": True, "scale_estimation": True, "dataset": "auto"}},
+    "g64_awq_se": {"group_size": 64, "int4": {"awq": True, "scale_estimation": True, "dataset": "auto"}},
+    "g64_ratio08": {"group_size": 64, "int4": {"ratio": 0.8}},
+    "g32_awq_se": {"group_size": 32, "int4": {"awq": True, "scale_estimation": True, "dataset": "auto"}},
 }
 
 
@@ -49,6 +67,9 @@ def main() -> None:
     ap.add_argument("--reference", type=Path, help="an evaluate output folder (default: <build>/evaluate)")
     ap.add_argument("--only", help="comma-separated candidate names (default: all)")
     ap.add_argument("--provider", default="cpu")
+    ap.add_argument("--target", default="cpu", choices=("cpu", "intel_npu"),
+                    help="cpu: ONNX Runtime GenAI int4 (CANDIDATES); intel_npu: OpenVINO int4 IR (OV_CANDIDATES)")
+    ap.add_argument("--npuw", action="store_true", help="intel_npu: also score the NPU static pipeline on CPU")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, help="test prompts (default: all)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "slmake-int4")
@@ -69,14 +90,25 @@ def main() -> None:
     fp32 = score([tok.decode(r["tokens"], skip_special_tokens=True) for r in ref], [r["expected"] for r in ref],
                  schema)["exact_match"]
     print(f"fp32 reference: exact_match {fp32:.3f} on {len(ref)} test prompts")
-    names = args.only.split(",") if args.only else list(CANDIDATES)
+    candidates = OV_CANDIDATES if args.target == "intel_npu" else CANDIDATES
+    names = args.only.split(",") if args.only else list(candidates)
     rows = []
     for name in names:
-        opts = ort_genai_int4_options(CANDIDATES[name])
+        if args.target == "intel_npu":
+            rows += _intel_npu(name, candidates[name], args, merged, ref_dir, schema, max_new, fp32)
+            continue
+        posthoc = CANDIDATES[name].get("algorithm") in ("hqq", "gptq")
+        opts = [] if posthoc else ort_genai_int4_options(CANDIDATES[name])
         out = args.work / name
         ctx = BuildContext(merged=merged, out=out, data=args.build / "data", logs=out / "logs")
-        art = build_ort_genai(ctx, "int4", args.provider, opts) if not (out / "onnx_int4/genai_config.json").is_file() \
-            else None
+        art = None
+        if not (out / "onnx_int4/genai_config.json").is_file():
+            art = build_ort_genai(ctx, "fp32" if posthoc else "int4", args.provider, opts)
+            if posthoc and art.status == "built":
+                from ort_int4_posthoc import quantize_folder
+
+                quantize_folder(out / "onnx_fp32", CANDIDATES[name], args.build / "data/train.jsonl")
+                (out / "onnx_fp32").rename(out / "onnx_int4")
         if art is not None and art.status != "built":
             print(f"{name}: build failed: {art.reason}")
             continue
@@ -98,6 +130,60 @@ def main() -> None:
               f"{row['decode_tok_s']} tok/s {row['size_mb']} MB  {' '.join(opts) or '(builder defaults)'}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"fp32_exact_match": fp32, "rows": rows}, indent=1) + "\n")
+
+
+def _intel_npu(name: str, override: dict, args, merged: Path, ref_dir: Path, schema: dict, max_new: int,
+               fp32: float) -> list[dict]:
+    """Export one int4_sym IR with the intel_npu target's own compile and score its CPU-side entries."""
+    import yaml
+
+    from slmake.targets import intel_npu
+
+    settings = yaml.safe_load((ROOT / "conf/targets/intel_npu.yaml").read_text())["intel_npu"]
+    settings = {**settings, **override, "weights": ["int4_sym"],
+                "int4": {**settings.get("int4", {}), **override.get("int4", {})}}
+    out = args.work / f"ov_{name}"
+    ctx = BuildContext(merged=merged, out=out, data=args.build / "data", logs=out / "logs")
+    ir = out / "ov_int4_sym"
+    arts = intel_npu.compile(ctx, settings) if not (ir / "openvino_model.xml").is_file() else None
+    if arts is not None and arts[0].status != "built":
+        print(f"{name}: build failed: {arts[0].reason}")
+        return []
+    size = sum(f.stat().st_size for f in ir.rglob("*") if f.is_file() and "tokenizer" not in f.name)
+    rows = []
+    suffixes = ["cpu_proxy"] + (["npuw_cpu"] if args.npuw else [])
+    for suffix in suffixes:
+        art = next((a for a in arts or [] if a.name.endswith(suffix)), None)
+        notes = art.notes if art else _saved_notes(out, suffix)
+        entry = {"name": f"ov_int4_sym_{suffix}", "format": "openvino-ir", "precision": "int4_sym",
+                 "path": "ov_int4_sym", "runtime": "openvino-genai", "status": "built", "reason": "",
+                 "notes": notes}
+        (out / f"notes_{suffix}.json").write_text(json.dumps(notes))
+        job = {"target": "intel_npu", "artifact": entry, "compile_dir": str(out), "reference_dir": str(ref_dir),
+               "bench": {"limit": args.limit, "speed_prompts": 2, "repeats": 1, "warmup": 1,
+                         "threads": args.threads},
+               "max_new_tokens": max_new, "response_schema": schema}
+        res = bench._run_child(job)
+        if res.get("status") != "ok":
+            print(f"{name} {suffix}: {res.get('status')}: {res.get('reason')}")
+            continue
+        row = {"candidate": f"{name}:{suffix}", "options": override, "exact_match": res["exact_match"],
+               "delta": round(res["exact_match"] - fp32, 4), "parity": res["parity"],
+               "decode_tok_s": res["decode_tok_s"], "size_mb": round(size / 1e6, 1),
+               "export_args": notes.get("export_args"), "weight_types": notes.get("weight_types")}
+        rows.append(row)
+        print(f"{name + ':' + suffix:28} em {row['exact_match']:.3f} ({100 * row['delta']:+.1f} pts) parity "
+              f"{row['parity']:.3f} {row['decode_tok_s']} tok/s {row['size_mb']} MB  {json.dumps(override)}",
+              flush=True)
+    return rows
+
+
+def _saved_notes(out: Path, suffix: str) -> dict:
+    """Notes of an IR exported by an earlier run (so a rerun scores without re-exporting)."""
+    saved = out / f"notes_{suffix}.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
+    sys.exit(f"int4_accuracy: {out}: IR present but no notes_{suffix}.json; delete the folder to re-export")
 
 
 def _contract(build: Path) -> tuple[dict, int]:
