@@ -1,8 +1,9 @@
 """The intel_npu target: OpenVINO IR built the way OpenVINO's NPU guide says, run by OpenVINO GenAI.
 
 Build: optimum-intel's own exporter (``optimum-cli export openvino``, in a subprocess, offline) with
-int4 symmetric, channel-wise (or group 128) weights at ratio 1.0, tokenizer/detokenizer IRs
-included; optionally int8_sym / fp16 / fp32 IRs (fp32 is the parity baseline: it separates errors
+int4 symmetric weights (the NPU guide's channel-wise ratio-1.0 recipe, or the conf's default: group
+32, 80 % int4 with AWQ + scale estimation on self-generated data, measured by
+benchmarks/int4_accuracy.py --target intel_npu), tokenizer/detokenizer IRs included; optionally int8_sym / fp16 / fp32 IRs (fp32 is the parity baseline: it separates errors
 of the static-shape pipeline from errors of quantization).
 
 Run: every IR folder yields three bench entries that share it, because a host without an NPU can
@@ -32,7 +33,7 @@ from ..tools import ToolFailed, check_merged, last_error as _last_error, require
 
 TARGET = TargetInfo(
     name="intel_npu",
-    description="Intel NPU (Core Ultra): OpenVINO IR, int4 symmetric channel-wise weights, static shapes",
+    description="Intel NPU (Core Ultra): OpenVINO IR, int4 symmetric weights (NNCF), static shapes",
     formats=("openvino-ir",),
     runtime="openvino-genai",
     packages=("openvino", "openvino-genai", "openvino-tokenizers", "optimum-intel", "optimum", "nncf"),
@@ -142,7 +143,7 @@ def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
 # --- build ------------------------------------------------------------------------------------
 
 def _export_args(w: str, s: dict) -> list[str]:
-    if w == "int4_sym":  # OpenVINO's NPU recipe: int4 sym, ratio 1.0, channel-wise (or group 128)
+    if w == "int4_sym":  # int4 sym; the NPU recipe is ratio 1.0, channel-wise (or group 128)
         int4 = s.get("int4", {})
         args = ["--weight-format", "int4", "--sym", "--ratio", str(int4.get("ratio", 1.0)),
                 "--group-size", str(s["group_size"]), "--backup-precision", s["backup_precision"]]
