@@ -182,9 +182,11 @@ def _intel_npu(name: str, override: dict, args, merged: Path, ref_dir: Path, sch
 
 def _saved_notes(out: Path, suffix: str) -> dict:
     """Notes of an IR exported by an earlier run (so a rerun scores without re-exporting)."""
-    saved = out / f"notes_{suffix}.json"
-    if saved.is_file():
-        return json.loads(saved.read_text())
+    from slmake.targets.intel_npu import RUNS
+
+    for saved in (out / f"notes_{suffix}.json", *out.glob("notes_*.json")):  # the entries differ by device only
+        if saved.is_file():
+            return {**json.loads(saved.read_text()), "device": RUNS[suffix]}
     sys.exit(f"int4_accuracy: {out}: IR present but no notes_{suffix}.json; delete the folder to re-export")
 
 
