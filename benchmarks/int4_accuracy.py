@@ -58,6 +58,8 @@ OV_CANDIDATES = {  # targets.intel_npu overrides on conf/targets/intel_npu.yaml 
     "g64_awq_se": {"group_size": 64, "int4": {"awq": True, "scale_estimation": True, "dataset": "auto"}},
     "g64_ratio08": {"group_size": 64, "int4": {"ratio": 0.8}},
     "g32_awq_se": {"group_size": 32, "int4": {"awq": True, "scale_estimation": True, "dataset": "auto"}},
+    "g64_r08_awq_se": {"group_size": 64, "int4": {"ratio": 0.8, "awq": True, "scale_estimation": True,
+                                                  "dataset": "auto", "num_samples": 64}},
     "g32_r08_awq_se": {"group_size": 32, "int4": {"ratio": 0.8, "awq": True, "scale_estimation": True,
                                                   "dataset": "auto", "num_samples": 64}},
 }
