@@ -129,7 +129,11 @@ def pretrain(model, tok, docs: list[str], p: dict, seed: int) -> dict:
     data = torch.tensor(ids[: n_blocks * block]).view(n_blocks, block)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=p["lr"], weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=p["steps"], pct_start=0.1)
+    # warm-up over >= 2 steps: torch's OneCycleLR divides by zero when pct_start x steps is exactly 1
+    # (steps=10 with 0.1), and a shorter warm-up is no warm-up; under 4 steps, a constant lr
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=p["lr"], total_steps=p["steps"],
+                                                 pct_start=min(0.5, max(0.1, 2 / p["steps"])))
+             if p["steps"] >= 4 else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
     model.train()
     loss_val = float("nan")
     bar = tqdm(range(p["steps"]), desc="pretrain", unit="step", mininterval=2)
