@@ -24,10 +24,8 @@ class _Gen:
 
 
 class _Runner:
-    details = {"runtime_note": "fake"}
-
     def __init__(self):
-        self.calls = 0
+        self.calls, self.details = 0, {"runtime_note": "fake"}
 
     def generate(self, prompt_ids, max_new):
         self.calls += 1

@@ -32,7 +32,6 @@ from .metrics import parity, score
 from .runtime_env import cores
 from .targets.base import Artifact, Skipped
 
-
 # the figures `dvc exp show` shows per artifact; everything else is in the details file
 METRICS = ("exact_match", "valid", "parity", "decode_tok_s", "ttft_ms", "peak_rss_mb", "size_mb")
 
