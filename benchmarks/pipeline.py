@@ -55,11 +55,13 @@ def pull_from_remote(work: Path) -> float:
         sh(f"dvc remote remove store && rm -rf {store} {clone}", work)
 
 
-def copy_project(work: Path) -> None:
-    """The tracked project without previous results (reports/, dvc.lock): a clean build."""
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+def copy_project(work: Path, untracked: bool = False) -> None:
+    """The tracked project without previous results (reports/, dvc.lock): a clean build.
+    ``untracked``: the working tree as it is (new files not yet added, too)."""
+    ls = ["git", "ls-files", *(["--cached", "--others", "--exclude-standard"] if untracked else [])]
+    files = subprocess.run(ls, cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     for f in files:
-        if not f.startswith(("reports/", "dvc.lock")):
+        if not f.startswith(("reports/", "dvc.lock")) and (ROOT / f).is_file():
             (work / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, work / f)
 

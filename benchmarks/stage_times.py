@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import copy_project  # noqa: E402
+from pipeline import copy_project
 
 
 def run(cmd: list[str], cwd: Path, env: dict) -> None:
@@ -30,24 +30,31 @@ def run(cmd: list[str], cwd: Path, env: dict) -> None:
         sys.exit(f"`{' '.join(cmd)}` failed:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
 
 
-def timed_repro(work: Path, env: dict, log: Path) -> tuple[list[tuple[str, float]], float]:
-    """Stream `dvc repro`, stamping each "Running stage 'x'" line; returns [(stage, seconds)]."""
-    starts: list[tuple[str, float]] = []
+def timed_repro(work: Path, env: dict, log: Path, cmd: tuple[str, ...] = ("dvc", "repro")
+                ) -> tuple[list[tuple[str, float]], float]:
+    """Stream ``cmd`` (a `dvc repro`, maybe with a target or a lock prefix) to ``log``, stamping each
+    "Running stage 'x'" line; returns [(stage, seconds)] and the total. On failure: exits naming
+    the failing stage, with its output's tail."""
+    starts: list[tuple[str, float, int]] = []
+    lines: list[str] = []
     t0 = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(["dvc", "repro"], cwd=work, env=env, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(list(cmd), cwd=work, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1)
         for line in proc.stdout:
             out.write(line)
+            lines.append(line.rstrip("\n"))
             if line.startswith("Running stage '"):
-                starts.append((line.split("'")[1], time.perf_counter()))
+                starts.append((line.split("'")[1], time.perf_counter(), len(lines)))
                 print(f"  {time.perf_counter() - t0:7.1f} s  {starts[-1][0]}", flush=True)
         rc = proc.wait()
     end = time.perf_counter()
     if rc != 0:
-        sys.exit(f"dvc repro failed (rc {rc}); see {log}")
+        stage, _, at = starts[-1] if starts else ("(before any stage)", 0, 0)
+        tail = "\n".join(lines[max(at - 1, len(lines) - 60):])
+        sys.exit(f"`{' '.join(cmd)}` failed (rc {rc}) in stage {stage!r}; full log {log}; tail:\n{tail}")
     times = [(name, (starts[i + 1][1] if i + 1 < len(starts) else end) - t)
-             for i, (name, t) in enumerate(starts)]
+             for i, (name, t, _) in enumerate(starts)]
     return times, end - t0
 
 

@@ -31,6 +31,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline import copy_project
+
 SMOLLM2 = ["model=smollm2_135m_gguf", f"model.hf.path={ROOT}/.venv/share/slmake/models/smollm2-135m",
            "train.epochs=1", "train.threads=2", "train.lr=0.001"]
 
@@ -133,12 +136,7 @@ def sh(cmd: list[str], cwd: Path, env: dict) -> None:
 
 
 def prepare(work: Path, overrides: list[str], build: Path | None, env: dict) -> None:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()  # the working tree as it is
-    for f in files:
-        if not f.startswith(("reports/", "dvc.lock")) and (ROOT / f).is_file():
-            (work / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, work / f)
+    copy_project(work, untracked=True)  # the working tree as it is
     sh([str(Path(sys.executable).parent / "slmake"), "check", "--write", "params.yaml", *overrides], work, env)
     if build is not None:
         for name in ("base", "data"):

@@ -34,13 +34,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import copy_project
+from stage_times import timed_repro
 
 BIN = Path(sys.executable).parent
 SMOLLM2 = {"model": "smollm2_135m_gguf", "model.hf.path": str(BIN.parent / "share/slmake/models/smollm2-135m"),
@@ -76,25 +76,9 @@ class Project:
         cmd = ["dvc", "repro", target]
         if self.lock:
             cmd = ["flock", self.lock, *cmd]
-        log, lines, starts = self.work / f"logs/{label}.log", [], []
-        t0 = time.perf_counter()
         print(f"[{label}] {' '.join(cmd)}", flush=True)
-        with open(log, "w") as out:
-            proc = subprocess.Popen(cmd, cwd=self.work, env=self.env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
-            for line in proc.stdout:
-                out.write(line)
-                lines.append(line.rstrip("\n"))
-                if line.startswith("Running stage '"):
-                    starts.append((line.split("'")[1], time.perf_counter(), len(lines)))
-                    print(f"  {time.perf_counter() - t0:7.1f} s  {starts[-1][0]}", flush=True)
-            rc = proc.wait()
-        end = time.perf_counter()
-        if rc != 0:
-            stage, _, at = starts[-1] if starts else ("(before any stage)", 0, 0)
-            tail = "\n".join(lines[max(at - 1, len(lines) - 60):])
-            sys.exit(f"[{label}] `dvc repro {target}` failed (rc {rc}) in stage {stage!r}; full log {log}; tail:\n{tail}")
-        return {name: (starts[i + 1][1] if i + 1 < len(starts) else end) - t for i, (name, t, _) in enumerate(starts)}
+        times, _ = timed_repro(self.work, self.env, self.work / f"logs/{label}.log", tuple(cmd))
+        return dict(times)
 
     def json(self, rel: str) -> dict:
         return json.loads((self.work / rel).read_text())
