@@ -59,7 +59,8 @@ def bench_target(name: str, compile_dir: Path, reference_dir: Path, bench: dict,
     splitting bench.threads between them: one decode stream of a small model barely uses a second
     core (SmolLM2 q8_0: 138 tok/s on 1 thread, ~150 on 2), so on 2 cores two artifacts at 1 thread
     each cut SmolLM2's bench stage from 148 to 111 s, with the same greedy tokens (each output is
-    computed whole by one thread). The speed figures then run one artifact at a time with bench.threads, on an idle box."""
+    computed whole by one thread). The speed figures then run one artifact at a time with
+    bench.threads, on an idle box."""
     listing = json.loads((compile_dir / "artifacts.json").read_text())
     module = targets.load(name)
     probe = module.probe()
@@ -154,7 +155,6 @@ def _worker(job: dict) -> dict:
         cap = art.notes["bench_limit"]
         limit, speed_prompts, repeats = min(limit or cap, cap), 1, 1
     reference = evenly_spaced(read_jsonl(ref_dir / "reference.jsonl"), limit)
-    tok = Tokenizer.from_file(str(ref_dir / "tokenizer" / "tokenizer.json"))
 
     t0 = time.perf_counter()
     try:
@@ -164,7 +164,8 @@ def _worker(job: dict) -> dict:
     load_s = time.perf_counter() - t0
     result = {"status": "ok", "runtime": art.runtime}
     try:
-        if phase in ("accuracy", "all"):
+        if phase in ("accuracy", "all"):   # only this pass decodes text
+            tok = Tokenizer.from_file(str(ref_dir / "tokenizer" / "tokenizer.json"))
             gens = [runner.generate(r["prompt_ids"], max_new) for r in reference]
             outs = [g.tokens for g in gens]
             texts = [tok.decode(t, skip_special_tokens=True) for t in outs]
