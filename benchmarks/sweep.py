@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import copy_project, sh  # noqa: E402
+from pipeline import copy_project, sh
 
 LINE = re.compile(r"^(?:Running stage '(?P<ran>[^']+)'|Stage '(?P<cached>[^']+)' is cached"
                   r"|Stage '(?P<same>[^']+)' didn't change)")
