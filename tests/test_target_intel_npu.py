@@ -153,3 +153,29 @@ def test_bad_inputs_raise(built, tmp_path):
         intel_npu.compile(build_ctx(tmp_path, tmp_path / "out"), SETTINGS)
     problems = settings_problems("intel_npu", {**SETTINGS, "weights": ["int3"]})
     assert len(problems) == 1 and problems[0].startswith("targets.intel_npu.weights.0: 'int3' is not one of"), problems
+
+
+def test_shipped_data_aware_recipe_builds_and_runs(built, tmp_path):
+    """conf/targets/intel_npu.yaml's int4 recipe as shipped (group 64, NNCF ratio 0.8, AWQ + scale
+    estimation on samples the model generates itself): the export runs offline, mixes int4 with
+    int8, records what NNCF did, and the IR generates through the NPU pipeline on CPU."""
+    from pathlib import Path
+
+    import yaml
+
+    model, _, _, ids, _ = built
+    conf = Path(__file__).resolve().parents[1] / "conf/targets/intel_npu.yaml"
+    shipped = yaml.safe_load(conf.read_text())["intel_npu"]
+    assert shipped["int4"]["awq"] and shipped["int4"]["scale_estimation"] and shipped["int4"]["dataset"] == "auto"
+    settings = {**shipped, "weights": ["int4_sym"], "max_prompt_len": 128}
+    assert not settings_problems("intel_npu", settings)
+    arts = {a.name: a for a in intel_npu.compile(build_ctx(model, tmp_path), settings)}
+    art = arts["ov_int4_sym_npuw_cpu"]
+    assert art.status == "built", art.reason
+    args, info = art.notes["export_args"], art.notes["nncf_weight_compression"]
+    assert {"--awq", "--scale-estimation"} <= set(args) and args[args.index("--dataset") + 1] == "auto"
+    assert info["group_size"] == str(shipped["group_size"]) and float(info["ratio"]) == shipped["int4"]["ratio"]
+    types = art.notes["weight_types"]   # backup int8_asym (u8): embedding, head, and ratio 0.8's int8 share
+    assert types.get("i4", 0) > 0 and types.get("u8", 0) > 2, types
+    got = [g.tokens for g in _tokens(art, tmp_path, ids)]
+    assert all(0 < len(t) <= NEW and all(0 <= x < 320 for x in t) for t in got)
