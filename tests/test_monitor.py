@@ -13,7 +13,7 @@ import yaml
 
 from slmake.monitor import stats
 from slmake.monitor.check import analyse, reason
-from slmake.monitor.inputs import instruction_of, parse_since, read_feedback, read_window
+from slmake.monitor.inputs import instruction_of, parse_since, read_feedback, read_split, read_window
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -202,6 +202,19 @@ def test_bad_feedback_names_file_and_line(tmp_path):
     fb.write_text(json.dumps({"ticket": "x", "response": '{"category": "cooking"}'}) + "\n")
     with pytest.raises(Exception, match=r"feedback.jsonl:1: the response is not valid for data.response_schema"):
         read_feedback(fb, SPEC["data"])
+    fb.write_text("\n" + '{"ticket": "cut off by a kill\n')
+    with pytest.raises(Exception, match=r"feedback.jsonl:2: not JSON .*expected a feedback record"):
+        read_feedback(fb, SPEC["data"])
+
+
+def test_bad_train_split_names_file_and_line(tmp_path):
+    split = tmp_path / "train.jsonl"
+    split.write_text(json.dumps({"prompt": "p", "response": "{}"}) + "\n" + "{oops\n")
+    with pytest.raises(Exception, match=r"train.jsonl:2: not JSON .*'prompt' and 'response'"):
+        read_split(split, "{instruction}", "category")
+    split.write_text(json.dumps({"response": "{}"}) + "\n")
+    with pytest.raises(Exception, match=r"train.jsonl:1: expected a curated record"):
+        read_split(split, "{instruction}", "category")
 
 
 # ---------------------------------------------------------------- CLI and DVC stage in a scratch project

@@ -108,21 +108,31 @@ def _label(rec: dict, label_field: str | None) -> str | None:
     return str(value[label_field]) if isinstance(value, dict) and value.get(label_field) is not None else None
 
 
-def read_split(path: Path, template: str, label_field: str | None) -> dict:
-    """{"inputs": raw instructions, "labels": labels} of one curated split (build/data/<split>.jsonl)."""
-    if not path.exists():
-        raise MonitorError(f"{path}: not found; the baseline is the build's curated data (run `dvc repro curate`)")
-    inputs, labels = [], []
+def _records(path: Path, expected: str):
+    """(line number, parsed JSON) of every non-blank line; a line that is not JSON is the user's
+    to fix, named with ``expected``."""
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
-                inputs.append(instruction_of(rec["prompt"], template))
-            except (ValueError, KeyError, TypeError):
-                raise MonitorError(f"{path}:{i}: expected a curated record with 'prompt' and 'response'") from None
-            labels.append(_label(rec, label_field))
+                yield i, json.loads(line)
+            except ValueError as e:
+                raise MonitorError(f"{path}:{i}: not JSON ({e}); expected {expected}") from None
+
+
+def read_split(path: Path, template: str, label_field: str | None) -> dict:
+    """{"inputs": raw instructions, "labels": labels} of one curated split (build/data/<split>.jsonl)."""
+    if not path.exists():
+        raise MonitorError(f"{path}: not found; the baseline is the build's curated data (run `dvc repro curate`)")
+    inputs, labels = [], []
+    expected = "a curated record with 'prompt' and 'response'"
+    for i, rec in _records(path, expected):
+        try:
+            inputs.append(instruction_of(rec["prompt"], template))
+        except (KeyError, TypeError):
+            raise MonitorError(f"{path}:{i}: expected {expected}") from None
+        labels.append(_label(rec, label_field))
     if not inputs:
         raise MonitorError(f"{path}: no records")
     return {"inputs": inputs, "labels": labels}
@@ -145,27 +155,20 @@ def read_feedback(path: str | Path, data_cfg: dict) -> list[dict]:
     records, shapes, responses = RecordValidator(cfg), ShapeReader(cfg), ResponseValidator(cfg)
     scrub = scrubber_for(cfg["pii"])
     out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as e:
-                raise MonitorError(f"{path}:{i}: not JSON ({e})") from None
-            problem = records.check(rec)
-            if problem is not None:
-                raise MonitorError(f"{path}:{i}: {problem[1]} (feedback records have the data's shape "
-                                   f"'{cfg['shape']}')")
-            try:
-                instr, resp_raw, _ = shapes.extract(rec)
-            except ShapeError as e:
-                raise MonitorError(f"{path}:{i}: {e.detail}") from None
-            value, why = responses.parse(resp_raw)
-            if why is not None or responses.canonical(value) is None:
-                raise MonitorError(f"{path}:{i}: the response is not valid for data.response_schema"
-                                   + (f" ({why})" if why else ""))
-            out.append({"key": match_key(scrub.scrub(normalize(instr))), "response": value})
+    for i, rec in _records(path, f"a feedback record in the data's shape '{cfg['shape']}'"):
+        problem = records.check(rec)
+        if problem is not None:
+            raise MonitorError(f"{path}:{i}: {problem[1]} (feedback records have the data's shape "
+                               f"'{cfg['shape']}')")
+        try:
+            instr, resp_raw, _ = shapes.extract(rec)
+        except ShapeError as e:
+            raise MonitorError(f"{path}:{i}: {e.detail}") from None
+        value, why = responses.parse(resp_raw)
+        if why is not None or responses.canonical(value) is None:
+            raise MonitorError(f"{path}:{i}: the response is not valid for data.response_schema"
+                               + (f" ({why})" if why else ""))
+        out.append({"key": match_key(scrub.scrub(normalize(instr))), "response": value})
     if not out:
         raise MonitorError(f"{path}: no feedback records")
     return out
