@@ -3,7 +3,7 @@
 Builds the merged model with the builder (`targets.tools.build_ort_genai`, the options the cpu /
 cuda targets derive from their `onnx_genai.int4` settings) once per candidate, then runs bench's
 own worker on the test split (a child process per artifact, as `bench@cpu` does): exact match,
-its delta against the fp32 reference of the evaluate stage, parity, decode tok/s and size. This is
+its delta against the fp32 reference of the evaluate stage (± its paired 95 % interval), parity, decode tok/s and size. This is
 how conf/targets/cpu.yaml's int4 defaults were chosen.
 
 ``--target intel_npu`` does the same for the OpenVINO int4 IR (optimum-intel's exporter with NNCF,
@@ -99,7 +99,7 @@ def main() -> None:
     rows = []
     for name in names:
         if args.target == "intel_npu":
-            rows += _intel_npu(name, candidates[name], args, merged, ref_dir, schema, max_new, fp32)
+            rows += _intel_npu(name, candidates[name], args, merged, ref_dir, schema, max_new)
             continue
         posthoc = CANDIDATES[name].get("algorithm") in ("hqq", "gptq")
         opts = [] if posthoc else ort_genai_int4_options(CANDIDATES[name])
@@ -127,17 +127,17 @@ def main() -> None:
             print(f"{name}: {res.get('status')}: {res.get('reason')}")
             continue
         row = {"candidate": name, "options": opts, "exact_match": res["exact_match"],
-               "delta": round(res["exact_match"] - fp32, 4), "parity": res["parity"],
+               "delta": res["delta"], "delta_ci95": res["delta_ci95"], "parity": res["parity"],
                "decode_tok_s": res["decode_tok_s"], "size_mb": round(entry["size_bytes"] / 1e6, 1)}
         rows.append(row)
-        print(f"{name:18} em {row['exact_match']:.3f} ({100 * row['delta']:+.1f} pts) parity {row['parity']:.3f} "
+        print(f"{name:18} em {row['exact_match']:.3f} ({100 * row['delta']:+.1f} ±{100 * row['delta_ci95']:.1f} pts) "
+              f"parity {row['parity']:.3f} "
               f"{row['decode_tok_s']} tok/s {row['size_mb']} MB  {' '.join(opts) or '(builder defaults)'}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"fp32_exact_match": fp32, "rows": rows}, indent=1) + "\n")
 
 
-def _intel_npu(name: str, override: dict, args, merged: Path, ref_dir: Path, schema: dict, max_new: int,
-               fp32: float) -> list[dict]:
+def _intel_npu(name: str, override: dict, args, merged: Path, ref_dir: Path, schema: dict, max_new: int) -> list[dict]:
     """Export one int4_sym IR with the intel_npu target's own compile and score its CPU-side entries."""
     import yaml
 
@@ -172,11 +172,12 @@ def _intel_npu(name: str, override: dict, args, merged: Path, ref_dir: Path, sch
             print(f"{name} {suffix}: {res.get('status')}: {res.get('reason')}")
             continue
         row = {"candidate": f"{name}:{suffix}", "options": override, "exact_match": res["exact_match"],
-               "delta": round(res["exact_match"] - fp32, 4), "parity": res["parity"],
+               "delta": res["delta"], "delta_ci95": res["delta_ci95"], "parity": res["parity"],
                "decode_tok_s": res["decode_tok_s"], "size_mb": round(size / 1e6, 1),
                "export_args": notes.get("export_args"), "weight_types": notes.get("weight_types")}
         rows.append(row)
-        print(f"{name + ':' + suffix:28} em {row['exact_match']:.3f} ({100 * row['delta']:+.1f} pts) parity "
+        print(f"{name + ':' + suffix:28} em {row['exact_match']:.3f} ({100 * row['delta']:+.1f} "
+              f"±{100 * row['delta_ci95']:.1f} pts) parity "
               f"{row['parity']:.3f} {row['decode_tok_s']} tok/s {row['size_mb']} MB  {json.dumps(override)}",
               flush=True)
     return rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
 import yaml
 
 from slmake import spec as spec_mod
@@ -83,3 +84,33 @@ def test_report_shows_each_artifacts_delta_vs_fp32():
     cells = {line.split(" | ")[1]: line.split(" | ")[col] for line in md.splitlines() if line.startswith("| cpu") or
              line.startswith("| cuda")}
     assert cells == {"onnx_int4": "-0.090", "gguf_q8_0": "+0.005", "onnx_int4_cuda": "–"}
+
+
+def test_report_shows_benchs_paired_delta_with_its_interval():
+    evaluation = {"base": {"exact_match": 0.1, "valid": 0.5, "n": 200},
+                  "finetuned": {"exact_match": 0.68, "valid": 1.0, "n": 200}}
+    rows = [{"target": "cpu", "artifact": "onnx_int4", "exact_match": 0.64, "delta": -0.04, "delta_ci95": 0.0586,
+             "n": 200}]
+    md = markdown(rows, evaluation, {}, "m", "d")
+    header = next(line for line in md.splitlines() if line.startswith("| target"))
+    row = next(line for line in md.splitlines() if line.startswith("| cpu"))
+    assert row.split(" | ")[header.split(" | ").index("Δ vs fp32")] == "-0.040 ±0.059"
+    assert "95 % interval" in md
+
+
+def test_paired_delta_counts_only_discordant_prompts():
+    from slmake.metrics import exact_hits, paired_delta
+
+    same = [True] * 120 + [False] * 80
+    assert paired_delta(same, same) == {"delta": 0.0, "delta_ci95": 0.0}   # f16 at parity 1.0
+    # 200 prompts: the reference alone gets 22 right, the artifact alone 14 (net -8 = -4 points)
+    ref = [True] * 22 + [False] * 14 + [True] * 100 + [False] * 64
+    art = [False] * 22 + [True] * 14 + [True] * 100 + [False] * 64
+    d = paired_delta(art, ref)
+    assert d["delta"] == -0.04
+    assert abs(d["delta_ci95"] - 1.96 * ((36 - 64 / 200) ** 0.5) / 200) < 1e-4 and 0.05 < d["delta_ci95"] < 0.06
+    assert paired_delta([True] * 10, [False] * 10) == {"delta": 1.0, "delta_ci95": 0.0}   # all discordant one way
+    assert exact_hits(['{"a": 1, "b": 2}', '{"a": 2}', " plain "], ['{"b": 2, "a": 1}', '{"a": 1}', "plain"]) \
+        == [True, False, True]
+    with pytest.raises(ValueError):
+        paired_delta([True], [True, False])

@@ -28,12 +28,12 @@ from tqdm import tqdm
 
 from . import targets
 from .io import evenly_spaced, read_jsonl
-from .metrics import parity, score
+from .metrics import exact_hits, paired_delta, parity, score
 from .runtime_env import cores
 from .targets.base import Artifact, Skipped
 
 # the figures `dvc exp show` shows per artifact; everything else is in the details file
-METRICS = ("exact_match", "valid", "parity", "decode_tok_s", "ttft_ms", "peak_rss_mb", "size_mb")
+METRICS = ("exact_match", "delta", "valid", "parity", "decode_tok_s", "ttft_ms", "peak_rss_mb", "size_mb")
 
 
 def split_results(results: dict) -> tuple[dict, dict, dict]:
@@ -169,7 +169,10 @@ def _worker(job: dict) -> dict:
             gens = [runner.generate(r["prompt_ids"], max_new) for r in reference]
             outs = [g.tokens for g in gens]
             texts = [tok.decode(t, skip_special_tokens=True) for t in outs]
-            task = score(texts, [r["expected"] for r in reference], job["response_schema"])
+            expected = [r["expected"] for r in reference]
+            task = score(texts, expected, job["response_schema"])
+            ref_texts = [tok.decode(r["tokens"], skip_special_tokens=True) for r in reference]
+            result.update(paired_delta(exact_hits(texts, expected), exact_hits(ref_texts, expected)))
             result.update({
                 "parity": parity(outs, [r["tokens"] for r in reference]),
                 "exact_match": task["exact_match"],

@@ -72,7 +72,10 @@ def markdown(rows: list[dict], evaluation: dict, curation: dict, model: str, dat
     out.write("| " + " | ".join(h for _, h in COLUMNS) + " |\n")
     out.write("|" + "---|" * len(COLUMNS) + "\n")
     for r in rows:   # delta: accuracy minus the fine-tuned fp32 model's, what compiling cost
-        if isinstance(r.get("exact_match"), (int, float)):
+        if isinstance(r.get("delta"), (int, float)):   # bench's: on the same rows, with its 95 % interval
+            ci = r.get("delta_ci95")
+            r = {**r, "delta": f"{r['delta']:+.3f}" + (f" ±{ci:.3f}" if isinstance(ci, (int, float)) else "")}
+        elif isinstance(r.get("exact_match"), (int, float)):   # a bench file from before the paired delta
             r = {**r, "delta": f"{r['exact_match'] - f['exact_match']:+.3f}"}
         out.write("| " + " | ".join(_cell(r.get(k)) for k, _ in COLUMNS) + " |\n")
     notes = [r for r in rows if r.get("reason")]
@@ -81,7 +84,9 @@ def markdown(rows: list[dict], evaluation: dict, curation: dict, model: str, dat
         for r in notes:
             out.write(f"- {r['target']}/{r['artifact']}: {r['status']} — {r['reason']}\n")
     out.write("\nAccuracy = exact match of the parsed JSON response on the test split; Δ vs fp32 = accuracy "
-              "minus the fine-tuned fp32 model's; parity = share of "
+              "minus the fine-tuned fp32 model's on the same prompts, ± the half-width of its 95 % interval "
+              "(paired: only prompts one of the two got right count; a Δ inside it is not distinguishable "
+              "from none on this many prompts); parity = share of "
               "test prompts whose greedy tokens equal the fp32 reference; tok/s = median decode speed; n = test "
               "prompts scored (a slow simulator scores an evenly spaced subset, e.g. "
               "`targets.qualcomm_npu.simulator_prompts`: compare its accuracy with care).\n")
