@@ -14,13 +14,14 @@ def _parse(text: str):
         return None
 
 
+def _exact(out: str, ref: str, got, want) -> bool:
+    """The exact-match rule (``got``/``want``: the parsed output/reference, None for plain text)."""
+    return out.strip() == ref.strip() if want is None else got == want
+
+
 def exact_hits(outputs: list[str], references: list[str]) -> list[bool]:
     """Per row, whether the output is an exact match as `score` counts it."""
-    hits = []
-    for out, ref in zip(outputs, references, strict=True):
-        want = _parse(ref)
-        hits.append(out.strip() == ref.strip() if want is None else _parse(out) == want)
-    return hits
+    return [_exact(out, ref, _parse(out), _parse(ref)) for out, ref in zip(outputs, references, strict=True)]
 
 
 def paired_delta(hits: list[bool], reference_hits: list[bool]) -> dict:
@@ -50,10 +51,11 @@ def score(outputs: list[str], references: list[str], response_schema: dict) -> d
     n = len(outputs)
     validator = Draft202012Validator(response_schema)
     fields = list(response_schema.get("properties", {}))
-    exact, valid = sum(exact_hits(outputs, references)), 0
+    exact = valid = 0
     field_hits = {f: 0 for f in fields}
     for out, ref in zip(outputs, references):
         got, want = _parse(out), _parse(ref)
+        exact += _exact(out, ref, got, want)
         if want is None:  # plain-text task
             valid += validator.is_valid(out.strip())
             continue
