@@ -3,8 +3,8 @@
 Builds the merged model with the builder (`targets.tools.build_ort_genai`, the options the cpu /
 cuda targets derive from their `onnx_genai.int4` settings) once per candidate, then runs bench's
 own worker on the test split (a child process per artifact, as `bench@cpu` does): exact match,
-its delta against the fp32 reference of the evaluate stage (± its paired 95 % interval), parity, decode tok/s and size. This is
-how conf/targets/cpu.yaml's int4 defaults were chosen.
+its delta against the fp32 reference of the evaluate stage (± its paired 95 % interval), parity,
+decode tok/s and size. This is how conf/targets/cpu.yaml's int4 defaults were chosen.
 
 ``--target intel_npu`` does the same for the OpenVINO int4 IR (optimum-intel's exporter with NNCF,
 the settings of ``targets.intel_npu``), scored on OpenVINO's CPU device (``ov_int4_sym_cpu_proxy``:
@@ -126,13 +126,7 @@ def main() -> None:
         if res.get("status") != "ok":
             print(f"{name}: {res.get('status')}: {res.get('reason')}")
             continue
-        row = {"candidate": name, "options": opts, "exact_match": res["exact_match"],
-               "delta": res["delta"], "delta_ci95": res["delta_ci95"], "parity": res["parity"],
-               "decode_tok_s": res["decode_tok_s"], "size_mb": round(entry["size_bytes"] / 1e6, 1)}
-        rows.append(row)
-        print(f"{name:18} em {row['exact_match']:.3f} ({100 * row['delta']:+.1f} ±{100 * row['delta_ci95']:.1f} pts) "
-              f"parity {row['parity']:.3f} "
-              f"{row['decode_tok_s']} tok/s {row['size_mb']} MB  {' '.join(opts) or '(builder defaults)'}", flush=True)
+        rows.append(_row(name, opts, res, entry["size_bytes"], ' '.join(opts) or '(builder defaults)', 18))
     if args.json:
         args.json.write_text(json.dumps({"fp32_exact_match": fp32, "rows": rows}, indent=1) + "\n")
 
@@ -171,16 +165,19 @@ def _intel_npu(name: str, override: dict, args, merged: Path, ref_dir: Path, sch
         if res.get("status") != "ok":
             print(f"{name} {suffix}: {res.get('status')}: {res.get('reason')}")
             continue
-        row = {"candidate": f"{name}:{suffix}", "options": override, "exact_match": res["exact_match"],
-               "delta": res["delta"], "delta_ci95": res["delta_ci95"], "parity": res["parity"],
-               "decode_tok_s": res["decode_tok_s"], "size_mb": round(size / 1e6, 1),
-               "export_args": notes.get("export_args"), "weight_types": notes.get("weight_types")}
-        rows.append(row)
-        print(f"{name + ':' + suffix:28} em {row['exact_match']:.3f} ({100 * row['delta']:+.1f} "
-              f"±{100 * row['delta_ci95']:.1f} pts) parity "
-              f"{row['parity']:.3f} {row['decode_tok_s']} tok/s {row['size_mb']} MB  {json.dumps(override)}",
-              flush=True)
+        rows.append({**_row(f"{name}:{suffix}", override, res, size, json.dumps(override), 28),
+                     "export_args": notes.get("export_args"), "weight_types": notes.get("weight_types")})
     return rows
+
+
+def _row(candidate: str, options, res: dict, size_bytes: int, described: str, width: int) -> dict:
+    """One scored candidate as the --json row, printed as a line of the table."""
+    row = {"candidate": candidate, "options": options, "exact_match": res["exact_match"], "delta": res["delta"],
+           "delta_ci95": res["delta_ci95"], "parity": res["parity"], "decode_tok_s": res["decode_tok_s"],
+           "size_mb": round(size_bytes / 1e6, 1)}
+    print(f"{candidate:{width}} em {row['exact_match']:.3f} ({100 * row['delta']:+.1f} ±{100 * row['delta_ci95']:.1f} "
+          f"pts) parity {row['parity']:.3f} {row['decode_tok_s']} tok/s {row['size_mb']} MB  {described}", flush=True)
+    return row
 
 
 def _saved_notes(out: Path, suffix: str) -> dict:

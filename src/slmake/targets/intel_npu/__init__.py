@@ -3,8 +3,9 @@
 Build: optimum-intel's own exporter (``optimum-cli export openvino``, in a subprocess, offline) with
 int4 symmetric weights (conf default: group 64, 80 % int4 with AWQ + scale estimation on
 self-generated data; the NPU guide's channel-wise ratio-1.0 recipe lost SmolLM2 33 points:
-benchmarks/int4_accuracy.py --target intel_npu), tokenizer/detokenizer IRs included; optionally int8_sym / fp16 / fp32 IRs (fp32 is the parity baseline: it separates errors
-of the static-shape pipeline from errors of quantization).
+benchmarks/int4_accuracy.py --target intel_npu), tokenizer/detokenizer IRs included; optionally
+int8_sym / fp16 / fp32 IRs (fp32 is the parity baseline: it separates errors of the static-shape
+pipeline from errors of quantization).
 
 Run: every IR folder yields three bench entries that share it, because a host without an NPU can
 still check most of what matters:
