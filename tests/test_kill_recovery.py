@@ -8,7 +8,8 @@ caching and dvc.lock writing), `dvc repro`; then a kill while it runs, one in th
 reruns it (DVC restores base..compile from its run cache instead, so another forced run), and
 `dvc repro` again, as a user would. What slmake guarantees is asserted; DVC's part is not: it
 rewrites dvc.lock and .dvc/tmp/rwlock in place, so a kill in its own phase can half-write them
-and every later dvc command fails until they are restored (the test does that and counts it).
+and every later dvc command fails until `slmake doctor --fix` repairs them (counted, and the
+doctor's dry run must have flagged each such case).
 """
 
 import copy
@@ -247,8 +248,8 @@ def test_kills_at_random_points_recover_with_identical_hashes_and_no_litter(tmp_
     def repair_dvc(k: dict) -> None:
         """DVC's part: it rewrites dvc.lock and .dvc/tmp/rwlock in place (open "w", then dump), so
         a kill in its own bookkeeping can leave either half-written, and then every dvc command
-        fails (re-running does not help). The remedies: the last good dvc.lock from git, and
-        deleting the rwlock while no dvc runs (treeverse/dvc#7615)."""
+        fails (re-running does not help). The remedy is `slmake doctor --fix` (slmake.doctor:
+        whole entries of the cut lock plus git HEAD's for the rest; a corrupt rwlock deleted)."""
         broken = [name for name, bad in (("dvc.lock", _lock_paths(repo) != ref_paths),
                                          (".dvc/tmp/rwlock", _bad_json(repo / ".dvc/tmp/rwlock"))) if bad]
         if broken:
@@ -258,10 +259,13 @@ def test_kills_at_random_points_recover_with_identical_hashes_and_no_litter(tmp_
             k["dvc_half_written"] = broken
             k["rerun_alone"] = "ok" if rc == 0 else next(
                 (ln for ln in again.output.splitlines() if "dvc.lock" in ln or "RWLock" in ln), "failed")[:120]
-            if rc:
-                if "dvc.lock" in broken:
-                    sh("git checkout -q -- dvc.lock", repo)
-                (repo / ".dvc/tmp/rwlock").unlink(missing_ok=True)
+            if rc:  # every dvc command fails now: `slmake doctor` must see it, and `--fix` repair it
+                dry = sh("slmake doctor", repo, check=False)
+                assert dry.returncode == 1 and "PROBLEM" in dry.stdout, (k, dry.stdout, dry.stderr)
+                fixed = sh("slmake doctor --fix", repo, check=False)
+                assert fixed.returncode == 0, (k, fixed.stdout, fixed.stderr)
+                k["doctor"] = [ln.split(":")[0].split()[-1] for ln in fixed.stdout.splitlines()
+                               if ln.startswith("fixed")]
 
     def recover(stage: str) -> None:
         run = Repro(repo, "bench@cpu", env=env)
