@@ -29,6 +29,7 @@ write_json_atomic(Path("reports/bench") / f"{target}.json", {target: metrics})
 for name, r in results.items():
     if r["status"] == "ok":
         print(f"bench@{target}: {name:<16} acc {r['exact_match']:.3f} parity {r['parity']:.3f} "
-              f"{r['decode_tok_s']} tok/s ttft {r['ttft_ms']} ms rss {r['peak_rss_mb']} MB")
+              f"{r['decode_tok_s']} tok/s ttft {r['ttft_ms']} ms request p50 {r['request_ms_p50']} ms "
+              f"rss {r['peak_rss_mb']} MB")
     else:
         print(f"bench@{target}: {name:<16} {r['status']}: {r.get('reason', '')}")

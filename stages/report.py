@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from slmake.io import write_json_atomic, write_text_atomic
-from slmake.report import collect, cost_markdown, cost_rows, load_rps, markdown, plot_csv, token_counts
+from slmake.report import (collect, cost_markdown, cost_rows, end_shares, load_rps, markdown, plot_csv,
+                           token_counts)
 from slmake.spec import stage_params
 from slmake.summary import summary
 
@@ -16,7 +17,8 @@ evaluation = json.loads(Path("reports/evaluate.json").read_text())
 curation = json.loads(Path("reports/curation.json").read_text())
 cost = params["cost"]
 prompt_tokens, ref_completion, completion = token_counts(Path("build/evaluate"), Path("build/bench"))
-lines = cost_rows(rows, cost, prompt_tokens, ref_completion, completion, load_rps(cost["load_report"]))
+lines = cost_rows(rows, cost, prompt_tokens, ref_completion, completion, load_rps(cost["load_report"]),
+                  end_shares(Path("build/bench")))
 md = markdown(rows, evaluation, curation, params["model"]["name"], params["data"]["name"], cost_markdown(lines, cost))
 if "distill" in curation:  # distill on: the teacher's ceiling beside the student
     from slmake.distill.report import markdown as distill_markdown

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from slmake.cost import SECONDS_PER_MONTH, api_usd_per_request, box_usd_per_month, cost_row, request_seconds
-from slmake.report import collect, cost_markdown, cost_rows, load_bench, load_rps, token_counts
+from slmake.report import collect, cost_markdown, cost_rows, end_shares, load_bench, load_rps, token_counts
 from slmake.spec import compose, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +21,8 @@ API = {"name": "api", "usd_per_1m_input_tokens": 2.5, "usd_per_1m_output_tokens"
 def test_request_time_box_month_and_api_price_by_hand():
     assert request_seconds(10, 100, 11) == pytest.approx(0.01 + 10 / 100)
     assert request_seconds(10, 100, 1) == pytest.approx(0.01)      # one token: TTFT only
+    assert request_seconds(10, 100, 1, 1.0) == pytest.approx(0.02)  # ... plus its end token's decode step
+    assert request_seconds(10, 100, 11, 0.5) == pytest.approx(0.01 + 10.5 / 100)
     with pytest.raises(ValueError, match="positive TTFT"):
         request_seconds(None, 100, 5)
     box = box_usd_per_month(HW)
@@ -109,6 +111,29 @@ def test_cost_rows_pick_inputs_and_say_why_not(tmp_path):
     # 133.3 req/s x 2,629,800 s x 0.5 = 175,320,000/month; $183.05 / 175.32 = $1.04 per 1M;
     # API (100 x 2.5 + 11 x 10) = $360 per 1M; break-even 183.05 / 0.00036 = 508,472
     assert "| 100 / 11.0 | 133.3 (bench) | 175,320,000 | $183 | $1.04 | $360 | $183 (1 box) | $360 | 508,472 |" in line
+
+
+def test_one_label_answers_get_a_cost_line(tmp_path):
+    """A classification task: answers are one token then end-of-generation. The cost line counts the
+    end token's decode step; a bench file without a decode rate falls back on its request latency."""
+    outs = tmp_path / "bench_out" / "cpu"
+    outs.mkdir(parents=True)
+    rows_out = [{"artifact": "gguf_q8_0", "tokens": [7], "finish_reason": "stop"}] * 3 + [
+        {"artifact": "gguf_q8_0", "tokens": [7, 8], "finish_reason": "length"}]
+    (outs / "outputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows_out))
+    assert end_shares(tmp_path / "bench_out") == {"cpu/gguf_q8_0": 0.75}
+    assert end_shares(tmp_path / "none") == {}
+    cost = {"monthly_requests": 1_000_000, "load_report": None, "api": API, "hardware": {"cpu": HW}}
+    row = {"target": "cpu", "artifact": "gguf_q8_0", "status": "ok", "hardware_present": True,
+           "ttft_ms": 40.0, "decode_tok_s": 200.0, "request_ms_p50": 45.0}
+    line = cost_rows([row], cost, 30, 1, {"cpu/gguf_q8_0": 1.25}, {}, {"cpu/gguf_q8_0": 0.75})[0]
+    # 40 ms + (1.25 - 1 + 0.75) tokens / 200 tok/s = 45 ms -> 2 streams / 0.045 s
+    assert line["source"] == "bench" and line["box_rps"] == pytest.approx(2 / 0.045)
+    old = {**row, "decode_tok_s": None}      # a bench file from before the fixed-length decode timing
+    line = cost_rows([old], cost, 30, 1, {}, {})[0]
+    assert line["source"] == "bench latency" and line["box_rps"] == pytest.approx(2 / 0.045)
+    none = {**old, "request_ms_p50": None}
+    assert cost_rows([none], cost, 30, 1, {}, {})[0]["why"].startswith("need a positive TTFT and decode rate")
 
 
 def test_default_cost_settings_validate_and_name_bad_values():

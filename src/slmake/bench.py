@@ -1,9 +1,14 @@
 """Benchmark every artifact of one target, each in its own process.
 
 A child process per artifact gives an honest peak RSS (the parent reads it with wait4) and keeps a
-runtime that crashes from taking the others down. Figures: load time, time to first token, decode
-tokens/s (median over repeats after warm-up), peak RSS, size, task accuracy on the test split, and
-parity with the fp32 reference (share of prompts with identical greedy tokens).
+runtime that crashes from taking the others down. Figures: load time, time to first token and request
+latency (prompt in, whole answer out: p50 and p95) on the task's own answers, decode tokens/s, peak
+RSS, size, task accuracy on the test split, and parity with the fp32 reference (share of prompts with
+identical greedy tokens).
+
+Decode speed is timed apart from the task's answers, as ``llama-bench``'s tg test does: each speed
+prompt generates ``bench.decode_tokens`` tokens with end-of-generation suppressed, so a task whose
+answers are one label long still has a decode rate (its answers have no decode interval to time).
 
 What a user compares across experiments (``METRICS``) is kept apart from what describes a run
 (status, reason, runtime, threads...): the first goes to a DVC metrics file that ``dvc exp show``
@@ -14,6 +19,7 @@ turns into columns, the second to a details file beside it; each artifact's gree
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import statistics
@@ -33,7 +39,10 @@ from .runtime_env import cores
 from .targets.base import Artifact, Skipped
 
 # the figures `dvc exp show` shows per artifact; everything else is in the details file
-METRICS = ("exact_match", "delta", "valid", "parity", "decode_tok_s", "ttft_ms", "peak_rss_mb", "size_mb")
+METRICS = ("exact_match", "delta", "valid", "parity", "decode_tok_s", "ttft_ms", "request_ms_p50",
+           "request_ms_p95", "peak_rss_mb", "size_mb")
+DECODE_TOKENS = 64            # conf/bench's default, for callers that build the bench settings themselves
+SIMULATOR_DECODE_TOKENS = 8   # a simulator that takes seconds per token (bench_limit) times this many at most
 
 
 def split_results(results: dict) -> tuple[dict, dict, dict]:
@@ -151,9 +160,11 @@ def _worker(job: dict) -> dict:
     bench, max_new = job["bench"], job["max_new_tokens"]
     ref_dir = Path(job["reference_dir"])
     limit, speed_prompts, repeats = bench["limit"], bench["speed_prompts"], bench["repeats"]
+    decode_tokens = bench.get("decode_tokens", DECODE_TOKENS)
     if art.notes.get("bench_limit"):  # a slow simulator: its target caps the prompts it runs
         cap = art.notes["bench_limit"]
         limit, speed_prompts, repeats = min(limit or cap, cap), 1, 1
+        decode_tokens = min(decode_tokens, SIMULATOR_DECODE_TOKENS)
     reference = evenly_spaced(read_jsonl(ref_dir / "reference.jsonl"), limit)
 
     t0 = time.perf_counter()
@@ -186,23 +197,50 @@ def _worker(job: dict) -> dict:
             speed_prompts = [r["prompt_ids"] for r in reference[:speed_prompts]]
             for p in speed_prompts[:1] * bench["warmup"]:
                 runner.generate(p, max_new)
-            ttfts, rates = [], []
-            for p in speed_prompts:
+            ttfts, requests = [], []
+            for p in speed_prompts:   # the task's own answers: what a user waits for
                 for _ in range(repeats):
                     g = runner.generate(p, max_new)
                     ttfts.append(g.ttft_s)
-                    if len(g.tokens) > 1 and g.decode_s > 0:
-                        rates.append((len(g.tokens) - 1) / g.decode_s)
+                    requests.append(g.ttft_s + g.decode_s)
             result.update({
                 "load_s": round(load_s, 4),
                 "ttft_ms": round(statistics.median(ttfts) * 1000, 3) if ttfts else None,
-                "decode_tok_s": round(statistics.median(rates), 2) if rates else None,
+                "request_ms_p50": round(statistics.median(requests) * 1000, 3) if requests else None,
+                "request_ms_p95": round(_nearest_rank(requests, 0.95) * 1000, 3) if requests else None,
+                "request_method": f"prompt in to whole answer out (greedy, max {max_new} new tokens): "
+                                  f"{len(speed_prompts)} prompts x {repeats} repeats",
+                **decode_speed(runner, speed_prompts, decode_tokens),
                 "threads": bench["threads"],
                 **getattr(runner, "details", {}),   # what the runtime says about itself (llama.cpp's CPU variant)
             })
     finally:
         runner.close()
     return result
+
+
+def decode_speed(runner, prompts: list[list[int]], tokens: int) -> dict:
+    """Decode tokens/s as llama-bench's tg test measures it: each prompt generates ``tokens`` tokens
+    with end-of-generation suppressed (the runtime's own way: logits of EOS set to -inf), and the
+    rate is (tokens - 1) / time after the first token, median over the prompts. Independent of how
+    long the task's answers are. A runtime's context can end a run early; the method says so."""
+    rates, made = [], []
+    for p in prompts:
+        g = runner.generate(p, tokens, ignore_eos=True)
+        made.append(len(g.tokens))
+        if len(g.tokens) > 1 and g.decode_s > 0:
+            rates.append((len(g.tokens) - 1) / g.decode_s)
+    counts = f"{min(made)}-{max(made)}" if made and min(made) != max(made) else str(made[0] if made else 0)
+    return {"decode_tok_s": round(statistics.median(rates), 2) if rates else None,
+            "decode_method": f"{counts} generated tokens per prompt (of {tokens} asked), end-of-generation "
+                             f"suppressed, median of {len(rates)} prompts"}
+
+
+def _nearest_rank(values: list[float], q: float) -> float:
+    """The q-quantile by the nearest-rank rule: a value that was measured (with 12 samples, p95 is the
+    slowest one)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 if __name__ == "__main__":  # the child process

@@ -5,7 +5,9 @@ serves -> $ per 1M requests on the box vs through the API at the measured token 
 monthly bill at ``cost.monthly_requests``, and the break-even volume. All inputs are settings
 (conf/cost/); the arithmetic is here, plain, so a reader can check it:
 
-    request_s        = TTFT + (completion_tokens - 1) / decode_tok_s       (one stream, greedy)
+    request_s        = TTFT + (completion_tokens - 1 + end_share) / decode_tok_s   (one stream, greedy)
+                       end_share: the share of answers that end on an end-of-generation token, which
+                       the model computes too (a one-label answer is TTFT + one decode step)
     box_rps          = streams / request_s          (or the load test's requests/s x streams)
     box_capacity     = box_rps x SECONDS_PER_MONTH x utilisation            requests/month
     box_usd_month    = purchase / (years x 12) + watts/1000 x HOURS_PER_MONTH x usd_per_kwh + ops
@@ -23,11 +25,13 @@ HOURS_PER_MONTH = 365.25 * 24 / 12          # 730.5
 SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600  # 2,629,800
 
 
-def request_seconds(ttft_ms: float, decode_tok_s: float, completion_tokens: float) -> float:
-    """One request, one stream: time to the first token, then the rest at the decode rate."""
+def request_seconds(ttft_ms: float, decode_tok_s: float, completion_tokens: float,
+                    end_share: float = 0.0) -> float:
+    """One request, one stream: time to the first token, then the rest at the decode rate, plus the
+    end-of-generation token for the ``end_share`` of answers that stop on one (not billed, but computed)."""
     if not ttft_ms or ttft_ms <= 0 or not decode_tok_s or decode_tok_s <= 0:
         raise ValueError(f"need a positive TTFT and decode rate, got {ttft_ms} ms, {decode_tok_s} tok/s")
-    return ttft_ms / 1000 + max(completion_tokens - 1, 0) / decode_tok_s
+    return ttft_ms / 1000 + max(completion_tokens - 1 + end_share, 0) / decode_tok_s
 
 
 def box_usd_per_month(hw: dict) -> dict:

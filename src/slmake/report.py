@@ -14,6 +14,7 @@ from .io import read_jsonl
 
 COLUMNS = [("target", "target"), ("artifact", "artifact"), ("runtime", "runtime"), ("status", "status"),
            ("size_mb", "size MB"), ("load_s", "load s"), ("ttft_ms", "TTFT ms"), ("decode_tok_s", "tok/s"),
+           ("request_ms_p50", "request ms p50"), ("request_ms_p95", "p95"),
            ("peak_rss_mb", "RSS MB"), ("exact_match", "accuracy"), ("delta", "Δ vs fp32"), ("valid", "valid JSON"), ("parity", "parity"),
            ("n", "n")]
 
@@ -87,7 +88,11 @@ def markdown(rows: list[dict], evaluation: dict, curation: dict, model: str, dat
               "minus the fine-tuned fp32 model's on the same prompts, ± the half-width of its 95 % interval "
               "(paired: only prompts one of the two got right count; a Δ inside it is not distinguishable "
               "from none on this many prompts); parity = share of "
-              "test prompts whose greedy tokens equal the fp32 reference; tok/s = median decode speed; n = test "
+              "test prompts whose greedy tokens equal the fp32 reference; tok/s = decode speed, timed "
+              "apart from the task's answers as llama-bench does (`bench.decode_tokens` tokens per speed "
+              "prompt with end-of-generation suppressed, median; the details file's decode_method says "
+              "how); request ms = prompt in to whole answer out at the task's own answer lengths (p50 / p95 "
+              "over the speed prompts x repeats; for a one-label answer this is about TTFT); n = test "
               "prompts scored (a slow simulator scores an evenly spaced subset, e.g. "
               "`targets.qualcomm_npu.simulator_prompts`: compare its accuracy with care).\n")
     if cost:
@@ -125,6 +130,16 @@ def token_counts(evaluate_dir: Path, bench_out_dir: Path) -> tuple[float | None,
     return prompt, ref, {k: statistics.fmean(v) for k, v in per.items() if v}
 
 
+def end_shares(bench_out_dir: Path) -> dict[str, float]:
+    """{target/artifact: share of its bench answers that ended on an end-of-generation token}: the model
+    computes that token too (one decode step each), though it is not billed as completion."""
+    per: dict[str, list[bool]] = {}
+    for f in sorted(Path(bench_out_dir).glob("*/outputs.jsonl")):
+        for r in read_jsonl(f):
+            per.setdefault(f"{f.parent.name}/{r['artifact']}", []).append(r.get("finish_reason") == "stop")
+    return {k: statistics.fmean(v) for k, v in per.items() if v}
+
+
 def load_rps(path: str | Path | None) -> dict[str, float]:
     """Requests/s per artifact from a load-test report (``cost.load_report``): a JSON list of rows, or
     {"results": [...]}, each row with "artifact" (target/name) and "requests_per_s"; the best
@@ -141,8 +156,11 @@ def load_rps(path: str | Path | None) -> dict[str, float]:
 
 
 def cost_rows(rows: list[dict], cost: dict, prompt_tokens: float | None, ref_completion: float | None,
-              completion: dict[str, float], load: dict[str, float]) -> list[dict]:
-    """One cost line per benchmarked artifact; a line says why when it has no figure."""
+              completion: dict[str, float], load: dict[str, float],
+              ends: dict[str, float] | None = None) -> list[dict]:
+    """One cost line per benchmarked artifact; a line says why when it has no figure. A request takes
+    TTFT + the artifact's mean answer (+ its end token, ``ends``: end_shares) at the decode rate; a bench
+    file without a decode rate falls back on its measured request latency (p50)."""
     out = []
     for r in rows:
         name = f"{r['target']}/{r['artifact']}"
@@ -160,7 +178,13 @@ def cost_rows(rows: list[dict], cost: dict, prompt_tokens: float | None, ref_com
         else:
             source = "load test" if name in load else "bench"
             try:
-                rps = load[name] if name in load else 1 / request_seconds(r.get("ttft_ms"), r.get("decode_tok_s"), ct)
+                if name in load:
+                    rps = load[name]
+                elif not r.get("decode_tok_s") and (r.get("request_ms_p50") or 0) > 0:
+                    rps, source = 1000 / r["request_ms_p50"], "bench latency"
+                else:
+                    end = (ends or {}).get(name, 0.0)
+                    rps = 1 / request_seconds(r.get("ttft_ms"), r.get("decode_tok_s"), ct, end)
             except ValueError as e:
                 line["why"] = str(e)
             else:
@@ -199,8 +223,11 @@ def cost_markdown(lines: list[dict], cost: dict) -> str:
         out.write(f"- {target}: {hw['name']}: ${hw['purchase_usd']:,} over {hw['years']} years, {hw['watts']} W at "
                   f"${hw['usd_per_kwh']}/kWh, +${hw.get('ops_usd_per_month', 0)}/month operations; "
                   f"{hw['streams']} model instance(s) in parallel, {hw['utilisation']:.0%} average utilisation.\n")
-    out.write("\nreq/s per box = instances / (TTFT + (completion tokens − 1) / decode tok/s) from the bench "
-              "(one greedy stream on the bench machine; a load test's measured requests/s replaces it where "
+    out.write("\nreq/s per box = instances / (TTFT + (completion tokens − 1 + end token) / decode tok/s) "
+              "from the bench (the end token: the share of answers that stop on an end-of-generation token, "
+              "which the model computes though it is not billed; one greedy stream on the bench machine; "
+              "decode tok/s timed at a fixed length, so one-label answers have one too; a load test's "
+              "measured requests/s replaces it where "
               "`cost.load_report` has the artifact); requests/month = req/s × 2,629,800 s × utilisation. "
               "Break-even = box $/month ÷ API $ per request, when one box can serve that volume. Settings: "
               "`conf/cost/`.\n")

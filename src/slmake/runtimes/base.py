@@ -31,7 +31,10 @@ class Generation:
 class Runner(Protocol):
     eos: set[int]
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int) -> Generation: ...
+    # ignore_eos=True: end-of-generation tokens are suppressed (never picked), so exactly
+    # max_new_tokens are generated (context permitting) - bench's fixed-length decode timing
+    def generate(self, prompt_ids: list[int], max_new_tokens: int,
+                 ignore_eos: bool = False) -> Generation: ...
 
     def close(self) -> None: ...
 
@@ -57,13 +60,26 @@ class Stopwatch:
 class Greedy:
     """One greedy generation's bookkeeping, shared by every runtime's loop: time to the first token,
     the tokens kept, and why it ended. ``step(token)`` returns True when generation ends there (an
-    end-of-generation token, which is not kept, or ``on_token`` asking to stop)."""
+    end-of-generation token, which is not kept, or ``on_token`` asking to stop).
 
-    def __init__(self, eos: set[int], on_token: OnToken | None = None) -> None:
-        self.eos, self.on_token = eos, on_token
+    ``ignore_eos``: ``pick`` never returns an end-of-generation id (the next best token instead, as
+    llama.cpp's ``--ignore-eos`` biases every EOG token to -inf), so only the budget ends it."""
+
+    def __init__(self, eos: set[int], on_token: OnToken | None = None, ignore_eos: bool = False) -> None:
+        self.eos, self.on_token = (set() if ignore_eos else eos), on_token
+        self.suppress = sorted(eos) if ignore_eos else []
         self.watch = Stopwatch()
         self.tokens: list[int] = []
         self.finish = "length"
+
+    def pick(self, logits) -> int:
+        """Greedy id from one position's logits (a 1-D numpy array or torch tensor)."""
+        best = int(logits.argmax())
+        if not self.suppress or best not in self.suppress:
+            return best
+        masked = logits.clone() if hasattr(logits, "clone") else logits.copy()
+        masked[self.suppress] = float("-inf")
+        return int(masked.argmax())
 
     def step(self, token: int) -> bool:
         self.watch.mark_first()

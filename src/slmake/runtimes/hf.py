@@ -26,16 +26,17 @@ class HFRunner:
         eos = self.model.config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos])
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None) -> Generation:
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None,
+                 ignore_eos: bool = False) -> Generation:
         torch = self.torch
-        run = Greedy(self.eos, on_token)
+        run = Greedy(self.eos, on_token, ignore_eos)
         with torch.inference_mode():
             ids = torch.tensor([prompt_ids], device=self.device)
             past = None
             for _ in range(max_new_tokens):
                 res = self.model(input_ids=ids, past_key_values=past, use_cache=True)
                 past = res.past_key_values
-                nxt = int(res.logits[0, -1].argmax())
+                nxt = run.pick(res.logits[0, -1])
                 if run.step(nxt):
                     break
                 ids = torch.tensor([[nxt]], device=self.device)

@@ -136,14 +136,14 @@ class LlamaCppRunner:
             self._grammars[key] = json_schema_to_gbnf(key, prop_order=_property_order(schema))
         return self._grammars[key]
 
-    def _argmax_last(self) -> int:
+    def _argmax_last(self, run: Greedy) -> int:
         import numpy as np
 
         ptr = self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-        return int(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).argmax())
+        return run.pick(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)))
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None,
-                 constraint: dict | None = None) -> Generation:
+                 constraint: dict | None = None, ignore_eos: bool = False) -> Generation:
         if len(prompt_ids) >= self.n_ctx:
             raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit the context ({self.n_ctx})")
         lc = self._llama_cpp
@@ -153,12 +153,12 @@ class LlamaCppRunner:
             if not grammar:
                 raise ValueError("llama.cpp could not compile a grammar from the response schema")
         self.llm.reset()          # drops the previous prompt's KV cache (eval removes cells >= n_tokens)
-        run = Greedy(self.eos, on_token)
+        run = Greedy(self.eos, on_token, ignore_eos)
         try:
             self.llm.eval(prompt_ids)
             budget = min(max_new_tokens, self.n_ctx - len(prompt_ids))
             for i in range(budget):
-                nxt = self._argmax_last() if grammar is None else self._constrained_argmax(grammar)
+                nxt = self._argmax_last(run) if grammar is None else self._constrained_argmax(grammar)
                 if run.step(nxt):
                     break
                 if i + 1 < budget:

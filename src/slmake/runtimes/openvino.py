@@ -29,7 +29,8 @@ class OpenVINORunner:
         cfg.stop_token_ids = self.eos
         self.config = cfg
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None) -> Generation:
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None,
+                 ignore_eos: bool = False) -> Generation:
         import numpy as np
         import openvino as ov
 
@@ -39,11 +40,15 @@ class OpenVINORunner:
         ids = np.asarray([prompt_ids], dtype=np.int64)
         inputs = self._genai.TokenizedInputs(ov.Tensor(ids), ov.Tensor(np.ones_like(ids)))
         self.config.max_new_tokens = max_new_tokens
+        # ignore_eos: GenAI's sampler sets the stop ids' logits to -inf for the first min_new_tokens
+        # tokens (EOSPenaltyTransform), and ignore_eos keeps an end token from ending it anyway
+        self.config.ignore_eos = ignore_eos
+        self.config.min_new_tokens = max_new_tokens if ignore_eos else 0
         watch = Stopwatch()
         res = self.pipe.generate(inputs, self.config)
         tokens = [int(t) for t in res.tokens[0]]
         finish = "length"
-        if tokens and tokens[-1] in self.eos:
+        if tokens and tokens[-1] in self.eos and not ignore_eos:
             tokens.pop()
             finish = "stop"
         if on_token is not None:  # the pipeline ran without a streamer: replay, honouring a stop

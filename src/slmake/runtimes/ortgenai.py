@@ -31,15 +31,18 @@ class OrtGenAIRunner:
                 config.overlay(json.dumps({"model": {"decoder": {"session_options": opts}}}))
         self.model = og.Model(config)
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None) -> Generation:
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None,
+                 ignore_eos: bool = False) -> Generation:
         og = self._og
         max_length = len(prompt_ids) + max_new_tokens
         if self.context:
             max_length = min(max_length, self.context)
         params = og.GeneratorParams(self.model)
-        params.set_search_options(do_sample=False, num_beams=1, max_length=max_length, min_length=0,
-                                  repetition_penalty=1.0)
-        run = Greedy(self.eos, on_token)
+        # ignore_eos: min_length = max_length makes the generator set every eos_token_id's logit to
+        # the lowest float until the budget is used up (its own EOS suppression)
+        params.set_search_options(do_sample=False, num_beams=1, max_length=max_length,
+                                  min_length=max_length if ignore_eos else 0, repetition_penalty=1.0)
+        run = Greedy(self.eos, on_token, ignore_eos)
         gen = og.Generator(self.model, params)
         gen.append_tokens(list(prompt_ids))   # prompt ids already carry BOS
         while len(run.tokens) < max_new_tokens and not gen.is_done():

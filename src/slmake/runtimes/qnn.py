@@ -41,17 +41,18 @@ class StaticRunner:
             so = qnn_session_options(opts, strict, threads)
             self.session = ort.InferenceSession(str(model), so)
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None) -> Generation:
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None,
+                 ignore_eos: bool = False) -> Generation:
         n = len(prompt_ids)
         if not 0 < n <= self.C:
             raise ValueError(f"prompt of {n} tokens does not fit the static context of {self.C} tokens; "
                              "raise targets.qualcomm_npu.context_len and recompile")
         ids = np.full((1, self.C), self.pad, np.int64)
         ids[0, :n] = prompt_ids
-        run = Greedy(self.eos, on_token)
+        run = Greedy(self.eos, on_token, ignore_eos)
         while len(run.tokens) < max_new_tokens:
             logits = self.session.run(None, {"input_ids": ids, "last": np.array([n - 1], np.int64)})[0]
-            nxt = int(logits[0].argmax())
+            nxt = run.pick(logits[0])
             if run.step(nxt):
                 break
             if n == self.C:    # context full: like llama.cpp at n_ctx, generation ends here
