@@ -18,6 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import record
 
 
 def _run(repo: Path, overrides: list[str]) -> dict:
@@ -67,6 +69,10 @@ def main() -> None:
     print(f"wall time 2-process / 1-process: {two['wall_s'] / one['wall_s']:.2f}; "
           f"final train_loss {one['train_loss']} vs {two['train_loss']}, val_loss {one.get('val_loss')} vs "
           f"{two.get('val_loss')} (method {a.method}, {a.steps} steps, project {repo})")
+    runs = [{"run": f"1 process x {a.threads} threads, batch {a.batch}", **one},
+            {"run": f"2 processes x {max(1, a.threads // 2)} thread(s), batch 2 x {a.batch // 2}", **two}]
+    record("ddp", {"runs": runs, "wall ratio 2 / 1": round(two["wall_s"] / one["wall_s"], 2),
+                   "steps": a.steps, "method": a.method}, variant=None if a.method == "lora" else a.method)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ from slmake.metrics import score
 from slmake.targets.base import BuildContext
 from slmake.targets.tools import build_ort_genai, ort_genai_int4_options
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import record
+
 CANDIDATES = {
     "default": {},   # the builder's defaults: RTN, block 32, symmetric, accuracy level 4, tied int4 head
     "acc1": {"accuracy_level": 1},
@@ -129,6 +132,12 @@ def main() -> None:
         rows.append(_row(name, opts, res, entry["size_bytes"], ' '.join(opts) or '(builder defaults)', 18))
     if args.json:
         args.json.write_text(json.dumps({"fp32_exact_match": fp32, "rows": rows}, indent=1) + "\n")
+    import yaml
+
+    params = yaml.safe_load((args.build.parent / "params.yaml").read_text())
+    subset = [f"only-{args.only}"] * bool(args.only) + [f"limit{args.limit}"] * bool(args.limit)
+    record("int4_accuracy", {"fp32 exact match": fp32, "test prompts": len(ref), "candidates": rows},
+           variant="-".join([params["model"]["name"], params["data"]["name"], args.target, *subset]))
 
 
 def _intel_npu(name: str, override: dict, args, merged: Path, ref_dir: Path, schema: dict, max_new: int) -> list[dict]:

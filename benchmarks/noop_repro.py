@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import record
 from pipeline import ROOT, copy_project
 
 # Runs `dvc <argv[1]>` in-process with named DVC internals timed (outermost call only); prints JSON.
@@ -117,6 +118,7 @@ def main() -> None:
         for name, work in works.items():
             prepare(work, args.built.resolve(), name == "floor", args.accept_stale)
             sh(["dvc", "repro"], work)  # floor: check's stage checksum changed, so it runs once
+        figures = {"rounds (median of)": args.n}
         times = {name: ([], []) for name in works}
         for _ in range(args.n):  # interleaved: the same page cache and machine load for all four
             for name, work in works.items():
@@ -126,11 +128,15 @@ def main() -> None:
             s, r = statistics.median(status), statistics.median(repro)
             print(f"{name:>8}: `dvc status` {s:.2f} s, no-op `dvc repro` {r:.2f} s  ->  {r / s:.2f}x  "
                   f"(median of {args.n})")
+            figures[name] = {"dvc status s": round(s, 2), "no-op dvc repro s": round(r, 2),
+                             "ratio": round(r / s, 2)}
         for name, cmd in (("as built", "status"), ("as built", "repro"), ("floor", "repro")):
             split = json.loads(sh([sys.executable, "-c", SPLIT, cmd], works[name])[1].strip().splitlines()[-1])
             print(f"\nin-process `dvc {cmd}`, {name}:")
             for key, sec in sorted(split.items(), key=lambda kv: -kv[1]):
                 print(f"  {sec:6.3f} s  {key}")
+            figures[f"in-process dvc {cmd}, {name} (s)"] = {k: round(v, 3) for k, v in split.items()}
+        record("noop_repro", figures)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

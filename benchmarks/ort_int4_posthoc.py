@@ -5,7 +5,7 @@ the build's curated train split, prompt + response).
 The builder (0.18) only rounds weights (RTN, k_quant). The LM head and llama.cpp's sensitive layers
 stay int8 (k_quant) and the tied embedding becomes a block-quantized int4 Gather, as in the builder's
 int4 models, so the artifact runs with the same genai_config. Measured on SmolLM2-135M, both lose
-more than the builder's k_quant (README, int4 section), so the targets do not offer them.
+more than the builder's k_quant (docs/figures.md, int4 records), so the targets do not offer them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pipeline figures for the README and the closing notes, measured in a fresh copy of the project.
+"""Pipeline figures (docs/figures/pipeline*.json), measured in a fresh copy of the project.
 
 Prints: wall time of a clean default `dvc repro`, of a no-op `dvc repro` beside a `dvc status` of the
 same pipeline, of `dvc pull` into a fresh clone (vs the rebuild), which stages rerun after a
@@ -22,6 +22,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import record, variant_of
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,7 +43,7 @@ def ran(out: str) -> list[str]:
 
 def pull_from_remote(work: Path) -> float:
     """Push the build to a local-path DVC remote, git-clone the project and time `dvc pull` there:
-    what a second machine pays instead of rebuilding (README: Remotes). The clone must be clean."""
+    what a second machine pays instead of rebuilding (docs/guide/sweeps.md). The clone must be clean."""
     store, clone = work.parent / f"{work.name}.store", work.parent / f"{work.name}.clone"
     try:
         sh(f"dvc remote add -d store {store} && dvc push -q && git add -A && "
@@ -98,18 +101,35 @@ def main() -> None:
     print(f"after a bench-only edit:       {edit_s:7.1f} s  (stages rerun: {', '.join(ran(edit_out))})")
     print()
     print(f"{'model / artifact':<34} {'accuracy':>8} {'valid':>6} {'parity':>6} {'size MB':>8} {'tok/s':>8} {'TTFT ms':>8} {'RSS MB':>7} {'n':>4}")
+    artifacts = []
     for name in ("base", "finetuned"):
         m = ev[name]
         print(f"{name + ' (fp32, transformers)':<34} {m['exact_match']:>8.3f} {m['valid']:>6.3f} {'':>6} {'':>8} {'':>8} {'':>8} {'':>7} {m['n']:>4}")
     for bench_file in sorted(f for f in (work / "reports/bench").glob("*.json") if not f.name.endswith(".details.json")):
+        details = json.loads(bench_file.with_suffix(".details.json").read_text())  # status, reason, n
         for target, arts in json.loads(bench_file.read_text()).items():
             for art, r in arts.items():
+                r = {**details.get(target, {}).get(art, {}), **r}
                 label = f"{target}/{art}"
                 if r.get("status") != "ok":
                     print(f"{label:<34} {r.get('status')}: {r.get('reason', '')[:80]}")
+                    artifacts.append({"artifact": label, "status": r.get("status"),
+                                      "reason": r.get("reason", "")})
                     continue
+                artifacts.append({"artifact": label, "size MB": r["size_mb"], "TTFT ms": r["ttft_ms"],
+                                  "decode tok/s": r["decode_tok_s"], "peak RSS MB": r.get("peak_rss_mb"),
+                                  "exact match": r["exact_match"], "parity": r["parity"], "n": r["n"],
+                                  "Δ vs fp32": r.get("delta"), "Δ 95 % half-width": r.get("delta_ci95")})
                 print(f"{label:<34} {r['exact_match']:>8.3f} {r['valid']:>6.3f} {r['parity']:>6.3f} {r['size_mb']:>8.2f} "
                       f"{r['decode_tok_s'] or 0:>8.1f} {r['ttft_ms'] or 0:>8.1f} {r.get('peak_rss_mb', 0):>7.1f} {r['n']:>4}")
+    record("pipeline", {
+        "clean dvc repro s": round(clean_s, 1), "no-op dvc repro s (median of 5)": round(noop_s, 2),
+        "dvc status s (median of 5)": round(status_s, 2), "dvc pull into a fresh clone s": round(pull_s, 1),
+        "bench-only edit s": round(edit_s, 1), "stages rerun after a bench-only edit": ran(edit_out),
+        "base exact match (fp32)": ev["base"]["exact_match"],
+        "fine-tuned exact match (fp32)": ev["finetuned"]["exact_match"],
+        "fine-tuned valid JSON": ev["finetuned"]["valid"], "artifacts": artifacts},
+        variant=variant_of(args.overrides))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

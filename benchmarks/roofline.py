@@ -37,6 +37,9 @@ from slmake.runtimes.llamacpp import cpu_variant, load_llama_cpp  # noqa: E402
 from slmake.targets.base import BuildContext  # noqa: E402
 from slmake.targets.cpu import _gguf  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import record  # noqa: E402
+
 PROMPT = list(range(1000, 1064))   # 64 token ids: the same prompt for every quant
 
 
@@ -172,6 +175,15 @@ def main() -> None:
                   f"{measured:>7.1f} {100 * measured / roof:>6.1f}% {inner:>15.1f} {100 * inner / roof:>6.1f}%")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    quants = [{"quant": r["quant"], "threads": r["threads"],
+               "MB read / token": round(r["bytes_per_token"]["total"] / 1e6, 1),
+               "roofline tok/s": r["roofline_tok_s"], "decode tok/s": r["decode_tok_s"],
+               "% of roofline": r["pct_roofline"], "llama.cpp's own tok/s": r["llama_cpp_tok_s"]}
+              for r in rows]
+    bw_gbs = {f"{t} threads": round(bw / 1e9, 1) for t, bw in bandwidth.items()}
+    record("roofline", {"model": args.model.resolve().name, "cpu variant": variant,
+                        "read bandwidth GB/s": bw_gbs, "quants": quants},
+           variant=os.environ.get("SLMAKE_GGML_CPU"))   # a pinned ggml CPU variant gets its own record
 
 
 if __name__ == "__main__":

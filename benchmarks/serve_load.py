@@ -28,6 +28,9 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import record
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -125,6 +128,12 @@ def main() -> int:
              "p50_ms": round(r["p50"], 1), "p95_ms": round(r["p95"], 1), "p99_ms": round(r["p99"], 1),
              "errors": r["errors"], "vs_bare": round(r["rps"] / table[(bare, c)]["rps"], 3)}
             for (name, c), r in table.items() if name == default]})
+    results = [{"server": name, "concurrency": c, "req/s": round(r["rps"], 1), "p50 ms": round(r["p50"], 1),
+                "p95 ms": round(r["p95"], 1), "p99 ms": round(r["p99"], 1), "errors": r["errors"],
+                "req/s vs bare": round(r["rps"] / table[(bare, c)]["rps"], 2)}
+               for (name, c), r in table.items()]
+    record("serve_load", {"artifact": args.artifact, "threads": threads, "max tokens": budget,
+                          "requests per client": args.requests, "results": results}, variant=args.artifact)
     print(f"\n{args.artifact}, {threads} threads, {budget} max tokens, {args.requests} requests per client\n")
     print("| server | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | req/s vs bare |")
     print("|---|---|---|---|---|---|---|---|")

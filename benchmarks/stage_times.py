@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import record, variant_of
 from pipeline import copy_project
 
 
@@ -76,6 +77,8 @@ def main() -> None:
     print(f"{'total':<24} {total:8.1f}")
     (work / "stage_times.json").write_text(json.dumps({"total_s": round(total, 1),
                                                        "stages": {n: round(s, 1) for n, s in times}}, indent=2))
+    stages = [{"stage": n, "seconds": round(s, 1), "share": f"{s / total:.1%}"} for n, s in times]
+    record("stage_times", {"stages": stages, "total s": round(total, 1)}, variant=variant_of(args.overrides))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

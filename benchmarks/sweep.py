@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import record, variant_of
 from pipeline import copy_project, sh
 
 LINE = re.compile(r"^(?:Running stage '(?P<ran>[^']+)'|Stage '(?P<cached>[^']+)' is cached"
@@ -104,6 +105,15 @@ def main() -> None:
               f"    up to date:   {', '.join(same) or 'nothing'}")
     trained = sum("train" in stages_of(sh(f"dvc queue logs {n}", work)[1])[0] for n in started)
     print(f"train ran in {trained} of {len(started)} experiments (the baseline trained once)")
+    experiments = []
+    for name in sorted(started, key=started.get):
+        ran, cached, same = stages_of(sh(f"dvc queue logs {name}", work)[1])
+        experiments.append({"targets": params.get(name), "seconds": round(ended[name] - started[name], 1),
+                            "state": states[name], "ran": ran, "run cache": cached, "up to date": same})
+    record("sweep", {"baseline dvc repro s": round(base_s, 1), "sweep s": round(sweep_s, 1),
+                     "queue workers": args.jobs, "experiments that ran train": trained,
+                     "experiments": experiments},
+           variant=variant_of(args.overrides))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

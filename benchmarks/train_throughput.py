@@ -3,8 +3,8 @@
     python benchmarks/train_throughput.py [--steps N] [--build DIR] [--keep DIR] [-S key=value ...]
 
 Both sides train the same base model on the same curated split with the spec's train settings
-(SmolLM2-135M, 1 epoch's settings, 2 threads, lr 1e-3 by default, as in the README's SmolLM2
-build; ``--steps`` caps the run): slmake runs ``stages/train.py`` itself (its process settings
+(SmolLM2-135M, 1 epoch's settings, 2 threads, lr 1e-3 by default, as in the SmolLM2
+build of docs/figures.md; ``--steps`` caps the run): slmake runs ``stages/train.py`` itself (its process settings
 included: portable AVX2 numerics, deterministic algorithms, dvclive logging); the bare script is
 what a user would write with TRL alone (SFTConfig + LoRA, nothing else), with the spec's fp32
 precision and no gradient checkpointing stated (TRL's own defaults on CPU are bf16 autocast and
@@ -32,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from figures import record, variant_of
 from pipeline import copy_project
 
 SMOLLM2 = ["model=smollm2_135m_gguf", f"model.hf.path={ROOT}/.venv/share/slmake/models/smollm2-135m",
@@ -166,7 +167,7 @@ def main() -> None:
     ap.add_argument("--build", type=Path, help="reuse this build folder's base/ and data/")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temp dir)")
     ap.add_argument("-S", dest="overrides", action="append", default=[],
-                    help="spec override (Hydra syntax); default: the README's SmolLM2 build")
+                    help="spec override (Hydra syntax); default: the SmolLM2 build of docs/figures.md")
     ap.add_argument("--worker", choices=["slmake", "bare"], help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -197,6 +198,13 @@ def main() -> None:
         print(f"note: the two sides saw different token counts ({res['bare']['total_tokens']} vs "
               f"{res['slmake']['total_tokens']}): the data order or truncation differs")
     print(f"ratio slmake / bare: {res['slmake']['tokens_per_s'] / res['bare']['tokens_per_s']:.3f}  (goal >= 0.95)")
+    mine, bare = res["slmake"]["tokens_per_s"], res["bare"]["tokens_per_s"]
+    record("train_throughput", {
+        "slmake tokens/s": round(mine, 1), "bare TRL tokens/s": round(bare, 1),
+        "ratio slmake / bare": round(mine / bare, 3), "goal": ">= 0.95",
+        "tokens seen (slmake, bare)": [res["slmake"]["total_tokens"], res["bare"]["total_tokens"]],
+        "steps timed": res["slmake"]["steps"], "spec overrides": " ".join(overrides)},
+        variant=variant_of(args.overrides))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -40,6 +40,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import copy_project
+from figures import record, variant_of
 from stage_times import timed_repro
 
 BIN = Path(sys.executable).parent
@@ -286,6 +287,10 @@ def main() -> None:
     print(f"\nfine-tuned acc: exact match of the whole JSON on (a)'s held-out test split, the same {rows[0]['n']} rows "
           f"for every path; the teacher's own test acc is (a)'s, {rows[0]['ft']:.3f}.")
     print("\n".join(notes))
+    paths = [{"path": r["path"], "base": r["base"], "fine-tuned": r["ft"], "n": r["n"],
+              "teacher ceiling": r["ceiling"], "train s": r["train_s"]} for r in rows]
+    record("training_paths", {"paths": paths}, notes="\n".join(notes),
+           variant=variant_of(f"{k}={v}" for k, v in base.items()))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
