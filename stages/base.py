@@ -4,21 +4,21 @@ import sys
 from pathlib import Path
 
 from slmake import runtime_env
-from slmake.spec import stage_params
+from slmake.checks import stage_params
 
 params = stage_params("model", "seed")
 model, seed = params["model"], params["seed"]
 threads = model["scratch"]["pretrain"]["threads"] if model["source"] == "scratch" else None
 runtime_env.setup(threads=threads, seed=seed, allow_network=model["allow_network"])
 
-from slmake.base_model import (
+from slmake.base_model import (  # noqa: E402
     BaseModelError,
     build_scratch,
     check_gguf_tokenizer,
     import_hf,
     write_info,
 )
-from slmake.io import atomic_dir
+from slmake.io import atomic_dir  # noqa: E402
 
 try:
     with atomic_dir("build/base") as tmp:

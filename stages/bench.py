@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from slmake import runtime_env
-from slmake.spec import stage_params
+from slmake.checks import stage_params
 
 target = sys.argv[1]
 params = stage_params("bench", "eval", "data")

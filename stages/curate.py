@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from slmake.chat_template import ChatTemplateError, resolved
+from slmake.checks import stage_params
 from slmake.data.curate import CurationError, run_curation
 from slmake.distill.gate import GateError, curate_input, message
 from slmake.io import remove_litter, write_text_atomic
-from slmake.spec import stage_params
 
 params = stage_params("data", "distill")
 OUTS = ("build/data", "reports/curation.json", "reports/curation_ledger.csv", "reports/curation_quarantine.jsonl",

@@ -4,7 +4,7 @@ serve.json, tokenizer, Ollama Modelfile for GGUF, HF model card, data card, line
 import sys
 from pathlib import Path
 
-from slmake.spec import stage_params
+from slmake.checks import stage_params
 
 target = sys.argv[1]
 spec = stage_params("model", "data", "train", "eval", "bench")

@@ -9,8 +9,8 @@ labelled set: the ceiling). Curate's review gate (slmake.distill.gate) decides w
 import sys
 from pathlib import Path
 
+from slmake.checks import stage_params
 from slmake.io import atomic_dir, remove_litter, write_json_atomic
-from slmake.spec import stage_params
 
 params = stage_params("distill", "data")
 cfg, out = params["distill"], Path("build/distill")
@@ -21,11 +21,11 @@ if not cfg["enabled"]:
     print("distill: off (distill.enabled is false)")
     sys.exit(0)
 
-from slmake import runtime_env
+from slmake import runtime_env  # noqa: E402
 
 runtime_env.setup(threads=cfg["teacher"]["threads"], seed=cfg["seed"])
-from slmake.distill import DistillError
-from slmake.distill.label import run
+from slmake.distill import DistillError  # noqa: E402
+from slmake.distill.label import run  # noqa: E402
 
 try:
     info = run(cfg, params["data"], out)

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from slmake import runtime_env
-from slmake.spec import stage_params
+from slmake.checks import stage_params
 
 params = stage_params("eval", "data", "seed")
 ev, data = params["eval"], params["data"]

@@ -4,9 +4,10 @@ A crossed threshold is printed; it fails the stage only with monitor.fail_stage:
 
 import sys
 
-from slmake.monitor import MonitorError, run_monitor
+from slmake.checks import stage_params
 from slmake.monitor.check import reason
-from slmake.spec import stage_params
+from slmake.monitor.inputs import MonitorError
+from slmake.monitor.run import run_monitor
 
 params = stage_params("monitor", "data")
 cfg = params["monitor"]

@@ -5,10 +5,10 @@
 import json
 from pathlib import Path
 
+from slmake.checks import stage_params
 from slmake.io import write_json_atomic, write_text_atomic
 from slmake.report import (collect, cost_markdown, cost_rows, end_shares, load_rps, markdown, plot_csv,
                            token_counts)
-from slmake.spec import stage_params
 from slmake.summary import summary
 
 params = stage_params("targets", "model", "data", "cost")

@@ -13,7 +13,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from slmake import runtime_env
-from slmake.spec import stage_params
+from slmake.checks import stage_params
 
 params = stage_params("train", "seed")
 cfg, seed = params["train"], params["seed"]

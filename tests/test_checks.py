@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import yaml
 
-from slmake.checks import check
+from slmake.checks import check, stage_params
 from slmake.model_files import HashCache, ModelFileError, facts, fingerprint
-from slmake.spec import compose, stage_params, validate
+from slmake.spec import compose, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -300,5 +300,5 @@ def test_build_scratch_checks_shapes_before_training(tmp_path, spec):
     from slmake.base_model import BaseModelError, build_scratch
 
     model = with_(spec, model__scratch__num_heads=3)["model"]
-    with pytest.raises(BaseModelError, match="model.scratch.num_heads: 3 does not divide hidden_size=256"):
+    with pytest.raises(BaseModelError, match=r"model.scratch.num_heads: 3 does not divide hidden_size=256"):
         build_scratch(model, tmp_path / "no-train-split.jsonl", tmp_path, 0)

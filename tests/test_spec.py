@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slmake.spec import SpecError, compose, stage_params, validate
+from slmake.checks import stage_params
+from slmake.spec import SpecError, compose, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from . import gguf_tokenizer
 from .io import read_jsonl
-from .model_files import ModelFileError, check_folder, scratch_facts
+from .model_files import ModelFileError, check_folder, scratch_facts, shape_problems
 
 SPECIAL = {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
 
@@ -72,8 +72,6 @@ def load_tokenizer(folder: Path):
 
 
 def build_scratch(cfg: dict, train_split: Path, out_dir: Path, seed: int) -> dict:
-    from .checks import shape_problems
-
     s = cfg["scratch"]
     bad = shape_problems(scratch_facts(s), "model.scratch")
     if bad:  # before minutes of tokenizer training and pretraining, not in the middle of them

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import gguf_tokenizer
+
 CHAT = "chat_template"
 CHECK_FILE = Path("build/check.data.json")
 _PROBES = ("SLMAKEPROBEALPHA", "second probe, with {braces} and 2 lines\nhere")
@@ -37,8 +39,6 @@ def _source(model: dict) -> tuple[str | None, dict, bool, str]:
         raise ChatTemplateError(f"data.prompt_template=chat_template: model.hf.path={h['path']!r} is not a local "
                                 "folder; the chat template is read from the model's local files")
     if h.get("gguf_file"):
-        from . import gguf_tokenizer
-
         gguf = path / h["gguf_file"]
         meta = gguf_tokenizer.metadata(gguf)
         names = {k: v for k, v in gguf_tokenizer._names(meta).items() if v}

@@ -5,14 +5,81 @@ Everything here is cheap (no model is loaded, no data is read past a folder list
 `slmake check`, in the `check` stage that every DVC stage depends on (a bad spec fails there,
 before DVC removes any stage's outputs), and again in each stage for the slices it reads.
 Each problem is one line: the key path, the value, what was expected.
+
+This module sits above everything it checks (spec, data, distill, targets, model files) and
+nothing in slmake imports it but the entry points. `spec_problems` is the one place that says
+"the JSON Schema, then these checks"; `load_spec` (compose or read, then spec_problems) is how
+`slmake check`, the check stage (`check_params`) and every stage (`stage_params`) get a spec.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-from .model_files import HashCache, ModelFacts, ModelFileError, facts
+from . import targets
+from .chat_template import problems as chat_problems
+from .data.config import resolve
+from .data.errors import CurationError
+from .data.ingest import find_sources
+from .distill.teachers import endpoint_problem
+from .model_files import HashCache, ModelFacts, ModelFileError, facts, shape_problems
+from .runtime_env import offline
+from .spec import SpecError, compose, load_params, validate
+
+
+class InvalidSpec(SpecError):
+    """A spec that composed or read but has problems; ``problems`` holds one line each."""
+
+    def __init__(self, problems: list[str], where: str | Path | None = None, spec: dict | None = None):
+        self.problems, self.spec = problems, spec
+        head = f"{where}: invalid spec:" if where else "invalid spec:"
+        super().__init__(head + "\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def spec_problems(spec: dict, only: Iterable[str] | None = None, cache: HashCache | None = None) -> list[str]:
+    """Every problem of ``spec`` (or of its slices ``only``): the JSON Schema first, then -- only
+    once it passes, as the checks rely on its types -- the semantic checks below."""
+    return validate(spec, only=only) or check(spec, only=only, cache=cache)
+
+
+def load_spec(path: str | Path = "params.yaml", *, conf: str | Path | None = None,
+              overrides: list[str] | None = None, only: Iterable[str] | None = None,
+              cache: HashCache | None = None) -> dict:
+    """Compose, validate, check: the one way in. The spec is params.yaml at ``path`` (read strictly:
+    file, line and key of a YAML problem; duplicate keys refused) or, given ``conf``, that folder
+    composed with Hydra ``overrides`` (as `dvc exp run -S` does). Then spec_problems, for the whole
+    spec or the slices ``only``. Raises SpecError when the spec cannot be composed or read,
+    InvalidSpec (with the problem lines) when the schema or a check finds problems."""
+    spec = compose(conf, overrides) if conf is not None else load_params(path)
+    problems = spec_problems(spec, only=only, cache=cache)
+    if problems:
+        raise InvalidSpec(problems, where=conf if conf is not None else path, spec=spec)
+    return spec
+
+
+def check_params(path: str | Path = "params.yaml", cache: HashCache | None = None) -> tuple[dict | None, list[str]]:
+    """What the check stage runs: load_spec on params.yaml. Returns (spec or None, problems)."""
+    try:
+        return load_spec(path, cache=cache), []
+    except InvalidSpec as e:
+        return e.spec, e.problems
+    except SpecError as e:
+        return None, [str(e)]
+
+
+def stage_params(*keys: str, path: str | Path = "params.yaml") -> dict:
+    """A stage's start: load_spec on params.yaml for the slices ``keys`` (schema and checks; on a
+    problem print it and exit 2), then take this whole process offline -- every library's network
+    switch off (runtime_env.offline) unless model.allow_network -- and return {key: slice}."""
+    try:
+        spec = load_spec(path, only=keys, cache=HashCache(Path(path).parent / "build/.hash_cache.json"))
+    except SpecError as e:
+        print(f"slmake: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    offline(bool(spec.get("model", {}).get("allow_network", False)))
+    return {k: spec[k] for k in keys}
 
 
 def check(spec: dict, only: Iterable[str] | None = None, cache: HashCache | None = None) -> list[str]:
@@ -31,8 +98,6 @@ def check(spec: dict, only: Iterable[str] | None = None, cache: HashCache | None
             model_problem = str(e)
     if "data" in keys:
         problems += data_problems(spec["data"], check_source=whole)
-        from .chat_template import problems as chat_problems   # data.prompt_template: chat_template
-
         problems += chat_problems(spec, render_it=whole)
     if "model" in keys:
         if model_problem:
@@ -55,8 +120,6 @@ def check(spec: dict, only: Iterable[str] | None = None, cache: HashCache | None
 def target_problems(targets_spec: dict) -> list[str]:
     """Each enabled target's own semantic checks (e.g. nothing to build, the Qualcomm SoC/HTP
     table): what compile would refuse, caught before DVC removes anything."""
-    from . import targets
-
     problems = []
     for name, settings in targets_spec.items():
         if name in targets.REGISTRY:
@@ -69,10 +132,6 @@ def distill_problems(d: dict) -> list[str]:
     with distill.teacher.allow_network (the network gate: README "Distillation")."""
     if not d["enabled"]:
         return []
-    from .data.errors import CurationError
-    from .data.ingest import find_sources
-    from .distill.teachers import endpoint_problem
-
     out = []
     for key, path, fmt in (("distill.inputs", (d["inputs"] or {}).get("path"), (d["inputs"] or {}).get("format")),
                            ("distill.labelled", d["labelled"], "auto")):
@@ -104,32 +163,15 @@ def distill_problems(d: dict) -> list[str]:
     return out
 
 
-def check_params(path: str | Path = "params.yaml", cache: HashCache | None = None) -> tuple[dict | None, list[str]]:
-    """What the check stage runs: read params.yaml strictly, then the JSON Schema, then these checks.
-    Returns (spec or None, problems)."""
-    from .spec import SpecError, load_params, validate
-
-    try:
-        spec = load_params(path)
-    except SpecError as e:
-        return None, [str(e)]
-    return spec, validate(spec) or check(spec, cache=cache)
-
-
 def data_problems(data: dict, check_source: bool = True) -> list[str]:
     """The data slice: its own semantic checks (templates format, regexes compile, the response
     schema is a schema, splits leave room for train, ...) and that the source has data files."""
-    from .data.config import resolve
-    from .data.errors import CurationError
-
     problems = []
     try:
         cfg = resolve(data)
     except CurationError as e:
         return _lines(str(e))
     if check_source:
-        from .data.ingest import find_sources
-
         try:
             find_sources(cfg["source"], cfg["format"])
         except CurationError as e:
@@ -141,26 +183,6 @@ def _lines(message: str) -> list[str]:
     """A CurationError message as problem lines ("invalid data config:\n  - a\n  - b" -> [a, b])."""
     items = [line.strip()[2:] for line in message.splitlines() if line.strip().startswith("- ")]
     return items or [message]
-
-
-def shape_problems(m: ModelFacts, prefix: str | None = None) -> list[str]:
-    """Attention shapes that cannot build: heads must divide the hidden size (unless the model
-    declares its head_dim), KV heads must divide heads, RoPE needs an even head size."""
-    name = (lambda k: f"{prefix}.{k}") if prefix else (lambda k: f"{m.where}: {k}")
-    keys = ("hidden_size", "num_heads", "num_kv_heads") if prefix else \
-        ("hidden_size", "num_attention_heads", "num_key_value_heads")
-    out = []
-    if m.hidden and m.heads:
-        if m.head_dim is None and m.hidden % m.heads:
-            out.append(f"{name(keys[1])}: {m.heads} does not divide {keys[0]}={m.hidden} "
-                       f"(each attention head gets hidden_size / num_heads dimensions)")
-        elif (m.head_dim or m.hidden // m.heads) % 2:
-            out.append(f"{name(keys[1])}: {m.heads} heads give head size {m.head_dim or m.hidden // m.heads}, "
-                       "which is odd; rotary position embeddings need an even head size")
-    if m.heads and m.kv_heads and m.heads % m.kv_heads:
-        out.append(f"{name(keys[2])}: {m.kv_heads} does not divide {keys[1]}={m.heads} "
-                   "(grouped-query attention shares each KV head among a whole number of heads)")
-    return out
 
 
 def _scratch_problems(s: dict) -> list[str]:

@@ -7,29 +7,29 @@ import sys
 
 import yaml
 
+from . import targets
+from .checks import InvalidSpec, load_spec
+from .doctor import add_parser as add_doctor
+from .io import write_text_atomic
+from .monitor.cli import add_parser as add_monitor_parser
+from .serve.cli import add_parser as add_serve
+from .spec import SpecError
+from .toolchain import versions
+
 
 def cmd_check(args) -> int:
-    from .spec import SpecError, compose, validate
-
-    try:
-        spec = compose(args.conf, args.overrides)
+    try:  # compose conf/, the JSON Schema, then what it cannot say: paths exist, shapes divide...
+        spec = load_spec(conf=args.conf, overrides=args.overrides)
+    except InvalidSpec as e:
+        print("slmake check: the composed spec is invalid:", file=sys.stderr)
+        for p in e.problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 2
     except SpecError as e:
         print(f"slmake check: {e}", file=sys.stderr)
         return 2
-    problems = validate(spec)
-    if not problems:  # what the schema cannot say: paths exist, shapes divide, regexes compile...
-        from .checks import check
-
-        problems = check(spec)
-    if problems:
-        print("slmake check: the composed spec is invalid:", file=sys.stderr)
-        for p in problems:
-            print(f"  - {p}", file=sys.stderr)
-        return 2
     text = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
     if args.write:
-        from .io import write_text_atomic
-
         write_text_atomic(args.write, text)
         print(f"wrote {args.write}", file=sys.stderr)
     else:
@@ -40,9 +40,6 @@ def cmd_check(args) -> int:
 def cmd_targets(args) -> int:
     from rich.console import Console
     from rich.table import Table
-
-    from . import targets
-    from .toolchain import versions
 
     table = Table(title="slmake targets")
     for col in ("target", "formats", "runtime", "toolchain", "hardware here"):
@@ -72,13 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     tg = sub.add_parser("targets", help="targets, their formats, runtimes, toolchains and hardware here")
     tg.add_argument("--width", type=int, default=None)
     tg.set_defaults(func=cmd_targets)
-    from .monitor.cli import add_parser as add_monitor_parser  # slmake monitor
     add_monitor_parser(sub)
-    from .serve.cli import add_parser as add_serve
-
     add_serve(sub)
-    from .doctor import add_parser as add_doctor  # slmake doctor
-
     add_doctor(sub)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator
 
 from . import __version__, targets
 from .io import atomic_dir, sha256_tree, size_bytes, write_json_atomic
+from .spec import explain, target_schema
 from .targets.base import Artifact, BuildContext
 from .toolchain import versions
 
@@ -38,8 +39,6 @@ class CompileError(Exception):
 def settings_problems(name: str, settings: dict) -> list[str]:
     """Every problem with ``targets.<name>``: its schema (the one definition of enums, ranges and
     required keys) and then the target's own semantic checks."""
-    from .spec import explain, target_schema
-
     module = targets.load(name)
     errors = sorted(explain(e, prefix=["targets", name])
                     for e in Draft202012Validator(target_schema(name)).iter_errors(settings))

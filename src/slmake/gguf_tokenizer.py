@@ -23,6 +23,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from .runtimes.llamacpp import load_llama_cpp
+
 # llama.cpp's byte-level BPE pre-tokenizer names -> how transformers' converters reproduce them.
 # "digits": split every digit on its own before the GPT-2 regex (SmolLM, StarCoder).
 # "digits": every digit on its own, then the GPT-2 regex (SmolLM, StarCoder); a regex: llama.cpp's
@@ -194,8 +196,6 @@ def _byte_level_bpe(gguf_path: Path, meta: dict):
 def agreement(tok, gguf_path: Path, texts: list[str]) -> dict:
     """Token-for-token comparison of `tok` with llama.cpp's tokenizer of the same GGUF, each side
     adding the special tokens its model asks for (BOS): counts and the first differing text."""
-    from .runtimes.llamacpp import load_llama_cpp
-
     try:
         ids = tok(texts)["input_ids"] if texts else []   # one batch: the Rust side
     except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception (e.g. no unk id for a piece)

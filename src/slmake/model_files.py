@@ -52,6 +52,26 @@ def scratch_facts(s: dict) -> ModelFacts:
                       s["max_position_embeddings"], modules)
 
 
+def shape_problems(m: ModelFacts, prefix: str | None = None) -> list[str]:
+    """Attention shapes that cannot build: heads must divide the hidden size (unless the model
+    declares its head_dim), KV heads must divide heads, RoPE needs an even head size."""
+    name = (lambda k: f"{prefix}.{k}") if prefix else (lambda k: f"{m.where}: {k}")
+    keys = ("hidden_size", "num_heads", "num_kv_heads") if prefix else \
+        ("hidden_size", "num_attention_heads", "num_key_value_heads")
+    out = []
+    if m.hidden and m.heads:
+        if m.head_dim is None and m.hidden % m.heads:
+            out.append(f"{name(keys[1])}: {m.heads} does not divide {keys[0]}={m.hidden} "
+                       f"(each attention head gets hidden_size / num_heads dimensions)")
+        elif (m.head_dim or m.hidden // m.heads) % 2:
+            out.append(f"{name(keys[1])}: {m.heads} heads give head size {m.head_dim or m.hidden // m.heads}, "
+                       "which is odd; rotary position embeddings need an even head size")
+    if m.heads and m.kv_heads and m.heads % m.kv_heads:
+        out.append(f"{name(keys[2])}: {m.kv_heads} does not divide {keys[1]}={m.heads} "
+                   "(grouped-query attention shares each KV head among a whole number of heads)")
+    return out
+
+
 def pickle_only(folder: Path) -> list[str]:
     """Names of pickle weight files when the folder has no safetensors (else [])."""
     files = [p for p in folder.iterdir() if p.is_file()]

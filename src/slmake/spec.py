@@ -1,18 +1,20 @@
-"""Compose the spec from conf/ (as DVC's Hydra integration does) and validate it.
+"""The spec: compose it from conf/ (as DVC's Hydra integration does), read params.yaml strictly, and
+validate it against the packaged JSON Schema.
 
-Every stage calls ``stage_params`` at start: it reads params.yaml, validates the slices the
-stage uses against the packaged JSON Schema and exits with a message that names the key path,
-the bad value and what was allowed -- never a library traceback.
+The bottom layer of the package: it imports no other slmake module but strict_yaml (which imports
+none), so anything may import it. Semantic checks (what the schema cannot say) sit above everything
+they check, in checks.py, which also holds the one function that does compose/read, validate and
+check for `slmake check`, the check stage and every stage (checks.load_spec, checks.stage_params).
+Every message names the key path, the bad value and what was allowed -- never a library traceback.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from functools import lru_cache
+from collections.abc import Iterable
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
@@ -30,21 +32,29 @@ def _schema_file(name: str) -> dict:
     return json.loads(resources.files("slmake").joinpath("schema", name).read_text())
 
 
-@lru_cache(maxsize=None)
+def _targets_dir():
+    return resources.files("slmake").joinpath("targets")
+
+
+def target_names() -> list[str]:
+    """The targets with a settings schema, one folder each (targets/<name>/schema.json); the test
+    of the layers checks that they are exactly targets.REGISTRY (found here without importing it)."""
+    return sorted(d.name for d in _targets_dir().iterdir() if d.joinpath("schema.json").is_file())
+
+
+@cache
 def target_schema(name: str) -> dict:
     """A target's settings schema, kept in its own folder: targets/<name>/schema.json."""
-    return json.loads(resources.files("slmake.targets").joinpath(name, "schema.json").read_text())
+    return json.loads(_targets_dir().joinpath(name, "schema.json").read_text())
 
 
 @lru_cache(maxsize=1)
 def schema() -> dict:
-    """The full spec schema: the top level, the data slice, and one sub-schema per registered
-    target (each target owns its file, targets/<name>/schema.json)."""
-    from .targets import REGISTRY
-
+    """The full spec schema: the top level, the data slice, and one sub-schema per target (each
+    target owns its file, targets/<name>/schema.json)."""
     full = _schema_file("spec.schema.json")
     full["properties"]["data"] = _schema_file("data.schema.json")
-    full["properties"]["targets"]["properties"] = {name: target_schema(name) for name in REGISTRY}
+    full["properties"]["targets"]["properties"] = {name: target_schema(name) for name in target_names()}
     return full
 
 
@@ -108,33 +118,12 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     return data
 
 
-def stage_params(*keys: str, path: str | Path = "params.yaml") -> dict:
-    """Load params.yaml, validate the slices ``keys``; on error print them and exit 2."""
-    try:
-        spec = load_params(path)
-        problems = validate(spec, only=keys)
-        if not problems:  # semantic checks of the slices this stage reads (slmake.checks)
-            from .checks import check
-            from .model_files import HashCache
-
-            problems = check(spec, only=keys, cache=HashCache(Path(path).parent / "build/.hash_cache.json"))
-        if problems:
-            raise SpecError(f"{path}: invalid spec:\n" + "\n".join(f"  - {p}" for p in problems))
-    except SpecError as e:
-        print(f"slmake: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    from .runtime_env import offline  # every stage starts here: no library reaches the network unasked
-
-    offline(bool(spec.get("model", {}).get("allow_network", False)))
-    return {k: spec[k] for k in keys}
-
-
 def compose(config_dir: str | Path = "conf", overrides: list[str] | None = None) -> dict:
     """Compose conf/ with Hydra overrides into a plain dict (what `dvc exp run -S` writes)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
-
     from omegaconf.errors import OmegaConfBaseException
 
     config_dir = Path(config_dir).resolve()

@@ -18,6 +18,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+from .base_model import load_tokenizer
 from .checkpoints import COMPLETE, complete_checkpoints, prune_incomplete
 from .io import read_jsonl, write_json_atomic
 
@@ -155,8 +156,6 @@ def train(cfg: dict, base_dir: Path, splits: Path, out_dir: Path | None, live, s
     import torch
     from transformers import AutoModelForCausalLM, set_seed
     from trl import SFTConfig
-
-    from .base_model import load_tokenizer
 
     method = cfg["method"]
     set_seed(seed, deterministic=True)

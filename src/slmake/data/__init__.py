@@ -1,5 +1,5 @@
-"""Data preparation: raw JSONL/CSV/Parquet in, clean deterministic splits and an audit trail out."""
+"""Data preparation: raw JSONL/CSV/Parquet in, clean deterministic splits and an audit trail out.
 
-from slmake.data.curate import CurationError, format_prompt, run_curation
-
-__all__ = ["CurationError", "format_prompt", "run_curation"]
+One module per job (curate.py runs them: ingest, normalize, dedup, pii, split, balance, ledger,
+card); this package file imports none of them, so `slmake.data.config` stays light.
+"""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..data.sources import fingerprint as source_hashes
 from ..io import sha256_file
+from . import DistillError
 
 
 def stage_inputs(cfg: dict, cache=None) -> dict:
@@ -19,7 +20,6 @@ def stage_inputs(cfg: dict, cache=None) -> dict:
     ModelFileError or DistillError naming the key)."""
     if not cfg["enabled"]:
         return {"enabled": False}
-    from . import DistillError
 
     t = cfg["teacher"]
     out = {"enabled": True,

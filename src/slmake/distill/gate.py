@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.sources import entries
 from . import DistillError
 
 YES = {"1", "y", "yes", "true", "accept", "accepted", "ok", "x"}
@@ -120,8 +121,6 @@ def origin(distill_dir: Path) -> str:
 
 def with_distilled(data: dict, cfg: dict, distill_dir: Path, tmp: Path) -> tuple[dict, Verdict, int]:
     """`data` with the accepted teacher labels appended to data.source (run the gate first)."""
-    from ..data.sources import entries
-
     path = tmp / "distilled.jsonl"
     verdict, n = accepted_labels(cfg, distill_dir, path)
     extra = {"path": str(path), "format": "jsonl", "origin": origin(distill_dir)}

@@ -36,6 +36,7 @@ from ..metrics import score
 from . import DistillError
 from .prompts import (
     Judge,
+    Judged,
     few_shot_prompt,
     input_column,
     instruction_of,
@@ -165,8 +166,6 @@ def run(cfg: dict, data_cfg: dict, out: Path) -> dict:
 
 def _ask(teacher, judge, template, shots, instr):
     """(raw text, Judged) for one instruction; a prompt too long or a refused answer is a Judged too."""
-    from .prompts import Judged
-
     try:
         text = teacher.complete(few_shot_prompt(template, shots, instr), shots, instr)
     except PromptTooLong as e:

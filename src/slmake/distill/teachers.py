@@ -19,7 +19,10 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ..base_model import load_tokenizer
 from ..data.config import format_prompt
+from ..runtimes.hf import HFRunner
+from ..runtimes.llamacpp import LlamaCppRunner
 from . import DistillError
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
@@ -74,8 +77,6 @@ class LocalTeacher:
         if teacher["kind"] == "gguf":
             if not path.is_file():
                 raise DistillError(f"distill.teacher.path: {path} is not a file (expected a .gguf model)")
-            from ..runtimes.llamacpp import LlamaCppRunner
-
             self.runner = LlamaCppRunner(path, threads=teacher["threads"])
             llm = self.runner.llm
             self.encode = lambda text: llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
@@ -85,9 +86,6 @@ class LocalTeacher:
             if not (path / "config.json").is_file():
                 raise DistillError(f"distill.teacher.path: {path} is not a transformers model folder "
                                    "(expected config.json + safetensors weights + tokenizer files)")
-            from ..base_model import load_tokenizer
-            from ..runtimes.hf import HFRunner
-
             tok = load_tokenizer(path)
             self.runner = HFRunner(path, threads=teacher["threads"])
             self.encode = lambda text: tok(text)["input_ids"]

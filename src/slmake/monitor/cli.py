@@ -9,6 +9,9 @@ import sys
 
 import yaml
 
+from ..checks import spec_problems
+from ..spec import SpecError, load_params
+
 
 def _override(spec: dict, item: str) -> None:
     key, sep, raw = item.partition("=")
@@ -24,8 +27,7 @@ def _override(spec: dict, item: str) -> None:
 
 
 def cmd_monitor(args) -> int:
-    from ..spec import SpecError, load_params, validate
-    from .inputs import MonitorError
+    from .inputs import MonitorError  # .inputs, .run, .check: numpy and prometheus_client, not for --help
     from .run import run_monitor
 
     try:
@@ -42,7 +44,7 @@ def cmd_monitor(args) -> int:
             m["window"]["last"] = args.last or None
         if args.since is not None:
             m["window"]["since"] = args.since or None
-        problems = validate(spec, only=["monitor", "data"])
+        problems = spec_problems(spec, only=["monitor", "data"])
         if problems:
             raise SpecError("invalid spec:\n" + "\n".join(f"  - {p}" for p in problems))
         result, context = run_monitor(m, spec["data"], args.out, data_dir=args.data_dir, bench_dir=args.bench_dir)

@@ -20,9 +20,25 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from ...runtimes.llamacpp import LlamaCppRunner, load_llama_cpp
+from ...runtimes.ortgenai import OrtGenAIRunner
 from ..base import Artifact, BuildContext, Probe, Skipped, TargetInfo
-from ..tools import (build_ort_genai, check_merged, failed as _failed, last_error as _last_error,
-                     ort_genai_int4_options, output_to, require_built, run_tool as _run)
+from ..tools import (
+    build_ort_genai,
+    check_merged,
+    ort_genai_int4_options,
+    output_to,
+    require_built,
+)
+from ..tools import (
+    failed as _failed,
+)
+from ..tools import (
+    last_error as _last_error,
+)
+from ..tools import (
+    run_tool as _run,
+)
 
 TARGET = TargetInfo(
     name="cpu",
@@ -79,12 +95,10 @@ def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
     if artifact.format == "gguf":
         if importlib.util.find_spec("llama_cpp") is None:
             raise Skipped(f"llama-cpp-python is not installed; {INSTALL_HINT}")
-        from ...runtimes.llamacpp import LlamaCppRunner
         return LlamaCppRunner(path, threads=threads)
     if artifact.format == "onnx-genai":
         if importlib.util.find_spec("onnxruntime_genai") is None:
             raise Skipped("onnxruntime-genai is not installed (pip install onnxruntime-genai)")
-        from ...runtimes.ortgenai import OrtGenAIRunner
         return OrtGenAIRunner(path, threads=threads)
     raise Skipped(f"cpu target cannot run format {artifact.format!r}")
 
@@ -132,8 +146,6 @@ def _quantize(ctx: BuildContext, f16: Artifact, quant: str) -> Artifact:
     if f16.status != "built":
         return _failed(art, f"needs gguf_f16, which failed: {f16.reason}")
     try:
-        from ...runtimes.llamacpp import load_llama_cpp
-
         llama_cpp = load_llama_cpp()
     except Exception as e:  # ImportError, or OSError when libllama.so does not load
         return _failed(art, f"llama-cpp-python (the quantizer) does not import: {e}; {INSTALL_HINT}")

@@ -18,8 +18,19 @@ import shutil
 from pathlib import Path
 
 from ...io import atomic_dir
+from ...runtimes.hf import HFRunner
+from ...runtimes.ortgenai import OrtGenAIRunner
 from ..base import Artifact, BuildContext, Probe, Skipped, TargetInfo
-from ..tools import ToolFailed, build_ort_genai, ort_genai_int4_options, check_merged, failed as _failed, require_built
+from ..tools import (
+    ToolFailed,
+    build_ort_genai,
+    check_merged,
+    ort_genai_int4_options,
+    require_built,
+)
+from ..tools import (
+    failed as _failed,
+)
 
 TARGET = TargetInfo(
     name="cuda",
@@ -83,9 +94,6 @@ def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
     path, threads, device = Path(artifact_dir) / artifact.path, bench.get("threads"), artifact.notes.get("device")
     if artifact.format == "onnx-genai" and importlib.util.find_spec("onnxruntime_genai") is None:
         raise Skipped("onnxruntime-genai is not installed (pip install onnxruntime-genai, or -cuda on GPUs)")
-    from ...runtimes.hf import HFRunner
-    from ...runtimes.ortgenai import OrtGenAIRunner
-
     if device == "cpu_check":
         if artifact.format == "hf-safetensors":
             return HFRunner(path, threads=threads)          # loads fp16 weights as fp32

@@ -29,8 +29,10 @@ import sys
 from pathlib import Path
 
 from ...io import atomic_dir
+from ...runtimes.openvino import OpenVINORunner
 from ..base import Artifact, BuildContext, Probe, Skipped, TargetInfo
-from ..tools import ToolFailed, check_merged, last_error as _last_error, require_built, run_tool
+from ..tools import ToolFailed, check_merged, require_built, run_tool
+from ..tools import last_error as _last_error
 
 TARGET = TargetInfo(
     name="intel_npu",
@@ -113,7 +115,6 @@ def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
     require_built(artifact)
     if importlib.util.find_spec("openvino_genai") is None:
         raise Skipped(f"openvino-genai is not installed; {INSTALL_HINT}")
-    from ...runtimes.openvino import OpenVINORunner
 
     n = artifact.notes
     path, device, threads = Path(artifact_dir) / artifact.path, n["device"], bench.get("threads")
