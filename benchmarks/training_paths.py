@@ -143,7 +143,7 @@ def score(test: Path, folders: list[str]) -> None:
     """(Run inside the copy, PYTHONPATH=<copy>/src.) Each model folder's metrics on `test`'s rows,
     with evaluate's own code and settings (eval.*), as JSON on stdout's last line."""
     from slmake import runtime_env
-    from slmake.spec import stage_params
+    from slmake.checks import stage_params
 
     params = stage_params("eval", "data", "seed")
     ev = params["eval"]
