@@ -18,8 +18,8 @@ pytest.importorskip("llama_cpp")
 from slmake.runtimes.llamacpp import load_llama_cpp
 
 llama_cpp = load_llama_cpp()
-from slmake import base_model
-from slmake.targets import cpu
+from slmake import base_model  # noqa: E402
+from slmake.targets import cpu  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT / ".venv/share/slmake/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -278,7 +278,7 @@ def test_labelled_set_errors_name_file_and_line(tmp_path, stub):
     with pytest.raises(DistillError, match=r"distill.labelled: .*labelled.jsonl:3: response_invalid"):
         run(cfg, DATA, tmp_path / "out")
     Path(cfg["labelled"]).write_text("\n".join(TICKETS[:2]) + "\n")
-    with pytest.raises(DistillError, match="2 records, but distill.few_shot=2 leaves none"):
+    with pytest.raises(DistillError, match=r"2 records, but distill.few_shot=2 leaves none"):
         run(cfg, DATA, tmp_path / "out")
 
 

@@ -11,10 +11,10 @@ import json
 import time
 
 import pytest
-from e2e_utils import ROOT, make_project, ran_stages, sh
-from test_distill import read_csv
 
+from e2e_utils import ROOT, make_project, ran_stages, sh
 from slmake.data.normalize import normalize
+from test_distill import read_csv
 
 pytestmark = pytest.mark.e2e
 TRUTH: dict[str, dict] = {}   # normalised input -> its true label (what the simulated reviewer knows)

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
-from slmake import base_model, gguf_tokenizer
-from slmake.targets import cpu
+from slmake import base_model, gguf_tokenizer  # noqa: E402
+from slmake.targets import cpu  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONVERTER = Path(sys.prefix) / "share/slmake/llama.cpp/convert_hf_to_gguf.py"

@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-
 from slmake import runtime_env
 
 GUARD = Path(__file__).parent / "netguard"

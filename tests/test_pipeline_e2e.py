@@ -115,7 +115,9 @@ def test_rebuild_gives_identical_artifacts(repo):
     sh("dvc repro -f -s train && dvc repro -f -s compile@cpu", repo)
     after = json.loads((repo / "build/compile/cpu/artifacts.json").read_text())
     assert (repo / "build/train/merged/model.safetensors").read_bytes() == merged_before
-    hashes = lambda listing: {a["name"]: a["sha256"] for a in listing["artifacts"]}
+    def hashes(listing):
+        return {a["name"]: a["sha256"] for a in listing["artifacts"]}
+
     assert hashes(after) == hashes(before) and len(hashes(before)) == 4
     assert out_hash() == before_out
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 import yaml
+
 from e2e_utils import ran_stages, sh
 
 pytestmark = pytest.mark.e2e

@@ -17,9 +17,9 @@ import yaml
 
 llama_cpp = pytest.importorskip("llama_cpp")
 pytest.importorskip("onnxruntime_genai")
+from e2e_utils import build_ctx  # noqa: E402
 from slmake.targets import cpu  # noqa: E402
 from slmake.targets.base import Artifact, Skipped  # noqa: E402
-from e2e_utils import build_ctx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 INT4 = yaml.safe_load((ROOT / "conf/targets/cpu.yaml").read_text())["cpu"]["onnx_genai"].get("int4", {})
@@ -175,7 +175,7 @@ def test_missing_toolchains_fail_softly(built, tmp_path, monkeypatch):
 
 
 def test_bad_inputs_raise(tmp_path):
-    with pytest.raises(ValueError, match="config.json"):
+    with pytest.raises(ValueError, match=r"config.json"):
         cpu.compile(build_ctx(tmp_path, tmp_path / "out"), SETTINGS)
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="safetensors"):

@@ -13,8 +13,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

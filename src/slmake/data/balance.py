@@ -15,7 +15,8 @@ Records without a label are neither capped nor topped up.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

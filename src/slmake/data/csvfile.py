@@ -14,7 +14,8 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections import deque
-from typing import BinaryIO, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import BinaryIO, NamedTuple
 
 from .errors import CurationError
 from .raw import Raw, excerpt, physical_lines, too_long

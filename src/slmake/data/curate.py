@@ -47,7 +47,7 @@ SPLITS = split.SPLITS
 SIGNATURE_BATCH = 128
 format_prompt = config.format_prompt
 
-__all__ = ["CurationError", "QUARANTINE_REASONS", "RULES", "SPLITS", "format_prompt", "normalize", "run_curation"]
+__all__ = ["QUARANTINE_REASONS", "RULES", "SPLITS", "CurationError", "format_prompt", "normalize", "run_curation"]
 
 
 # ---------------------------------------------------------------------------- entry point

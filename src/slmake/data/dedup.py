@@ -124,7 +124,7 @@ class SignatureFile:
         self._f.write(np.ascontiguousarray(sigs, dtype=np.uint32).tobytes())
         self.n += len(sigs)
 
-    def reader(self) -> "SignatureReader":
+    def reader(self) -> SignatureReader:
         self._f.close()
         return SignatureReader(self.path, self.n, self.num_perm)
 

@@ -19,7 +19,8 @@ import codecs
 import hashlib
 import json
 import re
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from .errors import CurationError
 from .raw import EXCERPT, Raw, too_long

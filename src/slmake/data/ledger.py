@@ -21,8 +21,9 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 LEDGER_COLUMNS = ("source", "line", "content_hash", "record_id", "fate", "split", "reason", "copies")
 

@@ -30,7 +30,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 TYPES = ("email", "phone", "iban", "card", "ip")
 
@@ -191,7 +192,7 @@ class Scrubber:
             self._presidio, self.presidio_status = _load_presidio(self.counts)
 
     @classmethod
-    def from_config(cls, pii: dict, presidio: bool = True) -> "Scrubber":
+    def from_config(cls, pii: dict, presidio: bool = True) -> Scrubber:
         """From the spec's `data.pii` slice (`names` is optional)."""
         return cls(pii["enabled"], pii["types"], pii["patterns"], presidio and pii["presidio"], pii.get("names"))
 
@@ -296,7 +297,7 @@ def name_slots(value: Any, prefix: str = "") -> set[str]:
     return found
 
 
-def names_warning(slots: set[str] | list[str], scrubber: "Scrubber") -> str | None:
+def names_warning(slots: set[str] | list[str], scrubber: Scrubber) -> str | None:
     """The data-card warning for name-like fields that nothing scrubs, or None."""
     if not slots or scrubber.scrubs_names or not scrubber.enabled:
         return None

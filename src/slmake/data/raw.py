@@ -12,13 +12,14 @@ parsed, so the ledger can account for every one:
 from __future__ import annotations
 
 import hashlib
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 EXCERPT = 200
 
 
 class Raw:
-    __slots__ = ("source", "line", "content_hash", "kind", "record", "reason", "detail", "excerpt", "where")
+    __slots__ = ("content_hash", "detail", "excerpt", "kind", "line", "reason", "record", "source", "where")
 
     def __init__(self, source: str, line: int, content_hash: str, kind: str, record: dict | None = None,
                  reason: str | None = None, detail: str | None = None, excerpt: str | None = None,

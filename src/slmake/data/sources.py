@@ -105,7 +105,7 @@ def _entry_files(key: str, e: dict, fmt: str) -> list[SourceFile]:
                                         _records_key(key, e, kind)))
         found.sort(key=lambda s: s.display)
         if not found:
-            want = sorted(x for x, k in EXTENSIONS.items() if k == fmt or fmt == "auto" and k in _AUTO_IN_FOLDERS)
+            want = sorted(x for x, k in EXTENSIONS.items() if k == fmt or (fmt == "auto" and k in _AUTO_IN_FOLDERS))
             raise CurationError(f"{key}: folder {raw} has no data files (looked for {want})")
         return found
     raise CurationError(f"{key}: {raw} not found (expected a JSONL, JSON, CSV or Parquet file, a folder of them, "

@@ -13,7 +13,8 @@ quota lands in train, so big clusters never empty a label out of train.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

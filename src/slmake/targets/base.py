@@ -20,9 +20,9 @@ import targets, targets import runtimes.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Artifact:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Artifact":
+    def from_dict(cls, d: dict) -> Artifact:
         return cls(**d)
 
 

@@ -20,7 +20,9 @@ import tempfile
 from pathlib import Path
 
 from ..base import Artifact, BuildContext, Probe, Skipped, TargetInfo
-from ..tools import check_merged, failed as _failed, first_line as _first_line, output_to, require_built
+from ..tools import check_merged, output_to, require_built
+from ..tools import failed as _failed
+from ..tools import first_line as _first_line
 
 TARGET = TargetInfo(
     name="qualcomm_npu",
