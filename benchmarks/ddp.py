@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from figures import record
+from figures import record  # noqa: E402
 
 
 def _run(repo: Path, overrides: list[str]) -> dict:

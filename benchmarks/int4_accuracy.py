@@ -24,14 +24,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from slmake import bench
-from slmake.io import read_jsonl
-from slmake.metrics import score
-from slmake.targets.base import BuildContext
-from slmake.targets.tools import build_ort_genai, ort_genai_int4_options
+from slmake import bench  # noqa: E402
+from slmake.io import read_jsonl  # noqa: E402
+from slmake.metrics import score  # noqa: E402
+from slmake.targets.base import BuildContext  # noqa: E402
+from slmake.targets.tools import build_ort_genai, ort_genai_int4_options  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from figures import record
+from figures import record  # noqa: E402
 
 CANDIDATES = {
     "default": {},   # the builder's defaults: RTN, block 32, symmetric, accuracy level 4, tied int4 head

@@ -32,8 +32,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from figures import record, variant_of
-from pipeline import copy_project
+from figures import record, variant_of  # noqa: E402
+from pipeline import copy_project  # noqa: E402
 
 SMOLLM2 = ["model=smollm2_135m_gguf", f"model.hf.path={ROOT}/.venv/share/slmake/models/smollm2-135m",
            "train.epochs=1", "train.threads=2", "train.lr=0.001"]

@@ -39,8 +39,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import copy_project
 from figures import record, variant_of
+from pipeline import copy_project
 from stage_times import timed_repro
 
 BIN = Path(sys.executable).parent
