@@ -293,8 +293,174 @@ def test_bench_label_baseline_does_not_count_the_models_own_bias(tmp_path):
         + "\n" for i in range(40)))
     train = _train()
     _write_log(repo / "logs/requests.jsonl", [_req(t, "network") for t in train["inputs"][:100]])
-    biased = _slmake(repo)
+    biased = _slmake(repo, "monitor.label_baseline=train")
     assert biased.returncode == 1 and "label 'network' share 80.0 % → 100.0 %" in biased.stderr
-    own = _slmake(repo, "monitor.label_baseline=bench")
+    own = _slmake(repo)   # monitor.label_baseline: bench is the default
     assert own.returncode == 0, own.stderr
     assert "the artifact's answers on the test split (n=40)" in (repo / "reports/monitor/report.md").read_text()
+
+
+# ---------------------------------------------------------------- sample-size-aware tests, by hand
+
+def test_homogeneity_hand_computed():
+    # 2x2: expected 25/15 in both rows; (5²/25 + 5²/15) x 2 = 5.3333, 1 dof: p = erfc(sqrt(5.3333 / 2))
+    t = stats.homogeneity([30, 10], [20, 20])
+    assert (t["stat"], t["dof"]) == (pytest.approx(16 / 3), 1)
+    assert t["p"] == pytest.approx(math.erfc(math.sqrt(8 / 3)), rel=1e-9)
+    assert stats.homogeneity([5, 5], [0, 0])["p"] == 1.0            # an empty sample tells nothing apart
+
+
+def test_rare_bins_are_pooled_until_each_expects_five():
+    # bins of 1 and 3 in all expect 0.34 and 1.0 in the smaller sample: pooled together (still 1.3),
+    # then with the next smallest bin
+    assert stats.pool_rare([100, 100, 1, 1], [50, 50, 0, 2]) == ([100.0, 102.0], [50.0, 52.0])
+    assert stats.pool_rare([3, 1], [2, 0]) == ([4.0], [2.0])        # one bin left: nothing to test
+    assert stats.homogeneity([3, 1], [2, 0])["p"] == 1.0
+
+
+def test_share_test_is_fishers_exact():
+    # [[3, 0], [0, 3]]: the two most extreme tables of C(6, 3) = 20, each 1/20: p = 0.1
+    assert stats.share_test(3, 3, 0, 3) == pytest.approx(0.1)
+    assert stats.share_test(1, 2, 1, 2) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- held-out traffic: no false alarms
+
+def _tickets() -> dict:
+    """The default data split 80/10/10 (seeded), each row (input, true label)."""
+    import random
+
+    rows = [json.loads(x) for x in (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()]
+    rows = [(r["ticket"], json.loads(r["response"])["category"]) for r in rows]
+    random.Random(0).shuffle(rows)
+    n = len(rows) // 10
+    return {"test": rows[:n], "val": rows[n:2 * n], "train": rows[2 * n:]}
+
+
+def _model(text: str, truth: str) -> str:
+    """A biased model, deterministic per input: it over-answers 'access' (as the issue's artifact
+    did: 20 % → 30 % 'access') and calls some printing tickets hardware."""
+    import zlib
+
+    h = zlib.crc32(text.encode()) % 100
+    if truth in ("software", "network", "other") and h < 40:
+        return "access"
+    return "hardware" if truth == "printing" and h < 30 else truth
+
+
+def _served(rows, **kw) -> list[dict]:
+    return [_req(t, _model(t, truth), **kw) for t, truth in rows]
+
+
+SPLITS = _tickets()
+TRAIN = {"inputs": [t for t, _ in SPLITS["train"]], "labels": [lab for _, lab in SPLITS["train"]]}
+VAL = {"inputs": [t for t, _ in SPLITS["val"]], "labels": [lab for _, lab in SPLITS["val"]]}
+REFERENCE = [_model(t, truth) for t, truth in SPLITS["test"]]   # bench: the artifact's answers on test
+
+
+def _check(window, baseline=REFERENCE, **th):
+    cfg = {**CFG, "thresholds": {**CFG["thresholds"], **th}}
+    return analyse(cfg, window, TRAIN, VAL, BENCH, None, SPEC["data"]["response_schema"], "category", baseline)
+
+
+def _windows(rows, n_windows, seed):
+    import random
+
+    rng = random.Random(seed)
+    return [rng.sample(rows, rng.randint(50, min(200, len(rows)))) for _ in range(n_windows)]
+
+
+def test_held_out_traffic_raises_no_alarm():
+    """25 random windows (50-200 requests) of the test split, answered by the biased model, and
+    25 of the val split (held-out tickets bench never saw): no alarm against the model's own
+    answers on the test split. Against the true train labels (the old reference) the model's bias
+    reads as drift in most of the same windows."""
+    windows = _windows(SPLITS["test"], 25, seed=1) + _windows(SPLITS["val"], 25, seed=2)
+    results = [_check(_served(w)) for w in windows]
+    alarms = [(len(w), r["alerts"]) for w, r in zip(windows, results) if r["alerts"]]
+    assert alarms == []
+    assert all(r["metrics"]["requests"] >= 50 and r["metrics"]["retrain"] == 0 for r in results)
+    old = [_check(_served(w), baseline=None, drift_p_value=1.0) for w in windows]   # train labels, PSI alone
+    assert sum(bool(r["alerts"]) for r in old) >= 40
+    assert "label 'access' share" in reason(old[0]["alerts"])
+
+
+def test_psi_alone_reads_small_window_noise_as_drift():
+    """Why the p-value: two samples of one distribution over 10 length bins differ by PSI ~0.19 at
+    50 requests; some held-out windows cross 0.2 by chance, and none is more than noise."""
+    windows = _windows(SPLITS["val"], 40, seed=3)
+    small = [_check(_served(w[:50])) for w in windows]
+    over = [r for r in small if r["metrics"]["input_length_psi"] > 0.2 or r["metrics"]["label_psi"] > 0.2]
+    assert over, "expected some windows of 50 to cross PSI 0.2 by chance"
+    assert all(not r["alerts"] and any("within the sampling noise of 50 requests" in n for n in r["notes"])
+               for r in over)
+
+
+BANKING = ["How do I dispute a card payment of £{n} at {shop}?", "What is the overdraft fee on my current account?",
+           "Can I increase my contactless limit to £{n}?", "Why was my mortgage repayment of £{n} taken twice?",
+           "Where is my refund from {shop}?", "How long does an international transfer to {country} take?",
+           "My savings interest was not credited this month", "Exchange rate for euros to {country} pesos?",
+           "Is there a fee for topping up with Apple Pay?", "cancel standing order to {shop}",
+           "Cheque deposit of £{n} still pending", "What's the APR on your personal loans?"]
+
+
+def _banking(n, seed):
+    import random
+
+    rng = random.Random(seed)
+    return [rng.choice(BANKING).format(n=rng.randint(5, 900), shop=rng.choice(["Tesco", "Argos", "Boots", "Lidl"]),
+                                       country=rng.choice(["Mexico", "Chile", "Colombia"])) for _ in range(n)]
+
+
+@pytest.mark.parametrize("size", [50, 100, 200])
+def test_out_of_domain_traffic_is_flagged(size):
+    """Banking questions sent to the IT-ticket model (it answers them with its usual labels):
+    flagged on input length and unseen words, at every window size from min_requests up."""
+    for seed in range(5):
+        window = [_req(t, _model(t, "other")) for t in _banking(size, seed)]
+        res = _check(window)
+        line = reason(res["alerts"])
+        assert line.startswith("retrain recommended: ") and "unseen words" in line and "input length" in line, line
+        assert res["metrics"]["input_length_p_value"] < 1e-3
+
+
+@pytest.mark.parametrize("size", [100, 200])
+def test_label_shift_is_flagged(size):
+    """Held-out-like tickets where printing (6.5 % of the data) is 40 % of the traffic: the model's
+    answers shift with it, and the label check flags it against the model's own reference."""
+    import random
+
+    printing = [r for r in SPLITS["train"] if r[1] == "printing"]
+    others = [r for r in SPLITS["train"] if r[1] != "printing"]
+    for seed in range(5):
+        rng = random.Random(seed)
+        window = rng.sample(printing, size * 2 // 5) + rng.sample(others, size - size * 2 // 5)
+        rng.shuffle(window)
+        res = _check(_served(window))
+        labels = [t for k, t in res["alerts"] if t.startswith("label 'printing' share")]
+        assert labels and "(p " in labels[0], res["alerts"]
+        assert res["metrics"]["label_p_value"] < 1e-3 and res["metrics"]["retrain"] == 1
+
+
+def test_latency_is_judged_on_service_time_and_queueing_is_reported():
+    """Eight clients at once: each request waits ~7 service times for the runner. That is load, not a
+    sick server (no alert, a note with the queue and the concurrency); a slow runner is flagged."""
+    train = _train()
+    t0 = datetime(2026, 11, 29, 10, tzinfo=timezone.utc)
+
+    def at(i, service, queue):   # request i answered at t0 + i x service (one runner, always busy)
+        ts = (t0 + timedelta(milliseconds=(i + 1) * service)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return dict(ts=ts, latency_ms=queue + service, queue_ms=queue, service_ms=service, ttft_ms=6.0)
+    loaded = [_req(t, lab, **at(i, 20.0, 140.0)) for i, (t, lab) in enumerate(zip(train["inputs"][:100], train["labels"]))]
+    res = analyse(CFG, loaded, train, train, BENCH, None, SPEC["data"]["response_schema"], "category")
+    m = res["metrics"]
+    assert res["alerts"] == [], res["alerts"]
+    assert (m["latency_p95_ms"], m["service_p95_ms"], m["queue_p95_ms"]) == (160.0, 20.0, 140.0)
+    assert m["latency_p95_ratio"] == pytest.approx(20 / 15, abs=1e-3)      # service time vs the bench's 15 ms
+    # Little's law: 100 x 160 ms in the server over 2,140 ms (first arrival 140 ms before t0, last answer at 2 s)
+    assert m["concurrency_mean"] == pytest.approx(100 * 160 / 2140, abs=0.01)
+    assert any(n.startswith("requests waited for the runner (queue p95 140.0 ms vs service p95 20.0 ms, 7.5 in "
+                            "flight") for n in res["notes"]), res["notes"]
+    sick = [_req(t, lab, **at(i, 400.0, 0.0)) for i, (t, lab) in enumerate(zip(train["inputs"][:100], train["labels"]))]
+    line = reason(analyse(CFG, sick, train, train, BENCH, None, SPEC["data"]["response_schema"], "category")["alerts"])
+    assert line == "check serving: service time p95 400.0 ms = 26.7× the bench's 15.0 ms > 10.0×"

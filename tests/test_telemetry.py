@@ -36,7 +36,9 @@ def test_log_line_has_every_field_and_no_raw_pii(tmp_path):
         assert raw not in text, raw
     (line,) = _lines(log)
     assert set(line) == {"ts", "artifact", "endpoint", "input", "output", "prompt_tokens", "completion_tokens",
-                         "latency_ms", "ttft_ms", "schema_valid", "parsed", "label", "status", "error"}
+                         "latency_ms", "ttft_ms", "queue_ms", "service_ms", "schema_valid", "parsed", "label",
+                         "status", "error"}
+    assert line["queue_ms"] is None and line["service_ms"] is None     # the caller did not time the queue
     assert line["ts"].endswith("Z") and line["artifact"] == "cpu/gguf_q8_0"
     for placeholder in ("<PHONE>", "<EMAIL>", "<CARD>", "<IBAN>", "<IP>"):
         assert placeholder in line["input"], (placeholder, line["input"])

@@ -63,6 +63,8 @@ class Telemetry:
                                   buckets=LATENCY_BUCKETS, registry=reg)
         self._ttft = Histogram("slmake_time_to_first_token_seconds", "Time to first token", lab,
                                buckets=LATENCY_BUCKETS, registry=reg)
+        self._queue = Histogram("slmake_queue_wait_seconds", "Time a request waited for the runner (load)", lab,
+                                buckets=LATENCY_BUCKETS, registry=reg)
         self._prompt_tokens = Counter("slmake_prompt_tokens", "Prompt tokens processed", lab, registry=reg)
         self._completion_tokens = Counter("slmake_completion_tokens", "Completion tokens generated", lab,
                                           registry=reg)
@@ -76,14 +78,20 @@ class Telemetry:
 
     def record(self, *, endpoint: str, input_text: str, output_text: str, prompt_tokens: int,
                completion_tokens: int, latency_s: float, ttft_s: float | None, schema_valid: bool | None,
-               parsed: dict | None, status: int, error: str | None = None) -> None:
-        """Count the request in the metrics and append one scrubbed line to the log."""
+               parsed: dict | None, status: int, error: str | None = None,
+               queue_s: float | None = None) -> None:
+        """Count the request in the metrics and append one scrubbed line to the log. ``latency_s`` is
+        the whole request; ``queue_s`` the part spent waiting for the runner (None: not measured),
+        the rest is service time."""
         lab = {"artifact": self.artifact, "endpoint": endpoint}
         self._requests.labels(**lab, status=str(status)).inc()
         if latency_s is not None and math.isfinite(latency_s):
             self._latency.labels(**lab).observe(latency_s)
         if ttft_s is not None and math.isfinite(ttft_s):
             self._ttft.labels(**lab).observe(ttft_s)
+        timed = queue_s is not None and latency_s is not None and math.isfinite(queue_s) and math.isfinite(latency_s)
+        if timed:
+            self._queue.labels(**lab).observe(queue_s)
         self._prompt_tokens.labels(**lab).inc(max(0, prompt_tokens or 0))
         self._completion_tokens.labels(**lab).inc(max(0, completion_tokens or 0))
         if schema_valid is False:
@@ -102,6 +110,8 @@ class Telemetry:
                 "completion_tokens": completion_tokens,
                 "latency_ms": None if latency_s is None else round(latency_s * 1000, 3),
                 "ttft_ms": None if ttft_s is None else round(ttft_s * 1000, 3),
+                "queue_ms": round(queue_s * 1000, 3) if timed else None,                 # waiting for the runner
+                "service_ms": round((latency_s - queue_s) * 1000, 3) if timed else None,  # the runner's work
                 "schema_valid": schema_valid,
                 "parsed": s.scrub_json(parsed) if parsed is not None else None,
                 "label": self._label(parsed),

@@ -23,6 +23,10 @@ def _bar(share: float, width: int = 20) -> str:
     return "█" * round(share * width)
 
 
+def _with_p(m: dict, key: str, p_key: str) -> str | None:
+    return None if m.get(key) is None else f"{m[key]} ({m.get(p_key, '–')})"
+
+
 def markdown(result: dict, context: dict) -> str:
     m, t = result["metrics"], result["tables"]
     out = io.StringIO()
@@ -43,17 +47,22 @@ def markdown(result: dict, context: dict) -> str:
     th = context["thresholds"]
     out.write("| check | live | baseline | threshold |\n|---|---|---|---|\n")
     rows = [
-        ("input length PSI", m.get("input_length_psi"), f"median {m.get('input_length_median_train', '–')} → "
-         f"{m.get('input_length_median_live', '–')}", f"> {th['input_length_psi']}"),
+        ("input length PSI (p)", _with_p(m, "input_length_psi", "input_length_p_value"),
+         f"median {m.get('input_length_median_train', '–')} → {m.get('input_length_median_live', '–')}",
+         f"> {th['input_length_psi']}, p < {th['drift_p_value']}"),
         ("unseen words", m.get("unseen_word_share"), f"{m.get('unseen_word_share_val', '–')} (val split)",
          f"+{th['unseen_words_increase']}"),
-        ("label PSI", m.get("label_psi"), context["label_baseline"], f"> {th['label_psi']}"),
-        ("largest label share change", m.get("label_max_share_change"), context["label_baseline"],
-         f"> {th['label_share_change']}"),
+        ("label PSI (p)", _with_p(m, "label_psi", "label_p_value"), context["label_baseline"],
+         f"> {th['label_psi']}, p < {th['drift_p_value']}"),
+        ("largest label share change (p)", _with_p(m, "label_max_share_change", "label_share_p_value"),
+         context["label_baseline"], f"> {th['label_share_change']}, p < {th['drift_p_value']}"),
         ("invalid outputs", m.get("invalid_rate"), "0", f"> {th['invalid_rate']}"),
         ("server errors", m.get("server_error_rate"), "0", f"> {th['server_error_rate']}"),
-        ("latency p50 / p95 ms", f"{m.get('latency_p50_ms', '–')} / {m.get('latency_p95_ms', '–')}",
+        ("service time p50 / p95 ms" if "service_p95_ms" in m else "latency p50 / p95 ms",
+         f"{m.get('service_p50_ms', m.get('latency_p50_ms', '–'))} / {m.get('service_p95_ms', m.get('latency_p95_ms', '–'))}",
          f"{m.get('latency_bench_ms', '–')} (bench)", f"p95 > {th['latency_p95_ratio']}×"),
+        ("queue wait p50 / p95 ms", f"{m.get('queue_p50_ms', '–')} / {m.get('queue_p95_ms', '–')}",
+         f"{m.get('concurrency_mean', '–')} in flight on average", "reported, not flagged"),
         ("TTFT p50 / p95 ms", f"{m.get('ttft_p50_ms', '–')} / {m.get('ttft_p95_ms', '–')}",
          f"{m.get('ttft_bench_ms', '–')} (bench)", f"p95 > {th['ttft_p95_ratio']}×"),
     ]
@@ -76,7 +85,9 @@ def markdown(result: dict, context: dict) -> str:
         for r in t["input_length"]:
             out.write(f"| {r['range']} | {r['train']:.1%} | {r['live']:.1%} | `{_bar(r['live'])}` |\n")
     out.write("\nPSI = Σ (live − train) · ln(live / train) over bins (shares floored at 1e-4): < 0.1 stable, "
-              "0.1–0.2 moderate, > 0.2 significant. Labels are the served model's answers, not ground truth; "
+              "0.1–0.2 moderate, > 0.2 significant; a drift is flagged only when its p-value (chi-square over the "
+              "bins, Fisher's exact per label) also says it is more than the window's sampling noise. "
+              "Labels are the served model's answers, not ground truth; "
               "accuracy needs labelled feedback (`--feedback`). Plots: `dvc plots show`.\n")
     return out.getvalue()
 

@@ -39,23 +39,26 @@ def bench_figures(bench_dir: Path, artifact: str | None) -> dict | None:
 
 
 def bench_answer_labels(outputs_dir: Path, artifact: str | None, label_field: str | None) -> list | None:
-    """Labels of the served artifact's own answers on the test split (bench's outputs.jsonl), or None."""
-    if not artifact or "/" not in artifact or not label_field:
+    """Labels of the served artifact's own answers on the test split (bench's outputs.jsonl), or None.
+    A bare artifact name is looked up in every target's outputs."""
+    if not artifact or not label_field:
         return None
-    target, name = artifact.split("/", 1)
-    path = Path(outputs_dir) / target / "outputs.jsonl"
-    if not path.exists():
+    target, _, name = artifact.rpartition("/")
+    paths = [Path(outputs_dir) / target / "outputs.jsonl"] if target else sorted(Path(outputs_dir).glob("*/outputs.jsonl"))
+    for path in paths:
+        rows = [r for r in read_jsonl(path) if r.get("artifact") == name] if path.exists() else []
+        if rows:
+            labels = [_label_of(r.get("text"), label_field) for r in rows]
+            return labels if any(x is not None for x in labels) else None
+    return None
+
+
+def _label_of(text: str | None, label_field: str) -> str | None:
+    try:
+        value = json.loads(text or "")
+    except ValueError:
         return None
-    labels = []
-    for r in read_jsonl(path):
-        if r.get("artifact") == name:
-            try:
-                value = json.loads(r.get("text") or "")
-            except ValueError:
-                value = None
-            labels.append(str(value[label_field]) if isinstance(value, dict) and value.get(label_field) is not None
-                          else None)
-    return labels if any(x is not None for x in labels) else None
+    return str(value[label_field]) if isinstance(value, dict) and value.get(label_field) is not None else None
 
 
 def run_monitor(cfg: dict, data_cfg: dict, out_dir: str | Path, *, data_dir: str | Path = "build/data",
@@ -85,6 +88,10 @@ def run_monitor(cfg: dict, data_cfg: dict, out_dir: str | Path, *, data_dir: str
                                          else "train split (no bench answers of the served artifact)")
     result = analyse(cfg, window, train or {}, val, bench, feedback, data_cfg["response_schema"], label_field,
                      baseline)
+    if window and label_field and cfg["label_baseline"] == "bench" and not baseline:
+        result["notes"].append(f"no bench answers of {context['artifact'] or 'the served artifact'} under "
+                               f"{outputs_dir}: served labels are compared with the train split's true labels, so "
+                               "the model's own bias reads as drift (run `dvc repro bench@<target>`)")
     write(result, context, out_dir)
     return result, context
 

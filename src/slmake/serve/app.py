@@ -160,7 +160,7 @@ def create_app(engine: Engine, limits: Limits, telemetry=None) -> FastAPI:
                            "server_busy")
         state["waiting"] += 1
         try:
-            ans = await anyio.to_thread.run_sync(engine.answer, raw, budget)
+            ans = await anyio.to_thread.run_sync(engine.answer, raw, budget, time.perf_counter())
         except InputError as e:
             raise ApiError(400, str(e), param="prompt") from None
         finally:
@@ -169,7 +169,8 @@ def create_app(engine: Engine, limits: Limits, telemetry=None) -> FastAPI:
             telemetry.record(endpoint=endpoint, input_text=raw, output_text=ans.text,
                              prompt_tokens=ans.prompt_tokens, completion_tokens=ans.completion_tokens,
                              latency_s=ans.latency_s, ttft_s=ans.ttft_s, schema_valid=ans.schema_valid,
-                             parsed=ans.parsed, status=422 if ans.error else 200, error=ans.error)
+                             parsed=ans.parsed, status=422 if ans.error else 200, error=ans.error,
+                             queue_s=ans.queue_s)
         if ans.error:
             raise ApiError(422, ans.error, "invalid_output")
         return ans

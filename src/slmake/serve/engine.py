@@ -33,6 +33,7 @@ class Answer:
     schema_valid: bool | None          # None: no schema for this task
     parsed: dict | None
     error: str | None = None           # why the answer is not usable (schema), None when it is
+    queue_s: float = 0.0               # of latency_s, the time spent waiting for the runner (load, not work)
 
 
 class InputError(ValueError):
@@ -64,19 +65,26 @@ class Engine:
             raise InputError("the input is empty")
         return self.tokenizer.encode(format_prompt(self.contract["prompt_template"], text)).ids
 
-    def answer(self, raw_input: str, max_tokens: int) -> Answer:
+    def answer(self, raw_input: str, max_tokens: int, arrived: float | None = None) -> Answer:
+        """``arrived``: time.perf_counter() when the request came in (default: now); the wait until
+        the runner is free is ``queue_s``, the rest of ``latency_s`` is service time."""
+        t_run = time.perf_counter()
+        t0 = t_run if arrived is None else min(arrived, t_run)
         ids = self.prompt_ids(raw_input)
         if len(ids) > self.contract["max_prompt_tokens"]:
             raise InputError(f"the prompt is {len(ids)} tokens; this model was trained on at most "
                              f"{self.contract['max_prompt_tokens']} (train.max_length)")
-        t0 = time.perf_counter()
+        t_wait = time.perf_counter()
         with self._lock:
+            queued = time.perf_counter() - t_wait
             kw = {"constraint": self.schema} if self.constrained else {}
             gen = self.runner.generate(ids, max_tokens, **kw)
-        latency = time.perf_counter() - t0
         text = self.tokenizer.decode(gen.tokens, skip_special_tokens=True)
         valid, parsed, error = self.check(text, gen.finish_reason)
-        return Answer(text, len(ids), len(gen.tokens), gen.finish_reason, gen.ttft_s, latency, valid, parsed, error)
+        latency = time.perf_counter() - t0
+        queued += t_run - t0            # and before a worker thread picked the request up
+        return Answer(text, len(ids), len(gen.tokens), gen.finish_reason, gen.ttft_s, latency, valid, parsed, error,
+                      queued)
 
     def check(self, text: str, finish_reason: str) -> tuple[bool | None, dict | None, str | None]:
         if self.validator is None:
