@@ -1,6 +1,6 @@
 """report: reports/bench/*.json (+ .details.json) + evaluate + curation + cost.* -> reports/report.md
-(artifact table and cost table), reports/plots/artifacts.csv, reports/summary.json (the short metrics
-`dvc exp show` fits on a screen)"""
+(artifact table, charts and cost table), reports/charts/*.svg (slmake.charts), reports/plots/artifacts.csv,
+reports/summary.json (the short metrics `dvc exp show` fits on a screen)"""
 
 import json
 from pathlib import Path
@@ -19,7 +19,17 @@ cost = params["cost"]
 prompt_tokens, ref_completion, completion = token_counts(Path("build/evaluate"), Path("build/bench"))
 lines = cost_rows(rows, cost, prompt_tokens, ref_completion, completion, load_rps(cost["load_report"]),
                   end_shares(Path("build/bench")))
-md = markdown(rows, evaluation, curation, params["model"]["name"], params["data"]["name"], cost_markdown(lines, cost))
+# the charts (reports/charts/*.svg; matplotlib loads only in slmake.charts): a section before the cost table
+from time import perf_counter  # noqa: E402
+
+from slmake.charts import report_charts  # noqa: E402
+
+t0 = perf_counter()
+charts = report_charts(rows, evaluation["finetuned"]["exact_match"], Path("reports/train/plots/metrics"),
+                       Path("reports/charts"))
+charts_s = perf_counter() - t0
+md = markdown(rows, evaluation, curation, params["model"]["name"], params["data"]["name"],
+              charts + "\n" + cost_markdown(lines, cost))
 if "distill" in curation:  # distill on: the teacher's ceiling beside the student
     from slmake.distill.report import markdown as distill_markdown
 
@@ -28,3 +38,4 @@ write_text_atomic("reports/report.md", md)
 write_text_atomic("reports/plots/artifacts.csv", plot_csv(rows))
 write_json_atomic("reports/summary.json", summary(rows))
 print(md)
+print(f"report: charts drawn in {charts_s:.2f} s")

@@ -51,7 +51,11 @@ def package_target(target: str, compile_dir: Path, bench_dir: Path, evaluate_dir
             write_text_atomic(pkg / "serve.json", json.dumps(contract, indent=2, ensure_ascii=False) + "\n")
             if entry["format"] == "gguf":
                 write_text_atomic(pkg / "Modelfile", modelfile(pkg / entry["path"], entry["path"], spec))
-            write_text_atomic(pkg / "README.md", model_card(contract, spec, entry))
+            chart = _accuracy_size_chart(target, figures, details, name)
+            if chart:
+                write_text_atomic(pkg / "accuracy_size.svg", chart)
+            card = model_card(contract, spec, entry, "accuracy_size.svg" if chart else None)
+            write_text_atomic(pkg / "README.md", card)
             write_text_atomic(pkg / "SERVE.md", serve_commands(contract, entry))
             if data_card.is_file():
                 shutil.copyfile(data_card, pkg / "data_card.md")
@@ -143,7 +147,18 @@ def modelfile(gguf: Path, rel_path: str, spec: dict) -> str:
 
 # --- model card -------------------------------------------------------------------------------
 
-def model_card(contract: dict, spec: dict, entry: dict) -> str:
+def _accuracy_size_chart(target: str, figures: dict, details: dict, name: str) -> str | None:
+    """The target's accuracy vs size chart (slmake.charts) with this artifact ringed; None when bench
+    measured none of them."""
+    rows = [{"target": target, "artifact": n, **details.get(n, {}), **f} for n, f in sorted(figures.items())]
+    if not any(r.get("exact_match") is not None and r.get("size_mb") is not None for r in rows):
+        return None
+    from .charts import accuracy_size  # matplotlib loads only here
+
+    return accuracy_size(rows, highlight=f"{target}/{name}")
+
+
+def model_card(contract: dict, spec: dict, entry: dict, chart: str | None = None) -> str:
     figures, model, data = contract["figures"], spec["model"], spec["data"]
     metrics = [(k, figures.get(k), label) for k, label in (
         ("exact_match", "Exact match (test split)"), ("valid", "Schema-valid rate"),
@@ -170,7 +185,9 @@ def model_card(contract: dict, spec: dict, entry: dict) -> str:
             f"Artifact `{entry['name']}` ({entry['format']}, {entry['precision']}), runtime {entry['runtime']}.\n"
             "Built by slmake; measured on the held-out test split by `bench@" + contract["target"] + "`.\n\n"
             f"| figure | value |\n|---|---|\n{rows}\n\n"
-            "## Use\n\nSend the raw input only; the prompt template below is applied for you by "
+            + (f"![Accuracy vs size of the {contract['target']} artifacts (this one ringed; colour: decode "
+               f"tokens/s)]({chart})\n\n" if chart else "")
+            + "## Use\n\nSend the raw input only; the prompt template below is applied for you by "
             "`slmake serve` and by the Ollama Modelfile:\n\n"
             f"```\n{contract['prompt_template']}```\n\n"
             + (f"Responses follow this JSON Schema (enforced while decoding where the runtime supports it, "

@@ -92,13 +92,17 @@ def markdown(result: dict, context: dict) -> str:
     return out.getvalue()
 
 
-def write(result: dict, context: dict, out_dir: str | Path) -> None:
+def write(result: dict, context: dict, out_dir: str | Path, window: list[dict] | None = None) -> None:
     """metrics.json, report.md, plots/input_length.csv, plots/label_share.csv under ``out_dir``.
-    Both CSVs are always written (header only without traffic) so DVC's plots are never missing."""
+    Both CSVs are always written (header only without traffic) so DVC's plots are never missing.
+    The report's charts (plots/*.svg, slmake.charts) are drawn from ``result`` and ``window``."""
     out_dir = Path(out_dir)
     t = result["tables"]
     write_json_atomic(out_dir / "metrics.json", result["metrics"])
-    write_text_atomic(out_dir / "report.md", markdown(result, context))
+    from ..charts import monitor_charts  # matplotlib loads only when a chart has data
+
+    charts = monitor_charts(result, context, window or [], out_dir / "plots")
+    write_text_atomic(out_dir / "report.md", markdown(result, context) + charts)
     write_text_atomic(out_dir / "plots" / "input_length.csv",
                       _csv(t.get("input_length", []), ["bin", "range", "train", "live"]))
     labels = [{"label": k, "train": round(v["baseline"], 4), "live": round(v["live"], 4)}

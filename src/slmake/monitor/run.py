@@ -92,7 +92,7 @@ def run_monitor(cfg: dict, data_cfg: dict, out_dir: str | Path, *, data_dir: str
         result["notes"].append(f"no bench answers of {context['artifact'] or 'the served artifact'} under "
                                f"{outputs_dir}: served labels are compared with the train split's true labels, so "
                                "the model's own bias reads as drift (run `dvc repro bench@<target>`)")
-    write(result, context, out_dir)
+    write(result, context, out_dir, window)
     return result, context
 
 
