@@ -238,7 +238,7 @@ def test_hf_dataset_saved_to_disk(tmp_path):
 
 
 def test_a_correction_listed_first_wins_with_keep_first(tmp_path):
-    """The README's recipe for corrections of inputs already in the data."""
+    """docs/guide/curation.md's recipe for corrections of inputs already in the data."""
     main = write_jsonl(tmp_path / "main.jsonl", [qa(i) for i in range(20)])
     fb = write_jsonl(tmp_path / "fb.jsonl", [{"q": qa(4)["q"], "a": "the corrected answer"}])
     srcs = [{"path": str(fb), "origin": "feedback"}, str(main)]

@@ -1,6 +1,6 @@
 """Past one machine: a second machine gets every artifact of a build with `dvc pull` instead of
 rebuilding it, and an experiment travels with `dvc exp push/pull` (git refs to a git remote, its
-artifacts to the DVC remote). Local-path remotes stand in for S3/SSH (README: Remotes)."""
+artifacts to the DVC remote). Local-path remotes stand in for S3/SSH (docs/guide/sweeps.md)."""
 
 import shutil
 import time

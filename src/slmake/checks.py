@@ -129,7 +129,7 @@ def target_problems(targets_spec: dict) -> list[str]:
 
 def distill_problems(d: dict) -> list[str]:
     """distill, when enabled: its files exist, the teacher is runnable, a URL off this machine only
-    with distill.teacher.allow_network (the network gate: README "Distillation")."""
+    with distill.teacher.allow_network (the network gate: docs/guide/distillation.md)."""
     if not d["enabled"]:
         return []
     out = []

@@ -3,7 +3,7 @@
 DVC names a column after the metric's full key path, so `cpu.gguf_q4_k_m.decode_tok_s` alone is
 28 characters wide. This file holds just what a sweep compares — accuracy, decode tokens/s and size
 per artifact — under short keys (`acc.q4km`, `tps.q4km`, `mb.q4km`), so twelve artifact figures,
-the experiment tree and a sweep's spec key fit 160 columns (README, "Comparing experiments").
+the experiment tree and a sweep's spec key fit 160 columns (docs/guide/sweeps.md, "Comparing experiments").
 The per-target files in reports/bench keep every figure.
 """
 
