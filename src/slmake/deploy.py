@@ -81,7 +81,9 @@ def serve_contract(target: str, entry: dict, spec: dict, figures: dict, details:
         "data": data["name"],
         "prompt_template": resolved(data),   # chat_template: the model's own, as curate rendered prompts
         "response_format": data.get("response_format", "json"),
-        "response_schema": data["response_schema"] if data.get("response_format", "json") == "json" else None,
+        # every format's schema: a JSON answer is parsed and validated, a text answer is validated as
+        # the string it is (and both decode under the schema's grammar where the runtime has one)
+        "response_schema": data["response_schema"],
         "label_field": data.get("label_field"),
         "pii": data.get("pii"),
         "max_new_tokens": spec["eval"]["max_new_tokens"],
@@ -179,6 +181,8 @@ def model_card(contract: dict, spec: dict, entry: dict, chart: str | None = None
                                                   for k, v, label in metrics if v is not None]}]}],
     }
     rows = "\n".join(f"| {label} | {v} |" for _, v, label in metrics if v is not None) or "| (not benchmarked) | |"
+    answers = ("Responses are plain text (not JSON), a string that satisfies"
+               if contract["response_format"] == "text" else "Responses follow")
     return (f"---\n{yaml.safe_dump(front, sort_keys=False, allow_unicode=True)}---\n\n"
             f"# {contract['name']}: {model['name']} fine-tuned on {data['name']}\n\n"
             f"{data.get('card', {}).get('description') or ''}\n\n"
@@ -190,7 +194,7 @@ def model_card(contract: dict, spec: dict, entry: dict, chart: str | None = None
             + "## Use\n\nSend the raw input only; the prompt template below is applied for you by "
             "`slmake serve` and by the Ollama Modelfile:\n\n"
             f"```\n{contract['prompt_template']}```\n\n"
-            + (f"Responses follow this JSON Schema (enforced while decoding where the runtime supports it, "
+            + (f"{answers} this JSON Schema (enforced while decoding where the runtime supports it, "
                f"validated always):\n\n```json\n{json.dumps(contract['response_schema'], indent=2)}\n```\n\n"
                if contract["response_schema"] else "")
             + "See `SERVE.md` for the commands, `data_card.md` for the data, `lineage.json` for what went in.\n")
@@ -238,7 +242,7 @@ def _base_model(model: dict) -> str:
     if model["source"] == "scratch":
         return f"{model['name']} (pretrained from scratch by slmake)"
     hf = model.get("hf") or {}
-    return hf.get("gguf_file") and f"{hf['path']}/{hf['gguf_file']}" or hf.get("path") or model["name"]
+    return (hf.get("gguf_file") and f"{hf['path']}/{hf['gguf_file']}") or hf.get("path") or model["name"]
 
 
 def _license(model: dict, data: dict) -> str:

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from .base import Generation, Greedy, OnToken
+from .text_grammar import TextAnswer, text_gbnf
 
 _VARIANT: str | None = None
 _PREFIX, _SUFFIX = ("ggml-cpu-", ".dll") if sys.platform == "win32" else ("libggml-cpu-", ".so")
@@ -125,16 +126,30 @@ class LlamaCppRunner:
         """The token's text as the GGUF's vocabulary spells it (special tokens included)."""
         return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
-    def grammar(self, schema: dict) -> str:
+    def grammar(self, schema: dict | TextAnswer) -> str:
         """GBNF for a JSON Schema, from llama.cpp's converter (cached per schema). Properties keep
         the schema's declaration order (the converter sorts them alphabetically otherwise, which
-        would force an order the model was never trained on)."""
-        key = json.dumps(schema)
+        would force an order the model was never trained on). A ``TextAnswer`` (a plain-text answer)
+        gets the bare string its schema allows, without JSON's quotes (text_grammar.text_gbnf)."""
+        text = isinstance(schema, TextAnswer)
+        key = json.dumps(["text", schema.schema] if text else schema)
         if key not in self._grammars:
             from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-            self._grammars[key] = json_schema_to_gbnf(key, prop_order=_property_order(schema))
+            self._grammars[key] = text_gbnf(schema.schema) if text else json_schema_to_gbnf(
+                key, prop_order=_property_order(schema))
         return self._grammars[key]
+
+    def _grammar_sampler(self, constraint: dict | TextAnswer):
+        sampler = self._llama_cpp.llama_sampler_init_grammar(self.vocab, self.grammar(constraint).encode(), b"root")
+        if not sampler:
+            raise ValueError("llama.cpp could not compile a grammar from the response schema")
+        return sampler
+
+    def check_constraint(self, constraint: dict | TextAnswer) -> None:
+        """Raise (ValueError, text_grammar.TextGrammarUnsupported) unless llama.cpp compiles the
+        constraint's grammar: serve checks once at start instead of failing every request."""
+        self._llama_cpp.llama_sampler_free(self._grammar_sampler(constraint))
 
     def _argmax_last(self, run: Greedy) -> int:
         import numpy as np
@@ -149,9 +164,7 @@ class LlamaCppRunner:
         lc = self._llama_cpp
         grammar = None
         if constraint is not None:
-            grammar = lc.llama_sampler_init_grammar(self.vocab, self.grammar(constraint).encode(), b"root")
-            if not grammar:
-                raise ValueError("llama.cpp could not compile a grammar from the response schema")
+            grammar = self._grammar_sampler(constraint)
         self.llm.reset()          # drops the previous prompt's KV cache (eval removes cells >= n_tokens)
         run = Greedy(self.eos, on_token, ignore_eos)
         try:

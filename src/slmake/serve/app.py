@@ -9,6 +9,10 @@
 - Request bodies above ``max_request_bytes`` get 413, malformed ones 400, answers that fail the
   response schema 422 — always an OpenAI-style JSON error, never a traceback.
 - Requests queue for the single runner; beyond ``max_queue`` waiting, 503 (retry later).
+- ``max_tokens`` above the server's limit (the build's answer budget, or ``--max-tokens``) is served,
+  not refused, as llama.cpp's server caps ``n_predict`` at its ``--n-predict``: the answer gets the
+  limit, ``finish_reason`` is ``"length"`` where the limit cut it, and the response says so
+  (header ``X-Slmake-Max-Tokens-Capped: <limit>``, field ``max_tokens_capped: {requested, applied}``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ class Limits:
     max_tokens: int | None = None          # default: the package's max_new_tokens
     max_queue: int = 64
     max_batch: int = 16                    # prompts per /v1/completions request
+
+
+CAP_HEADER = "X-Slmake-Max-Tokens-Capped"
 
 
 class ApiError(Exception):
@@ -148,11 +155,17 @@ def create_app(engine: Engine, limits: Limits, telemetry=None) -> FastAPI:
         if stream:
             raise ApiError(400, "stream=true is not supported: an answer is returned only after it was "
                                 "validated against the response schema", param="stream")
-        wanted = max_tokens if requested is None else requested
-        if not 1 <= wanted <= max_tokens:
-            raise ApiError(400, f"max_tokens must be between 1 and {max_tokens} (this server's limit)",
-                           param="max_tokens")
-        return wanted
+        if requested is not None and requested < 1:
+            raise ApiError(400, "max_tokens must be at least 1", param="max_tokens")
+        return max_tokens if requested is None else min(requested, max_tokens)
+
+    def capped(requested: int | None, response: Response) -> dict:
+        """A request that asked for more than the limit: the header on ``response`` and the body
+        field that say so; nothing otherwise."""
+        if requested is None or requested <= max_tokens:
+            return {}
+        response.headers[CAP_HEADER] = str(max_tokens)
+        return {"max_tokens_capped": {"requested": requested, "applied": max_tokens}}
 
     async def run(raw: str, budget: int, endpoint: str) -> Answer:
         if state["waiting"] >= limits.max_queue:
@@ -196,7 +209,7 @@ def create_app(engine: Engine, limits: Limits, telemetry=None) -> FastAPI:
         return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "slmake"}]}
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest, request: Request):
+    async def completions(req: CompletionRequest, request: Request, response: Response):
         authorize(request)
         budget = check_common(req.model, req.n, req.stream, req.max_tokens)
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
@@ -206,19 +219,19 @@ def create_app(engine: Engine, limits: Limits, telemetry=None) -> FastAPI:
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": name, "usage": usage(answers),
                 "choices": [{"index": i, "text": a.text, "finish_reason": a.finish_reason, "logprobs": None}
-                            for i, a in enumerate(answers)]}
+                            for i, a in enumerate(answers)], **capped(req.max_tokens, response)}
 
     @app.post("/v1/chat/completions")
-    async def chat(req: ChatRequest, request: Request):
+    async def chat(req: ChatRequest, request: Request, response: Response):
         authorize(request)
-        budget = check_common(req.model, req.n, req.stream,
-                              req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens)
+        requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        budget = check_common(req.model, req.n, req.stream, requested)
         raw = last_user_text(req.messages)
         ans = await run(raw, budget, "chat.completions")
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                 "model": name, "usage": usage([ans]),
                 "choices": [{"index": 0, "finish_reason": ans.finish_reason,
-                             "message": {"role": "assistant", "content": ans.text}}]}
+                             "message": {"role": "assistant", "content": ans.text}}], **capped(requested, response)}
 
     return BodyLimit(app, limits.max_request_bytes)
 

@@ -17,7 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--api-key", default=os.environ.get("SLMAKE_API_KEY"),
                    help="require `Authorization: Bearer <key>` (default: $SLMAKE_API_KEY; none = open)")
     p.add_argument("--max-request-bytes", type=int, default=64 * 1024)
-    p.add_argument("--max-tokens", type=int, default=None, help="cap on max_tokens (default: the build's budget)")
+    p.add_argument("--max-tokens", type=int, default=None,
+                   help="cap on max_tokens (default: the build's budget); a request asking for more is "
+                        "served with this many (finish_reason \"length\" if it cut the answer)")
     p.add_argument("--max-queue", type=int, default=64, help="requests allowed to wait before 503")
     p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the bench setting)")
     p.add_argument("--no-schema-enforcement", action="store_true",
@@ -54,6 +56,8 @@ def run(args) -> int:
                     max_tokens=args.max_tokens, max_queue=args.max_queue)
     app = create_app(engine, limits, telemetry)
     mode = "grammar-constrained" if engine.constrained else ("validated" if engine.schema else "free text")
+    if engine.unconstrained_why:
+        print(f"slmake serve: no grammar for the response schema: {engine.unconstrained_why}", file=sys.stderr)
     print(f"slmake serve: {c['name']} ({c['artifact']['runtime']}; schema: {mode}) on http://{args.host}:{args.port}/v1",
           file=sys.stderr, flush=True)
     server = _draining_server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",

@@ -1,9 +1,12 @@
 """Answer one request exactly as bench measured the artifact: the same runner (opened by the
 target's own ``open_runner``), the training prompt template, the same tokenizer ids, greedy.
 
-With a response schema the GGUF runner decodes under llama.cpp's JSON-Schema grammar; every
-runtime's answer is then validated, and an invalid one is reported as such, never as a valid
-answer. One generation runs at a time (a runner is not thread-safe); the HTTP layer queues.
+With a response schema the GGUF runner decodes under a llama.cpp grammar: llama.cpp's JSON-Schema
+grammar for a JSON answer, the bare string the schema allows for a text answer (response_format:
+text; runtimes/text_grammar.py). Every runtime's answer is then validated against the schema (a
+text answer as the string it is, ends stripped as training's were), and an invalid one is reported
+as such, never as a valid answer. One generation runs at a time (a runner is not thread-safe); the
+HTTP layer queues.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from jsonschema import Draft202012Validator
 from .. import runtime_env, targets
 from ..data.config import format_prompt
 from ..data.normalize import normalize
+from ..runtimes.text_grammar import TextAnswer
 from ..targets.base import Artifact
 from .package import Package
 
@@ -53,8 +57,16 @@ class Engine:
         threads = threads or runtime_env.resolve_threads(c["threads"])
         self.runner = targets.load(c["target"]).open_runner(art, package.folder, {"threads": threads})
         self.schema = c.get("response_schema")
+        self.text_answers = c.get("response_format", "json") == "text"
         self.validator = Draft202012Validator(self.schema) if self.schema else None
+        self.constraint = TextAnswer(self.schema) if self.text_answers and self.schema else self.schema
         self.constrained = bool(self.schema and enforce_schema and getattr(self.runner, "supports_constraint", False))
+        self.unconstrained_why: str | None = None   # why a schema that could constrain does not
+        if self.constrained and hasattr(self.runner, "check_constraint"):
+            try:   # once here, not a failed request each time: a schema the grammar cannot express
+                self.runner.check_constraint(self.constraint)
+            except ValueError as e:
+                self.constrained, self.unconstrained_why = False, str(e)
         self._lock = threading.Lock()
 
     def prompt_ids(self, raw_input: str) -> list[int]:
@@ -77,30 +89,51 @@ class Engine:
         t_wait = time.perf_counter()
         with self._lock:
             queued = time.perf_counter() - t_wait
-            kw = {"constraint": self.schema} if self.constrained else {}
+            kw = {"constraint": self.constraint} if self.constrained else {}
             gen = self.runner.generate(ids, max_tokens, **kw)
         text = self.tokenizer.decode(gen.tokens, skip_special_tokens=True)
-        valid, parsed, error = self.check(text, gen.finish_reason)
+        if self.text_answers:   # training's text responses had their ends stripped (normalize_response)
+            text = text.strip()
+        valid, parsed, error = self.check(text, gen.finish_reason, max_tokens)
         latency = time.perf_counter() - t0
         queued += t_run - t0            # and before a worker thread picked the request up
         return Answer(text, len(ids), len(gen.tokens), gen.finish_reason, gen.ttft_s, latency, valid, parsed, error,
                       queued)
 
-    def check(self, text: str, finish_reason: str) -> tuple[bool | None, dict | None, str | None]:
+    def check(self, text: str, finish_reason: str, max_tokens: int | None = None
+              ) -> tuple[bool | None, dict | None, str | None]:
+        """(schema_valid, the parsed JSON object or None, why it is invalid or None). A JSON answer is
+        parsed first; a text answer is validated as the string it is."""
         if self.validator is None:
             return None, None, None
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            why = "it was cut off at max_tokens" if finish_reason == "length" else "it is not JSON"
-            return False, None, f"the model's output does not follow the response schema: {why}"
+        cut = ""
+        if finish_reason == "length":
+            cut = "it was cut off at max_tokens" + (f" = {max_tokens}" if max_tokens else "")
+        if self.text_answers:
+            parsed = text
+        else:
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                why = cut or "it is not JSON"
+                return False, None, f"the model's output does not follow the response schema: {why}"
         errors = sorted(self.validator.iter_errors(parsed), key=lambda e: list(e.absolute_path))
+        obj = parsed if isinstance(parsed, dict) else None
         if errors:
             where = ".".join(str(p) for p in errors[0].absolute_path) or "<root>"
-            return False, parsed if isinstance(parsed, dict) else None, \
-                f"the model's output does not follow the response schema: {where}: {errors[0].message}"
-        return True, parsed if isinstance(parsed, dict) else None, None
+            return False, obj, (f"the model's output does not follow the response schema: {where}: "
+                                f"{_message(errors[0])}" + (f" ({cut})" if cut else ""))
+        return True, obj, None
 
     def close(self) -> None:
         with self._lock:
             self.runner.close()
+
+
+def _message(error) -> str:
+    """jsonschema's message, except that a long enum is counted, not listed (151 labels would fill
+    the client's error and the request log)."""
+    if error.validator == "enum" and isinstance(error.validator_value, list) and len(error.validator_value) > 8:
+        shown = repr(error.instance) if len(repr(error.instance)) <= 80 else repr(error.instance)[:77] + "..."
+        return f"{shown} is not one of the {len(error.validator_value)} allowed values"
+    return error.message if len(error.message) <= 300 else error.message[:297] + "..."
