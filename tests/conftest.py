@@ -12,9 +12,33 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(items):
+    """An e2e test is a slow test too: `pytest -m "not slow"` is the unit tier (.ci/run)."""
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def micro_repo(tmp_path_factory):
     """The micro pipeline built once per session: the pipeline and the serve tests share it."""
     from e2e_utils import build_micro
 
     return build_micro(tmp_path_factory.mktemp("slmake_e2e"))
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory):
+    """(model folder, PROMPTS as token ids, transformers' fp32 greedy tokens for them) of
+    e2e_utils.tiny_llama: what the cuda and intel_npu target tests compare their artifacts with."""
+    from e2e_utils import NEW, PROMPTS, tiny_llama
+    from slmake.base_model import load_tokenizer
+    from slmake.runtimes.hf import HFRunner
+
+    model = tiny_llama(tmp_path_factory.mktemp("model"))
+    tok = load_tokenizer(model)
+    ids = [tok(p)["input_ids"] for p in PROMPTS]
+    ref = HFRunner(model, threads=2)
+    want = [ref.generate(i, NEW).tokens for i in ids]
+    ref.close()
+    return model, ids, want

@@ -51,22 +51,31 @@ def make_project(repo: Path, spec: dict, defaults: dict | None = None) -> Path:
     return repo
 
 
-def tiny_llama(root: Path) -> Path:
-    """A 2-layer Llama with a SentencePiece tokenizer, as base_model.build_scratch makes them."""
+WORDS = "the a cat dog sat on mat ran red blue house tree bank money card transfer my account near".split()
+TEXTS = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(10)) for i in range(400)]
+# What the target tests run a tiny model's artifacts on (conftest.py's `tiny_reference`).
+PROMPTS = ["the cat sat on the", "blue house near a tree", "money transfer to my account", "x", "dog ran",
+           "red card bank near my house on the mat"]
+BENCH = {"threads": 2, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": None}
+NEW = 16  # greedy tokens per prompt
+
+
+def tiny_llama(root: Path, vocab: int = 320) -> Path:
+    """A 2-layer Llama (hidden 256, 4 heads) in ``root/merged`` with a SentencePiece tokenizer of
+    ``vocab`` tokens trained on TEXTS, as base_model.build_scratch makes them."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from slmake.base_model import load_tokenizer, train_tokenizer
 
-    words = "the a cat dog sat on mat ran red blue house tree bank money card transfer my account near".split()
-    texts = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(10)) for i in range(400)]
     model_dir = root / "merged"
     model_dir.mkdir(parents=True)
-    train_tokenizer(texts, 320, model_dir)
+    train_tokenizer(TEXTS, vocab, model_dir)
     (model_dir / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False, "legacy": False,
         "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}))
     tok = load_tokenizer(model_dir)
+    assert len(tok) == vocab
     tok.save_pretrained(str(model_dir))
     config = LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,

@@ -38,6 +38,7 @@ def _folder(tmp_path: Path, template: str | None) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 @needs_smollm
 def test_gguf_chat_template_renders_as_a_prompt_template():
     template = chat_template.render(_model(SMOLLM.parent, SMOLLM.name))
@@ -70,6 +71,7 @@ def test_problems_name_the_model_and_distillation():
     assert chat_template.problems({**spec, "data": {"prompt_template": "{instruction}"}}) == []
 
 
+@pytest.mark.slow
 def test_slmake_check_refuses_chat_template_on_a_scratch_model():
     r = subprocess.run([str(Path(sys.executable).parent / "slmake"), "check", "data.prompt_template=chat_template"],
                        cwd=ROOT, capture_output=True, text=True, check=False)

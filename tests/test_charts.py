@@ -100,6 +100,7 @@ def _draw_all(tmp: Path) -> dict[str, str]:
                                           {"range": "> 5", "train": 0.5, "live": 0.9}], 0.88, "words")}
 
 
+@pytest.mark.slow
 def test_same_data_same_bytes_in_any_process_whatever_the_users_matplotlibrc(tmp_path):
     first = _draw_all(tmp_path)
     assert first == _draw_all(tmp_path)

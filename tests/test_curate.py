@@ -1,103 +1,32 @@
 """Curation core: every rule and quarantine reason, the ledger invariant, determinism, leak-free
-grouped splits, balancing, atomic outputs and config errors.  (Helpers here are shared by the
-other test_curate_*.py files.)"""
+grouped splits, balancing, atomic outputs and config errors.  (The helpers are in curate_utils.py,
+shared with the other curation tests.)"""
 
 from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import pytest
 
+from curate_utils import (
+    CATEGORIES,
+    REPO,
+    SPLITS,
+    all_rows,
+    cfg_for,
+    check_invariant,
+    curate_cfg,
+    ledger,
+    quarantine,
+    read_split,
+    resp,
+    row,
+    run,
+    write_lines,
+)
 from slmake.data import curate
 from slmake.data.curate import QUARANTINE_REASONS, RULES, CurationError, format_prompt, run_curation
-from slmake.data.ledger import read_ledger
-
-REPO = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "curate"
-SPLITS = ("train", "val", "test")
-CATEGORIES = ["network", "hardware", "software", "access", "email", "security", "printing", "other"]
-SCHEMA = {
-    "type": "object", "additionalProperties": False, "required": ["category", "priority", "action"],
-    "properties": {"category": {"enum": CATEGORIES},
-                   "priority": {"enum": ["low", "medium", "high", "critical"]},
-                   "action": {"enum": ["resolve", "escalate", "refuse"]}},
-}
-
-
-def cfg_for(src, **over) -> dict:
-    """The pre-existing minimal config (no new keys): everything else comes from schema defaults."""
-    cfg = {"name": "it_tickets", "source": str(src), "format": "jsonl",
-           "columns": {"instruction": "ticket", "response": "response"},
-           "prompt_template": "### Ticket\n{instruction}\n### Triage\n", "response_schema": SCHEMA,
-           "label_field": "category", "split": {"val": 0.1, "test": 0.1}, "max_chars": 2000}
-    cfg.update(over)
-    return cfg
-
-
-def resp(category="network", priority="low", action="resolve") -> str:
-    return json.dumps({"category": category, "priority": priority, "action": action})
-
-
-def row(ticket, response=None) -> str:
-    return json.dumps({"ticket": ticket, "response": resp() if response is None else response})
-
-
-def write_lines(path: Path, lines: list) -> Path:
-    path.write_bytes(b"".join((l if isinstance(l, bytes) else l.encode()) + b"\n" for l in lines))
-    return path
-
-
-def outputs(tmp_path: Path) -> dict[str, Path]:
-    r = tmp_path / "reports"
-    return {"ledger_path": r / "ledger.csv", "quarantine_path": r / "quarantine.jsonl", "card_path": r / "card.md"}
-
-
-def curate_cfg(tmp_path: Path, cfg: dict) -> dict:
-    return run_curation(cfg, tmp_path / "out", tmp_path / "reports" / "curation.json", **outputs(tmp_path))
-
-
-def run(tmp_path: Path, lines: list, **over) -> dict:
-    src = write_lines(tmp_path / "in.jsonl", lines)
-    return curate_cfg(tmp_path, cfg_for(src, **over))
-
-
-def read_split(tmp_path: Path, split: str) -> list[dict]:
-    return [json.loads(l) for l in (tmp_path / "out" / f"{split}.jsonl").read_text().splitlines()]
-
-
-def all_rows(tmp_path: Path) -> list[dict]:
-    return [r for s in SPLITS for r in read_split(tmp_path, s)]
-
-
-def ledger(tmp_path: Path) -> list[dict]:
-    return read_ledger(tmp_path / "reports" / "ledger.csv")
-
-
-def quarantine(tmp_path: Path) -> list[dict]:
-    return [json.loads(l) for l in (tmp_path / "reports" / "quarantine.jsonl").read_text().splitlines()]
-
-
-def check_invariant(tmp_path: Path, report: dict) -> None:
-    """kept + dropped + quarantined == input, in the report, the ledger and the files."""
-    assert report["kept"] + report["dropped_total"] + report["quarantined_total"] == report["input"]
-    assert report["dropped_total"] == sum(report["dropped"].values())
-    assert report["quarantined_total"] == sum(report["quarantined"].values())
-    rows = ledger(tmp_path)
-    assert len(rows) == report["input"]
-    fates = Counter(r["fate"] for r in rows)
-    assert fates["kept"] == report["kept"] and fates["dropped"] == report["dropped_total"]
-    assert fates["quarantined"] == report["quarantined_total"]
-    assert Counter(r["reason"] for r in rows if r["fate"] == "dropped") == +Counter(report["dropped"])
-    assert Counter(r["reason"] for r in rows if r["fate"] == "quarantined") == +Counter(report["quarantined"])
-    written = Counter()
-    for s in SPLITS:
-        written[s] = len(read_split(tmp_path, s))
-    assert dict(written) == report["splits"]
-    assert sum(int(r["copies"]) for r in rows if r["fate"] == "kept") == sum(written.values())
-    assert len(quarantine(tmp_path)) == report["quarantined_total"]
-
 
 # ---------------------------------------------------------------------------- quarantine and drop rules
 
@@ -382,10 +311,12 @@ def test_quarantine_ceiling_fails_with_clear_message(tmp_path):
 def test_failure_keeps_previous_outputs(tmp_path, monkeypatch):
     lines = [row(f"ticket {i}") for i in range(50)]
     run(tmp_path, lines)
-    snapshot = lambda: {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*")
-                        if p.is_file() and p.name != "in.jsonl"}
+    def snapshot():
+        return {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*")
+                if p.is_file() and p.name != "in.jsonl"}
+
     before = snapshot()
-    with pytest.raises(CurationError, match="data.split.val"):
+    with pytest.raises(CurationError, match=r"data.split.val"):
         run(tmp_path, lines, split={"val": 2, "test": 0.1})
     calls = iter(range(10**6))
 
@@ -506,10 +437,11 @@ def test_tokenizer_length_filter(tmp_path):
     assert real["dropped"]["too_many_tokens"] == 1 and real["kept"] == 2
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "tokenizer.json").write_text("{}")
-    with pytest.raises(CurationError, match="data.filters.tokenizer: cannot load a tokenizer from"):
+    with pytest.raises(CurationError, match=r"data.filters.tokenizer: cannot load a tokenizer from"):
         run(tmp_path / "r", [short], filters={"tokenizer": str(tmp_path / "bad")})
 
 
+@pytest.mark.slow
 def test_deterministic_across_processes(tmp_path):
     """Byte-identical outputs from separate interpreters with different hash seeds (no set-order leaks)."""
     import os

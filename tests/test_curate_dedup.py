@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
+from curate_utils import REPO, SPLITS, cfg_for, check_invariant, curate_cfg, read_split, write_lines
 from slmake.data import dedup, split
-from test_curate import REPO, SPLITS, check_invariant, curate_cfg, read_split
 
 BANKING77 = (REPO / "../shared/datasets/banking77").resolve()
 
@@ -165,8 +165,6 @@ def test_lookalike_copies_are_grouped_and_never_straddle_splits(tmp_path):
         twin = r["ticket"].translate(LOOKALIKE) if i % 2 else full_width(r["ticket"])
         copies[r["ticket"]] = twin
         lines.append(json.dumps({**r, "ticket": twin}, ensure_ascii=False))
-    from test_curate import cfg_for, write_lines
-
     src = write_lines(tmp_path / "in.jsonl", lines)
     report = curate_cfg(tmp_path, cfg_for(src, split={"val": 0.2, "test": 0.2}))
     check_invariant(tmp_path, report)

@@ -8,18 +8,8 @@ import shutil
 
 import pytest
 
+from curate_utils import FIXTURES, SPLITS, all_rows, base, check_invariant, curate_cfg, ledger, quarantine
 from slmake.data.curate import CurationError
-from test_curate import FIXTURES, SPLITS, all_rows, check_invariant, curate_cfg, ledger, quarantine
-
-TEXT = {"type": "string", "minLength": 1}
-
-
-def base(source, **over) -> dict:
-    cfg = {"name": "t", "source": str(source), "format": "auto", "prompt_template": "Q: {instruction}\nA: ",
-           "response_format": "text", "response_schema": TEXT, "split": {"val": 0.2, "test": 0.2},
-           "max_chars": 1000, "quarantine": {"max_share": 0.5}}
-    cfg.update(over)
-    return cfg
 
 
 def by_prompt(tmp_path) -> dict[str, dict]:

@@ -9,11 +9,8 @@ import json
 
 import pytest
 
-from test_curate import check_invariant, curate_cfg, ledger, quarantine, row, write_lines
-from test_curate import cfg_for as tickets_cfg
-from test_curate_ingest import base
-
-QA = {"instruction": "q", "response": "a"}
+from curate_utils import QA, base, check_invariant, curate_cfg, ledger, quarantine, row, write_lines
+from curate_utils import cfg_for as tickets_cfg
 
 
 def csv_lines(n: int) -> list[str]:
@@ -53,7 +50,7 @@ def test_ragged_rows_and_other_csv_damage(tmp_path):
     lines[8] = ""                                # blank: an empty record, dropped
     lines[9] = lines[9] + "\r"                   # CRLF
     lines[10] = '"a field over\ntwo lines, kept as one record",answer 10'  # legit: one record, two lines
-    src, report = curate_csv(tmp_path, lines)
+    _, report = curate_csv(tmp_path, lines)
     assert report["input"] == 40 and report["dropped"]["empty"] == 1
     assert {q["line"]: q["detail"].split(" (")[0] for q in quarantine(tmp_path)} == {
         7: "3 fields, the header has 2", 8: "1 fields, the header has 2",

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from curate_utils import REPO, all_rows, quarantine, resp, row, run
 from slmake.data.pii import Scrubber, iban_ok, luhn_ok
-from test_curate import REPO, all_rows, quarantine, resp, row, run
 
 
 @pytest.mark.parametrize("text,expected", [

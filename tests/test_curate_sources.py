@@ -8,12 +8,10 @@ from collections import Counter
 
 import pytest
 
+from curate_utils import QA, all_rows, check_invariant, curate_cfg, ledger, quarantine, write_jsonl
+from curate_utils import base as base_str
 from slmake.data import jsonfile, sources
 from slmake.data.curate import CurationError
-from test_curate import all_rows, check_invariant, curate_cfg, ledger, quarantine
-from test_curate_ingest import base as base_str
-
-QA = {"instruction": "q", "response": "a"}
 
 
 def base(source, **over) -> dict:
@@ -25,11 +23,6 @@ def base(source, **over) -> dict:
 
 def qa(i: int, topic: str = "plums") -> dict:
     return {"q": f"question {i} about {topic} and nothing else", "a": f"answer {i}"}
-
-
-def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
 
 
 # ---------------------------------------------------------------------------- several sources
@@ -169,7 +162,7 @@ def test_json_object_with_records_key(tmp_path):
     assert report["input"] == 9 and report["kept"] == 9
     with pytest.raises(CurationError, match=r"records_key data.records: no key 'records' in data \(its keys: \['version', 'items', 'after'\]\)"):
         curate_cfg(tmp_path, base([{"path": str(src), "records_key": "data.records"}], columns=QA))
-    with pytest.raises(CurationError, match="records_key data.version is a number or literal, expected an array"):
+    with pytest.raises(CurationError, match=r"records_key data.version is a number or literal, expected an array"):
         curate_cfg(tmp_path, base([{"path": str(src), "records_key": "data.version"}], columns=QA))
     with pytest.raises(CurationError, match="a JSON object, not an array of records: set records_key"):
         curate_cfg(tmp_path, base(src, columns=QA))

@@ -94,7 +94,7 @@ def test_the_whole_lock_is_fine_and_every_cut_is_caught_or_harmless():
 def test_salvage_keeps_whole_entries_and_drops_broken_ones():
     broken = LOCK.replace("md5: 5f1a3b8e0e3c2a9f0a7a7b0c1d2e3f40.dir\n      size: 20\n      nfiles: 2\n  c:",
                           "md5: 5f1a3b8e\n  c:")
-    entries, kept, dropped = salvage(broken[: broken.index("python make_c.py")])
+    _, kept, dropped = salvage(broken[: broken.index("python make_c.py")])
     assert kept == ["a"] and dropped == ["b@x", "c"]
     assert salvage("schema: '2.0'\nstag") == ({}, [], [])
 

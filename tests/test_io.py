@@ -36,6 +36,7 @@ def test_atomic_dir_keeps_previous_output_on_error(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["artifact"]  # no temp folder left behind
 
 
+@pytest.mark.slow
 def test_killed_writer_leaves_old_file_intact(tmp_path):
     target = tmp_path / "metrics.json"
     write_text_atomic(target, "old\n")

@@ -15,7 +15,8 @@ SRC = Path(__file__).resolve().parents[1] / "src/slmake"
 HEAVY = {"torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes", "safetensors",
          "sentencepiece", "onnx", "onnxruntime", "onnxruntime_genai", "openvino", "openvino_genai",
          "optimum", "nncf", "llama_cpp", "gguf", "fastapi", "uvicorn", "starlette", "numpy", "pyarrow",
-         "prometheus_client", "dvclive", "datasketch", "presidio_analyzer", "hydra", "omegaconf"}
+         "prometheus_client", "dvclive", "datasketch", "presidio_analyzer", "hydra", "omegaconf", "matplotlib",
+         "playwright", "spacy"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -10,10 +10,9 @@ import json
 
 import pytest
 
+from curate_utils import base, check_invariant, curate_cfg, ledger, quarantine
+from curate_utils import cfg_for as tickets_cfg
 from slmake.data.errors import QUARANTINE_REASONS, RULES, CurationError
-from test_curate import check_invariant, curate_cfg, ledger, quarantine
-from test_curate import cfg_for as tickets_cfg
-from test_curate_ingest import base
 
 N, AT = 40, 7      # records per file, index of the damaged one
 WORDS = "printer vpn laptop badge mailbox monitor keyboard wifi outlook teams excel docking".split()

@@ -75,7 +75,7 @@ def test_parse_since():
     assert parse_since("24h", now) == now - timedelta(hours=24)
     assert parse_since("2026-11-28T09:00:00Z") == datetime(2026, 11, 28, 9, tzinfo=timezone.utc)
     assert parse_since(None) is None
-    with pytest.raises(Exception, match="monitor.window.since: 'yesterday'"):
+    with pytest.raises(Exception, match=r"monitor.window.since: 'yesterday'"):
         parse_since("yesterday")
 
 
@@ -173,6 +173,7 @@ def test_too_few_requests_are_reported_not_judged():
     assert "10 requests < monitor.min_requests = 50" in res["notes"][0]
 
 
+@pytest.mark.slow
 def test_feedback_accuracy_matches_scrubbed_log_inputs(tmp_path):
     fb = tmp_path / "feedback.jsonl"
     rows = []
@@ -242,6 +243,7 @@ def _slmake(cwd, *args):
                           text=True)
 
 
+@pytest.mark.slow
 def test_cli_exit_codes_reason_and_outputs(tmp_path):
     repo = _project(tmp_path)
     none = _slmake(repo)
@@ -282,6 +284,7 @@ def test_stage_without_a_log_writes_no_traffic_and_succeeds(tmp_path):
     assert (repo / "reports/monitor/plots/input_length.csv").read_text() == "bin,range,train,live\n"
 
 
+@pytest.mark.slow
 def test_bench_label_baseline_does_not_count_the_models_own_bias(tmp_path):
     """A model that never answers 'printing' differs from the train labels on any traffic; against
     its own answers on the test split (bench outputs) the same traffic is stable."""
@@ -370,6 +373,7 @@ def _windows(rows, n_windows, seed):
     return [rng.sample(rows, rng.randint(50, min(200, len(rows)))) for _ in range(n_windows)]
 
 
+@pytest.mark.slow
 def test_held_out_traffic_raises_no_alarm():
     """25 random windows (50-200 requests) of the test split, answered by the biased model, and
     25 of the val split (held-out tickets bench never saw): no alarm against the model's own

@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from slmake import runtime_env
 
 GUARD = Path(__file__).parent / "netguard"
@@ -33,6 +35,7 @@ def test_offline_sets_every_switch(monkeypatch):
     assert all(os.environ[k] == v for k, v in runtime_env.OFFLINE.items())
 
 
+@pytest.mark.slow
 def test_the_guard_catches_an_attempt(tmp_path):
     res, attempts = guarded("""
         import huggingface_hub
@@ -86,6 +89,7 @@ HF_STACK = """
 """
 
 
+@pytest.mark.slow
 def test_train_stack_makes_no_attempt_when_offline(tmp_path):
     """Tokenizer, model, datasets, trl's SFTTrainer (which pings its telemetry), peft, dvclive,
     huggingface_hub telemetry, NNCF and OpenVINO's telemetry, all under the guard: 0 attempts."""

@@ -11,7 +11,8 @@ import pytest
 
 from slmake import runtime_env
 
-pytestmark = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")
+pytestmark = [pytest.mark.slow,  # trains twice in subprocesses
+              pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")]
 
 TRAIN = """
 import hashlib, sys

@@ -99,6 +99,7 @@ def test_stage_params_exits_with_message_not_traceback(tmp_path, default_spec, c
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_check_cli_prints_spec_or_errors():
     ok = subprocess.run([sys.executable, "-m", "slmake.cli", "check", "train.lora.r=4"], cwd=ROOT,
                         capture_output=True, text=True)

@@ -44,6 +44,7 @@ STAGES = [("data",), ("model", "seed"), ("train", "seed"), ("eval", "data", "see
           ("bench", "eval", "data")]
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_mutation_is_refused_by_name_or_usable_never_a_crash(default_spec, leaf_paths, data):

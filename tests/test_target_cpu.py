@@ -26,6 +26,7 @@ INT4 = yaml.safe_load((ROOT / "conf/targets/cpu.yaml").read_text())["cpu"]["onnx
 SETTINGS = {"gguf": {"quants": ["f16", "q8_0", "q4_k_m"]}, "onnx_genai": {"precisions": ["int4"], "int4": INT4}}
 PROMPTS = ["the cat sat on the", "blue house near a tree", "money transfer to my account", "x"]
 BENCH = {"threads": 1}
+pytestmark = pytest.mark.slow  # builds every cpu artifact of a tiny model once per module (~20 s)
 if not (Path(sys.prefix) / "share/slmake/llama.cpp/convert_hf_to_gguf.py").is_file():
     pytest.skip("llama.cpp converter not installed (requirements/llama_cpp.sh)", allow_module_level=True)
 

@@ -16,34 +16,22 @@ import sys
 import pytest
 
 pytest.importorskip("onnxruntime_genai")
-from slmake.io import sha256_tree  # noqa: E402
-from slmake.metrics import parity  # noqa: E402
-from slmake.targets import cuda, tools  # noqa: E402
-from slmake.targets.base import Skipped  # noqa: E402
-from e2e_utils import build_ctx, tiny_llama  # noqa: E402
-from slmake.compile import settings_problems  # noqa: E402
+from e2e_utils import BENCH, NEW, build_ctx
+from slmake.compile import settings_problems
+from slmake.io import sha256_tree
+from slmake.metrics import parity
+from slmake.targets import cuda, tools
+from slmake.targets.base import Skipped
 
 pytestmark = pytest.mark.e2e
 SETTINGS = {"hf_fp16": True, "onnx_genai": {"precisions": ["fp16", "int4"]}}
-PROMPTS = ["the cat sat on the", "blue house near a tree", "money transfer to my account", "x", "dog ran",
-           "red card bank near my house on the mat"]
-BENCH = {"threads": 2, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": None}
-NEW = 16
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    from slmake.base_model import load_tokenizer
-    from slmake.runtimes.hf import HFRunner
-
-    model = tiny_llama(tmp_path_factory.mktemp("model"))
+def built(tmp_path_factory, tiny_reference):
+    model, ids, want = tiny_reference
     out = tmp_path_factory.mktemp("cuda")
     arts = {a.name: a for a in cuda.compile(build_ctx(model, out), SETTINGS)}
-    tok = load_tokenizer(model)
-    ids = [tok(p)["input_ids"] for p in PROMPTS]
-    ref = HFRunner(model, threads=2)
-    want = [ref.generate(i, NEW).tokens for i in ids]
-    ref.close()
     return model, out, arts, ids, want
 
 
@@ -148,7 +136,7 @@ def test_missing_toolchain_fails_softly(built, tmp_path, monkeypatch):
 
 
 def test_bad_inputs_raise(built, tmp_path):
-    with pytest.raises(ValueError, match="config.json"):
+    with pytest.raises(ValueError, match=r"config.json"):
         cuda.compile(build_ctx(tmp_path, tmp_path / "out"), SETTINGS)
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="safetensors"):

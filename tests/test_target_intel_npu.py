@@ -15,35 +15,23 @@ import pytest
 
 pytest.importorskip("openvino_genai")
 pytest.importorskip("optimum.intel")
-from slmake.metrics import parity  # noqa: E402
-from slmake.targets import intel_npu  # noqa: E402
-from slmake.targets.base import Skipped  # noqa: E402
-from e2e_utils import build_ctx, tiny_llama  # noqa: E402
-from slmake.compile import settings_problems  # noqa: E402
+from e2e_utils import BENCH, NEW, build_ctx
+from slmake.compile import settings_problems
+from slmake.metrics import parity
+from slmake.targets import intel_npu
+from slmake.targets.base import Skipped
 
 pytestmark = pytest.mark.e2e
 SETTINGS = {"weights": ["int4_sym", "fp32"], "group_size": -1, "backup_precision": "int8_asym",
             "max_prompt_len": 128, "min_response_len": 64, "npuw_online_pipeline": "auto"}
-PROMPTS = ["the cat sat on the", "blue house near a tree", "money transfer to my account", "x", "dog ran",
-           "red card bank near my house on the mat"]
-BENCH = {"threads": 2, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": None}
-NEW = 16
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    from slmake.base_model import load_tokenizer
-    from slmake.runtimes.hf import HFRunner
-
-    model = tiny_llama(tmp_path_factory.mktemp("model"))
+def built(tmp_path_factory, tiny_reference):
+    model, ids, want = tiny_reference
+    assert all(i[0] == 2 for i in ids)  # BOS added by the HF tokenizer
     out = tmp_path_factory.mktemp("intel_npu")
     arts = {a.name: a for a in intel_npu.compile(build_ctx(model, out), SETTINGS)}
-    tok = load_tokenizer(model)
-    ids = [tok(p)["input_ids"] for p in PROMPTS]
-    assert all(i[0] == 2 for i in ids)  # BOS added by the HF tokenizer
-    ref = HFRunner(model, threads=2)
-    want = [ref.generate(i, NEW).tokens for i in ids]
-    ref.close()
     return model, out, arts, ids, want
 
 
@@ -146,7 +134,7 @@ def test_missing_toolchain_fails_softly(built, tmp_path, monkeypatch):
 
 
 def test_bad_inputs_raise(built, tmp_path):
-    with pytest.raises(ValueError, match="config.json"):
+    with pytest.raises(ValueError, match=r"config.json"):
         intel_npu.compile(build_ctx(tmp_path, tmp_path / "out"), SETTINGS)
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="safetensors"):

@@ -19,10 +19,10 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
-from slmake.targets import qualcomm_npu as qnpu  # noqa: E402
-from slmake.targets.base import Skipped  # noqa: E402
-from e2e_utils import build_ctx  # noqa: E402
-from slmake.compile import settings_problems  # noqa: E402
+from e2e_utils import TEXTS, build_ctx, tiny_llama
+from slmake.compile import settings_problems
+from slmake.targets import qualcomm_npu as qnpu
+from slmake.targets.base import Skipped
 
 pytestmark = pytest.mark.e2e
 HAS_QNN = importlib.util.find_spec("onnxruntime_qnn") is not None
@@ -31,36 +31,16 @@ SETTINGS = {"context_len": 32, "mask_fill": -100.0, "allow_cpu_fallback": False,
             "quantization": {"activations": "u16", "weights": "u8", "calibration_samples": 16,
                              "calibration_file": None},
             "context_binary": {"enabled": True, "soc_model": 60, "htp_arch": 73}}
-WORDS = "the a cat dog sat on mat ran red blue house tree bank money card transfer my account near".split()
 BENCH = {"threads": 1}
 
 
 def _tiny_llama(root: Path) -> Path:
-    """Laid out like a pipeline build (<root>/train/merged, <root>/data/train.jsonl) so the default
-    calibration source is the one exercised."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from slmake.base_model import load_tokenizer, train_tokenizer
-
-    texts = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(10)) for i in range(400)]
-    merged, data = root / "train" / "merged", root / "data"
-    merged.mkdir(parents=True)
-    data.mkdir()
-    train_tokenizer(texts, 300, merged)
-    (merged / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "LlamaTokenizer", "add_bos_token": True, "add_eos_token": False, "legacy": False,
-        "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}))
-    tok = load_tokenizer(merged)
-    assert len(tok) == 300
-    tok.save_pretrained(str(merged))
-    config = LlamaConfig(vocab_size=300, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-                         bos_token_id=2, eos_token_id=3, pad_token_id=0, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(str(merged))
-    rows = [{"prompt": t[: len(t) // 2], "response": t[len(t) // 2:]} for t in texts[:40]]
-    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    """e2e_utils.tiny_llama with 300 tokens, laid out like a pipeline build (<root>/train/merged,
+    <root>/data/train.jsonl) so the default calibration source is the one exercised."""
+    merged = tiny_llama(root / "train", vocab=300)
+    rows = [{"prompt": t[: len(t) // 2], "response": t[len(t) // 2:]} for t in TEXTS[:40]]
+    (root / "data").mkdir()
+    (root / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return merged
 
 
@@ -170,7 +150,7 @@ def test_bad_settings_name_the_key(built, tmp_path):
         assert any(message in p for p in problems), problems
     with pytest.raises(ValueError, match="soc_model 60 has HTP v73"):   # compile itself refuses too
         qnpu.compile(build_ctx(merged, tmp_path / "x"), {**SETTINGS, **cases[-1][0]})
-    with pytest.raises(ValueError, match="config.json"):
+    with pytest.raises(ValueError, match=r"config.json"):
         qnpu.compile(build_ctx(tmp_path, tmp_path / "y"), SETTINGS)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))   # not a causal LM
     (tmp_path / "model.safetensors").write_bytes(b"")

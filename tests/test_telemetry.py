@@ -61,6 +61,7 @@ def test_spec_pii_slice_applies_its_own_patterns(tmp_path):
     assert line["label"] is None and line["schema_valid"] is False
 
 
+@pytest.mark.slow
 def test_log_rotates_and_stays_under_its_cap(tmp_path):
     log = tmp_path / "r.jsonl"
     t = Telemetry("a", log, max_bytes=4096, backups=2)
@@ -88,6 +89,7 @@ def test_backups_zero_is_refused(tmp_path):
         Telemetry("a", tmp_path / "r.jsonl", backups=0)
 
 
+@pytest.mark.slow
 def test_concurrent_requests_each_write_one_whole_line(tmp_path):
     log = tmp_path / "r.jsonl"
     t = Telemetry("a", log)
