@@ -91,7 +91,7 @@ def _draw_all(tmp: Path) -> dict[str, str]:
     if not metrics.exists():
         _train_tsv(metrics)
     t0 = datetime(2026, 11, 28, 9, tzinfo=timezone.utc)
-    series = [(t0 + timedelta(minutes=i), 10.0 + i % 7, 2.0) for i in range(40)]
+    series = [(t0 + timedelta(minutes=i), 10.0 + i % 7, 2.0, 8.0 + i % 5) for i in range(40)]
     return {"accuracy_size": charts.accuracy_size(ROWS, 0.365, "cpu/gguf_f16"), "delta": charts.delta(ROWS),
             "loss": charts.loss_curves(metrics), "latency": charts.latency(series, 12.0, 3.0),
             "labels": charts.label_shares({"a": {"baseline": 0.5, "live": 0.2},
@@ -144,13 +144,15 @@ def test_monitor_charts_draw_what_has_data_and_drop_stale_ones(tmp_path):
                          "labels": {"hardware": {"baseline": 0.6, "live": 0.3},
                                     "network": {"baseline": 0.4, "live": 0.7}}}}
     context = {"unit": "words", "label_baseline": "train split", "thresholds": {"latency_p95_ratio": 3.0}}
-    window = [{"ts": f"2026-11-28T09:{i:02d}:00.000Z", "latency_ms": 10 + i, "ttft_ms": 2} for i in range(30)]
+    window = [{"ts": f"2026-11-28T09:{i:02d}:00.000Z", "latency_ms": 10 + i, "ttft_ms": 2,
+               "service_ms": 9 + i} for i in range(30)]
     window.append({"ts": "not a time", "latency_ms": 5})       # skipped, not fatal
     section = charts.monitor_charts(result, context, window, tmp_path / "plots")
     for name in charts.MONITOR_CHARTS:
         assert f"](plots/{name})" in section
     texts = _texts((tmp_path / "plots" / "latency.svg").read_text())
-    assert "Latency over time" in texts and "bench: 12.0 ms" in texts and "p95 alert: 3 × bench" in texts
+    assert {"Latency over time", "bench: 12.0 ms", "service time p95 alert: 3 × bench", "service time",
+            "TTFT", "request latency"} <= set(texts)
     assert "Input length drift (PSI 0.400)" in _texts((tmp_path / "plots" / "input_length.svg").read_text())
     # a window without traffic: no section, and no chart left from the earlier window
     assert charts.monitor_charts({"metrics": {}, "tables": {}}, context, [], tmp_path / "plots") == ""

@@ -277,7 +277,8 @@ def label_shares(labels: dict[str, dict], baseline: str) -> str:
         ax.invert_yaxis()
         ax.set_xlabel("share of answers")
         ax.set_title("Label shares")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.6 / (len(names) + 2)),
+                  ncols=2)
     return svg(draw, (6.4, 1.6 + 0.3 * max(len(names), 1)))
 
 
@@ -289,33 +290,41 @@ def _ts(value) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
-def latency_series(window: list[dict]) -> list[tuple[datetime, float, float | None]]:
-    """(time, latency ms, TTFT ms or None) of every logged request with a time and a latency, by time."""
+Point = tuple[datetime, float, float | None, float | None]   # time, latency, TTFT, service time (ms)
+
+
+def latency_series(window: list[dict]) -> list[Point]:
+    """(time, latency ms, TTFT ms, service ms) of every logged request with a time and a latency,
+    by time; TTFT and service time (latency less the wait for the runner) are None when not logged."""
     out = []
     for r in window:
         t, lat = _ts(r.get("ts")), _num(r.get("latency_ms"))
         if t is not None and lat is not None:
-            out.append((t, lat, _num(r.get("ttft_ms"))))
+            out.append((t, lat, _num(r.get("ttft_ms")), _num(r.get("service_ms"))))
     return sorted(out, key=lambda p: p[0])
 
 
-def latency(series: list[tuple[datetime, float, float | None]], bench_ms: float | None,
-            ratio: float | None) -> str:
-    """Latency (and TTFT) of each request over time, with the bench's expected latency and the
-    p95 alert line (bench × monitor.thresholds.latency_p95_ratio)."""
+def latency(series: list[Point], bench_ms: float | None, ratio: float | None) -> str:
+    """Latency, service time and TTFT of each request over time, with the bench's expected latency
+    and the p95 alert line (bench × monitor.thresholds.latency_p95_ratio; the monitor judges service
+    time where the log has it, else the whole latency)."""
     def draw(fig: Figure) -> None:
         import matplotlib.dates as mdates
 
         ax = fig.add_subplot()
-        times = [p[0] for p in series]
-        ax.plot(times, [p[1] for p in series], ".", ms=4, c=LIVE, label="request latency")
+        ax.plot([p[0] for p in series], [p[1] for p in series], ".", ms=4, c=LIVE, label="request latency")
+        service = [(p[0], p[3]) for p in series if p[3] is not None]
+        if service:
+            ax.plot([p[0] for p in service], [p[1] for p in service], "x", ms=3, c=OK, label="service time")
         ttft = [(p[0], p[2]) for p in series if p[2] is not None]
         if ttft:
             ax.plot([p[0] for p in ttft], [p[1] for p in ttft], ".", ms=3, c=BASE, label="TTFT")
         if bench_ms:
             ax.axhline(bench_ms, c=OK, lw=1, ls="--", label=f"bench: {bench_ms:.1f} ms")
             if ratio:
-                ax.axhline(bench_ms * ratio, c=BAD, lw=1, ls=":", label=f"p95 alert: {ratio:g} × bench")
+                judged = "service time" if service else "latency"
+                ax.axhline(bench_ms * ratio, c=BAD, lw=1, ls=":",
+                           label=f"{judged} p95 alert: {ratio:g} × bench")
         locator = mdates.AutoDateLocator()
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
@@ -323,8 +332,8 @@ def latency(series: list[tuple[datetime, float, float | None]], bench_ms: float 
         ax.set_xlabel("time (UTC)")
         ax.set_ylabel("ms")
         ax.set_title("Latency over time")
-        ax.legend(fontsize=7)
-    return svg(draw)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=3)
+    return svg(draw, (6.4, 4.2))
 
 
 MONITOR_CHARTS = ("input_length.svg", "label_share.svg", "latency.svg")
