@@ -22,6 +22,7 @@ import yaml
 from .chat_template import CHAT, resolved
 from .compile import MANIFEST_GLOB, manifest_path
 from .io import atomic_dir, sha256_tree, write_json_atomic, write_text_atomic
+from .runtimes.llamacpp import load_llama_cpp
 
 PROMPT_SLOT = "{instruction}"
 GO_PROMPT = "{{ .Prompt }}"
@@ -92,6 +93,9 @@ def serve_contract(target: str, entry: dict, spec: dict, figures: dict, details:
         "tokenizer": "tokenizer/tokenizer.json",
         "figures": figures,
         "status": details.get("status"),
+        # eval.constrained, when set: false = benchmarked (so served) without the grammar; absent/null =
+        # under the grammar whenever the runtime has one (serve's default)
+        **({"constrained": spec["eval"]["constrained"]} if spec["eval"].get("constrained") is not None else {}),
     }
 
 
@@ -116,8 +120,6 @@ def go_template(prompt_template: str) -> str:
 def stop_strings(gguf: Path) -> list[str]:
     """The text of every end-of-generation token in the GGUF's vocabulary (EOS, EOT, <|im_end|>):
     exactly what llama.cpp itself stops on, so Ollama stops where bench stopped."""
-    from .runtimes.llamacpp import load_llama_cpp
-
     llama_cpp = load_llama_cpp()
     llm = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
     try:

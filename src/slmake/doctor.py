@@ -51,6 +51,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .io import write_text_atomic
+
 LOCK = "dvc.lock"
 RWLOCK = ".dvc/tmp/rwlock"
 REPO_LOCK = ".dvc/tmp/lock"
@@ -338,8 +340,6 @@ def diagnose(root: Path, fix: bool = False) -> Report:
 
 
 def _apply(root: Path, report: Report, new_lock: dict | None, new_rw: dict | bool | None) -> None:
-    from .io import write_text_atomic
-
     by_path = {p.path: p for p in report.problems}
     if new_lock is not None:
         from dvc.utils.serialize import dumps_yaml

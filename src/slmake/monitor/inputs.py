@@ -13,7 +13,7 @@ from collections import deque
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from ..data.config import format_prompt
+from ..data.config import format_prompt, resolve
 from ..data.normalize import normalize
 from ..data.shapes import ShapeError, ShapeReader
 from ..data.validate import RecordValidator, ResponseValidator
@@ -146,8 +146,6 @@ def read_feedback(path: str | Path, data_cfg: dict) -> list[dict]:
     """Labelled feedback in the data's shape (JSONL) -> [{"key", "response"}]; the key is the
     instruction normalised and PII-scrubbed as curation and the request log do, so it matches
     the log's input."""
-    from ..data.config import resolve
-
     path = Path(path)
     if not path.exists():
         raise MonitorError(f"{path}: feedback file not found")
