@@ -7,8 +7,16 @@ from pathlib import Path
 
 from slmake.checks import stage_params
 from slmake.io import write_json_atomic, write_text_atomic
-from slmake.report import (collect, cost_markdown, cost_rows, end_shares, load_rps, markdown, plot_csv,
-                           token_counts)
+from slmake.report import (
+    collect,
+    cost_markdown,
+    cost_rows,
+    end_shares,
+    load_rps,
+    markdown,
+    plot_csv,
+    token_counts,
+)
 from slmake.summary import summary
 
 params = stage_params("targets", "model", "data", "cost")
