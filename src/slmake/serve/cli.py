@@ -6,6 +6,9 @@ import os
 import sys
 from pathlib import Path
 
+from .engine import Engine
+from .package import PackageError, resolve
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server on a built artifact (a deploy package)")
@@ -34,10 +37,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import uvicorn
 
-    from ..telemetry import Telemetry
-    from .app import Limits, create_app
-    from .engine import Engine
-    from .package import PackageError, resolve
+    from ..telemetry import Telemetry  # prometheus_client
+    from .app import Limits, create_app  # fastapi
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
