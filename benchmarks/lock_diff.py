@@ -16,7 +16,6 @@ import argparse
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -63,7 +62,7 @@ def main() -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     run(["sh", "-c", "git init -q && git add -A && git -c user.email=b@b -c user.name=b commit -qm lockdiff"],
         work, env)
-    times, total = timed_repro(work, env, work / "lock_diff.log",
+    _, total = timed_repro(work, env, work / "lock_diff.log",
                                ("dvc", "repro", *([args.until] if args.until else [])))
     fresh = outputs(yaml.safe_load((work / "dvc.lock").read_text()))
     model, isa = cpu()

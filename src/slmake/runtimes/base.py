@@ -12,8 +12,9 @@ This layer imports nothing from ``slmake.targets``: targets build artifacts and 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 # Called with each generated id (before the next is computed); returning True stops generation.
 # Serve uses it for streaming and for stop strings; bench passes None.
