@@ -23,7 +23,8 @@ if not cfg["enabled"]:
 
 from slmake import runtime_env  # noqa: E402
 
-runtime_env.setup(threads=cfg["teacher"]["threads"], seed=cfg["seed"])
+# null threads -> every core this process may use; the teacher runtime gets the same count
+cfg["teacher"]["threads"] = runtime_env.setup(threads=cfg["teacher"]["threads"], seed=cfg["seed"])
 from slmake.distill import DistillError  # noqa: E402
 from slmake.distill.label import run  # noqa: E402
 

@@ -17,11 +17,12 @@ pytestmark = [pytest.mark.slow,  # trains twice in subprocesses
 TRAIN = """
 import hashlib, sys
 from slmake import runtime_env
+threads = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 if sys.argv[1] == "slmake":
-    runtime_env.setup(threads=2, seed=0)
+    runtime_env.setup(threads=threads, seed=0)
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
-torch.set_num_threads(2)
+torch.set_num_threads(threads)
 torch.manual_seed(0)
 model = LlamaForCausalLM(LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64))
@@ -30,6 +31,7 @@ gen = torch.Generator().manual_seed(0)
 for _ in range(8):
     batch = torch.randint(0, 256, (8, 64), generator=gen)
     model(input_ids=batch, labels=batch).loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)   # as pretraining and the Trainer do
     opt.step()
     opt.zero_grad()
 h = hashlib.sha256()
@@ -40,9 +42,10 @@ print(torch.backends.cpu.get_cpu_capability(), h.hexdigest())
 CAPS = tuple(runtime_env.PORTABLE_NUMERICS) + ("MKL_ENABLE_INSTRUCTIONS",)
 
 
-def run(mode: str, **env: str) -> tuple[str, str]:
+def run(mode: str, threads: int = 2, **env: str) -> tuple[str, str]:
     base = {k: v for k, v in os.environ.items() if k not in CAPS}
-    res = subprocess.run([sys.executable, "-c", TRAIN, mode], env={**base, "OMP_NUM_THREADS": "2", **env},
+    res = subprocess.run([sys.executable, "-c", TRAIN, mode, str(threads)],
+                         env={**base, "OMP_NUM_THREADS": str(threads), **env},
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     capability, digest = res.stdout.split()[-2:]
@@ -62,3 +65,23 @@ def test_uncapped_training_depends_on_the_cpu():
         pytest.skip(f"this CPU's best kernels are {capability}: nothing to compare")
     _, avx2 = run("plain", ATEN_CPU_CAPABILITY="avx2")
     assert native != avx2  # the problem the caps solve
+
+
+def test_power_of_two_thread_counts_give_the_same_bytes():
+    """Thread keys default to the cores rounded down to a power of two (runtime_env.resolve_threads):
+    1, 2 and 4 threads (4 oversubscribes a 2-core box: still a numerics test) train the same bytes."""
+    digests = {t: run("slmake", threads=t)[1] for t in (1, 2, 4)}
+    assert len(set(digests.values())) == 1, digests
+
+
+@pytest.mark.parametrize("onednn", ["AVX2", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16",
+                                    "AVX512_CORE_AMX", "DEFAULT"])
+def test_onednn_isa_level_does_not_change_the_bytes(onednn, reference):
+    """oneDNN dispatches by CPU features (a level above this CPU's acts as its best): whatever level
+    a CPU offers, up to AMX, slmake's fp32 training never reaches a oneDNN kernel whose rounding differs."""
+    assert run("slmake", ONEDNN_MAX_CPU_ISA=onednn)[1] == reference
+
+
+@pytest.fixture(scope="module")
+def reference() -> str:
+    return run("slmake")[1]

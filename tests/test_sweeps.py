@@ -52,9 +52,10 @@ def test_threads_explicit_win_unset_share_the_cores(monkeypatch):
     monkeypatch.setattr(rt, "cores", lambda: 16)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert rt.resolve_threads(3, jobs=4) == 3               # the spec's value, sweep or not
-    assert rt.resolve_threads(None, jobs=1) is None         # library default: default build unchanged
+    assert rt.resolve_threads(None, jobs=1) == 16           # every core this process may use
     assert rt.resolve_threads(None, jobs=4) == 4
-    assert rt.resolve_threads(None, jobs=5) == 3
+    assert rt.resolve_threads(None, jobs=5) == 2            # 16 // 5 = 3, rounded down to a power of two
+    assert rt.resolve_threads(None, jobs=3) == 4            # 5 -> 4: same bytes as 1, 2, 8, 16 threads
     assert rt.resolve_threads(None, jobs=32) == 1
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")              # one of 2 torchrun processes
     assert rt.resolve_threads(None, jobs=1) == 8
@@ -67,8 +68,11 @@ def test_limit_threads_exports_to_subprocess_tools(monkeypatch, capsys):
     for k in rt.THREAD_ENV:
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("MKL_NUM_THREADS", "1")              # a user's export wins
-    assert rt.limit_threads(None, jobs=1) is None
-    assert "OMP_NUM_THREADS" not in os.environ             # nothing set outside a sweep
+    assert rt.limit_threads(None, jobs=1) == 8              # all cores, outside a sweep too
+    assert os.environ["OMP_NUM_THREADS"] == "8" and os.environ["MKL_NUM_THREADS"] == "1"
+    for k in rt.THREAD_ENV:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
     assert rt.limit_threads(None, jobs=2) == 4
     assert os.environ["OMP_NUM_THREADS"] == "4" and os.environ["MKL_NUM_THREADS"] == "1"
     assert capsys.readouterr().err == ""
@@ -119,4 +123,5 @@ def test_dvc_queue_sweep_of_two_workers_splits_the_cores(tmp_path):
     cores = rt.cores()
     assert len(got) == 2, status
     for g in got:
-        assert g == {"jobs": 2, "threads": max(1, cores // 2), "omp": max(1, cores // 2), "explicit": 1}
+        share = 1 << (max(1, cores // 2).bit_length() - 1)      # a power of two (same bytes at any)
+        assert g == {"jobs": 2, "threads": share, "omp": share, "explicit": 1}

@@ -25,16 +25,32 @@ OFFLINE = {
 }
 
 
-# Same bytes on any x86-64 CPU: torch's ATen, oneDNN and MKL pick kernels by CPU (AVX-512, AMX on
-# Intel), whose float results differ in the last bits, and training amplifies that into different
-# weights. Capping them at AVX2 (MKL: its conditional numerical reproducibility mode) makes base,
-# train and evaluate byte-identical on every AVX2 CPU; measured on an AVX-512 EPYC: uncapped vs
-# an emulated AVX2-only CPU differed from `base` on, capped they are identical, at no measured cost
-# for these model sizes. Thread counts are part of the numerics too: each stage sets its own from
-# the spec. A value the user exported wins. oneDNN is NOT capped: ONEDNN_MAX_CPU_ISA=AVX2 made a
-# SmolLM2-135M train step ~47 s instead of ~1 s on an AVX-512 EPYC (fp32 training there does not go
-# through oneDNN's matmuls; the cap sends some op to a reference kernel), and the bytes stayed the
-# same without it (tests/test_portable_numerics.py emulates an AVX2-only CPU with all three limits).
+# Same bytes on any x86-64 CPU of one vendor: torch's ATen, oneDNN and MKL pick kernels by CPU
+# (AVX-512, AMX), whose float results differ in the last bits, and training amplifies that into
+# different weights. ATen is capped at AVX2 (honoured on every vendor); MKL is put in its conditional
+# numerical reproducibility mode (CNR) on the AVX2 branch, STRICT. Measured on an AVX-512 EPYC: uncapped
+# vs an emulated AVX2-only CPU differed from `base` on; capped they are identical. oneDNN is NOT capped:
+# ONEDNN_MAX_CPU_ISA=AVX2 made a SmolLM2-135M train step ~47 s instead of ~1 s, and fp32 training never
+# reaches a oneDNN kernel whose rounding differs (tests/test_portable_numerics.py, levels up to AMX).
+# A value the user exported wins.
+#
+# ACROSS VENDORS (Intel vs AMD) the bytes still differ, and MKL is why: its CNR branches other than
+# AUTO and COMPATIBLE "are available only for Intel processors" and are silently replaced by AUTO on
+# others (Intel MKL developer guide, "Specifying code branches"). Measured on an AMD EPYC: MKL_CBWR=
+# AVX2, SSE4_2 and AVX512 all give AUTO's bytes; only COMPATIBLE (SSE2, no rcpps) differs. So an Intel
+# Xeon runs MKL's AVX2 branch and an AMD EPYC MKL's own AMD path: different sgemm rounding. COMPATIBLE is
+# the one vendor-neutral branch, but it is no cure here: the default build's base and train took 2.4x
+# and 2.3x as long (126 vs 52 s, 157 vs 68 s, 2 threads) and its train bytes depend on the thread count
+# (1 vs 2 threads differ; STRICT is honoured only on AVX2 and later branches). Left as AVX2,STRICT:
+# fast and thread-count independent; `benchmarks/lock_diff.py` is the cross-CPU oracle.
+#
+# THREAD-COUNT NUMERICS: with these settings base, train and evaluate give the same bytes at 1, 2, 4,
+# 8 and 16 threads (MKL's STRICT sgemm is thread-count independent; measured on the default build at
+# 1 and 2, on a tiny Llama with grad clipping up to 16), but not at 3 or 6: ATen splits an element-wise
+# kernel's range per thread, and a split that is not a multiple of the SIMD width sends a few elements
+# through the scalar path, whose exp rounds differently (SiLU in the MLP, first seen at 3 threads). So
+# a null thread key resolves to a power of two (resolve_threads); an explicit count is taken as given
+# and recorded in dvc.lock like every param.
 PORTABLE_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
 
 
@@ -120,19 +136,21 @@ def parallel_jobs(env: dict | None = None, cwd: str | Path | None = None) -> int
     return max(1, queue_workers(root) + (0 if queued else 1))
 
 
-def resolve_threads(threads: int | None, jobs: int | None = None) -> int | None:
-    """A spec thread key -> the count to use. An integer is explicit and wins. null (unset) is the
-    library's default when one experiment runs (so the default build's bytes stay as they were) and
-    cores // jobs in a sweep, so J queue workers never oversubscribe the cores (// processes too, for
-    each of a data-parallel training's torchrun processes)."""
+def resolve_threads(threads: int | None, jobs: int | None = None) -> int:
+    """A spec thread key -> the count to use. An integer is explicit and wins. null (the default of
+    every thread key) is every core this process may use (its affinity mask, not the host's count,
+    nor torch's guess of physical cores), divided by the experiments sharing them (J queue workers,
+    a data-parallel training's torchrun processes), rounded down to a power of two: the fp32 bytes
+    are the same at 1, 2, 4, 8, 16 ... threads but not at 3 or 6 (THREAD-COUNT NUMERICS above)."""
     if threads is not None:
         return int(threads)
     jobs = parallel_jobs() if jobs is None else jobs
     jobs *= int(os.environ.get("LOCAL_WORLD_SIZE") or 1)  # torchrun's processes on this machine share them too
-    return max(1, cores() // jobs) if jobs > 1 else None
+    share = max(1, cores() // jobs)
+    return 1 << (share.bit_length() - 1)
 
 
-def limit_threads(threads: int | None, jobs: int | None = None) -> int | None:
+def limit_threads(threads: int | None, jobs: int | None = None) -> int:
     """Resolve ``threads`` and export it to the thread pools of subprocess tools (OpenMP, MKL, ...)
     unless the user exported them; warn when explicit threads x jobs oversubscribe the cores."""
     try:
@@ -140,17 +158,16 @@ def limit_threads(threads: int | None, jobs: int | None = None) -> int | None:
     except ThreadsError as e:
         sys.exit(f"slmake: {e}")
     n = resolve_threads(threads, jobs)
-    if n is not None:
-        for k in THREAD_ENV:
-            os.environ.setdefault(k, str(n))
-        if n * jobs > cores():
-            print(f"slmake: warning: {n} threads x {jobs} parallel experiments > {cores()} cores "
-                  "(the spec sets threads explicitly; set it to null to share the cores)", file=sys.stderr)
+    for k in THREAD_ENV:
+        os.environ.setdefault(k, str(n))
+    if n * jobs > cores():
+        print(f"slmake: warning: {n} threads x {jobs} parallel experiments > {cores()} cores "
+              "(the spec sets threads explicitly; set it to null to share the cores)", file=sys.stderr)
     return n
 
 
-def setup(threads: int | None = None, seed: int | None = None, allow_network: bool = False) -> int | None:
-    """Every stage's first call. Returns the thread count used (None: the library's default)."""
+def setup(threads: int | None = None, seed: int | None = None, allow_network: bool = False) -> int:
+    """Every stage's first call. Returns the thread count used."""
     offline(allow_network)
     portable_numerics()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -158,8 +175,7 @@ def setup(threads: int | None = None, seed: int | None = None, allow_network: bo
     import torch
 
     threads = limit_threads(threads)  # the env is for subprocess tools; torch is set directly below
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     if seed is not None:
         random.seed(seed)
         torch.manual_seed(seed)
