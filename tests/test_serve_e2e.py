@@ -71,6 +71,7 @@ def _raw_inputs(repo: Path, template: str) -> dict:
 
 def test_every_built_artifact_has_a_package(micro_repo):
     listing = json.loads((micro_repo / "build/compile/cpu/artifacts.json").read_text())
+    spec = yaml.safe_load((micro_repo / "params.yaml").read_text())
     for a in listing["artifacts"]:
         pkg = micro_repo / "build/deploy/cpu" / a["name"]
         assert (pkg / "serve.json").is_file() and (pkg / "SERVE.md").is_file() and (pkg / "lineage.json").is_file()
@@ -83,6 +84,8 @@ def test_every_built_artifact_has_a_package(micro_repo):
         figures = json.loads((micro_repo / "reports/bench/cpu.json").read_text())["cpu"][a["name"]]
         assert metrics["exact_match"] == figures["exact_match"] and metrics["parity"] == figures["parity"]
         assert json.loads((pkg / "lineage.json").read_text())["artifact"]["sha256"] == a["sha256"]
+        contract = json.loads((pkg / "serve.json").read_text())   # a JSON build's schema (text: test_serve_text_e2e)
+        assert contract["response_format"] == "json" and contract["response_schema"] == spec["data"]["response_schema"]
 
 
 def test_modelfile_template_renders_the_training_prompt(micro_repo):
@@ -157,7 +160,12 @@ def test_auth_and_limits_answer_with_clear_errors(server):
     assert r.status_code == 413 and "exceeds" in r.json()["error"]["message"]
     r = httpx.post(f"{base}/v1/completions", headers={**auth, "content-type": "application/json"}, content=b"{nope")
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    # a max_tokens above the build's budget is served with the budget (as llama.cpp's server and vLLM
+    # cap it), and the response says so; a non-positive one is still refused
     r = httpx.post(f"{base}/v1/completions", headers=auth, json={"prompt": "printer jam", "max_tokens": 100_000})
+    assert r.status_code == 200 and r.headers["x-slmake-max-tokens-capped"] == "32"
+    assert r.json()["max_tokens_capped"] == {"requested": 100_000, "applied": 32} and _json(r.json()["choices"][0]["text"])
+    r = httpx.post(f"{base}/v1/completions", headers=auth, json={"prompt": "printer jam", "max_tokens": 0})
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
     r = httpx.post(f"{base}/v1/chat/completions", headers=auth, json={"messages": [{"role": "system", "content": "x"}]})
     assert r.status_code == 400 and "user message" in r.json()["error"]["message"]
