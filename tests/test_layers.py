@@ -48,11 +48,14 @@ def _resolve(name: str) -> str:
 
 @cache
 def _edges(module: str) -> list[tuple[str, bool, int]]:
-    """(imported module, inside a function?, line) for every import statement of ``module``."""
+    """(imported module, inside a function?, line) for every import statement of ``module`` that
+    runs (those under `if TYPE_CHECKING:` do not)."""
     path = MODULES[module]
     tree = ast.parse(path.read_text())
     local = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
              for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    typing_only = {id(n) for f in ast.walk(tree) if isinstance(f, ast.If) and "TYPE_CHECKING" in ast.unparse(f.test)
+                   for n in ast.walk(f)}  # `if TYPE_CHECKING:` imports never run
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     out = []
     for node in ast.walk(tree):
@@ -65,6 +68,8 @@ def _edges(module: str) -> list[tuple[str, bool, int]]:
                 base = ".".join(up + ([node.module] if node.module else []))
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
         else:
+            continue
+        if id(node) in typing_only:
             continue
         out += [(_resolve(n), id(node) in local, node.lineno) for n in names]
     return [e for e in out if e[0] != module]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from .charts import accuracy_size  # matplotlib loads only when a chart is drawn
 from .chat_template import CHAT, resolved
 from .compile import MANIFEST_GLOB, manifest_path
 from .io import atomic_dir, sha256_tree, write_json_atomic, write_text_atomic
@@ -157,8 +158,6 @@ def _accuracy_size_chart(target: str, figures: dict, details: dict, name: str) -
     rows = [{"target": target, "artifact": n, **details.get(n, {}), **f} for n, f in sorted(figures.items())]
     if not any(r.get("exact_match") is not None and r.get("size_mb") is not None for r in rows):
         return None
-    from .charts import accuracy_size  # matplotlib loads only here
-
     return accuracy_size(rows, highlight=f"{target}/{name}")
 
 

@@ -7,6 +7,7 @@ import csv
 import io
 from pathlib import Path
 
+from ..charts import monitor_charts  # matplotlib loads only when a chart has data
 from ..io import write_json_atomic, write_text_atomic
 from .check import reason
 
@@ -99,8 +100,6 @@ def write(result: dict, context: dict, out_dir: str | Path, window: list[dict] |
     out_dir = Path(out_dir)
     t = result["tables"]
     write_json_atomic(out_dir / "metrics.json", result["metrics"])
-    from ..charts import monitor_charts  # matplotlib loads only when a chart has data
-
     charts = monitor_charts(result, context, window or [], out_dir / "plots")
     write_text_atomic(out_dir / "report.md", markdown(result, context) + charts)
     write_text_atomic(out_dir / "plots" / "input_length.csv",
