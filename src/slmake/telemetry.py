@@ -19,17 +19,21 @@ from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from .data.pii import TYPES, Scrubber
+from .data.pii import LOG_TYPES, PERSON, Scrubber
 
 # Request latency buckets (s): small models answer in milliseconds on CPU, big ones in seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TRUNCATED = "…[truncated {n} chars]"
 
 
-def scrubber_for(pii: dict | None) -> Scrubber:
-    """The curation scrubber for a spec's ``data.pii`` slice; None means every built-in type, so
-    a server that was not told otherwise still never logs raw PII."""
-    return Scrubber.from_config({"enabled": True, "types": TYPES, "patterns": [], "presidio": False, **(pii or {})})
+def scrubber_for(pii: dict | None, names: bool = True) -> Scrubber:
+    """The request log's scrubber: the spec's ``data.pii`` slice (None: every built-in type, so a
+    server that was not told otherwise still never logs raw PII), plus person names by the NER
+    model (``names``, the default: people expect a log without names even where the training data
+    keeps them). `slmake monitor` builds the same one to match feedback to the log."""
+    cfg = {"enabled": True, "types": LOG_TYPES, "patterns": [], "presidio": False, **(pii or {})}
+    types = [t for t in cfg["types"] if t != PERSON] + ([PERSON] if names and cfg["enabled"] else [])
+    return Scrubber.from_config({**cfg, "types": types})
 
 
 class Telemetry:
@@ -37,14 +41,15 @@ class Telemetry:
 
     def __init__(self, artifact: str, log_path: str | Path | None, *, max_bytes: int = 50_000_000,
                  backups: int = 3, pii: dict | None = None, label_field: str | None = None,
-                 max_field_chars: int = 8_000):
+                 max_field_chars: int = 8_000, scrub_names: bool = True):
         if max_bytes < 1024:
             raise ValueError(f"Telemetry max_bytes: {max_bytes} is too small, expected >= 1024")
         if backups < 1:  # RotatingFileHandler never rotates with backupCount=0: the file would grow forever
             raise ValueError(f"Telemetry backups: {backups}, expected >= 1 (rotation needs one old file)")
         self.artifact, self.label_field, self.max_field_chars = artifact, label_field, max_field_chars
         self.log_path = Path(log_path) if log_path is not None else None
-        self._scrubber = scrubber_for(pii)
+        # Person names (an NER model, loaded here, once per process) only where a log is written.
+        self._scrubber = scrubber_for(pii, names=scrub_names and self.log_path is not None)
         self._lock = threading.Lock()
         self._logger = None
         if self.log_path is not None:

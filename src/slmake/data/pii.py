@@ -18,11 +18,16 @@ positives down:
                       10-digit numbers that are valid North-American or Indian mobile numbers
                       (9876543210, 98765 43210). Other digit runs are not phones (ids, amounts).
 
+* person -> <NAME>    person names found by a real NER model (spaCy en_core_web_md, offline:
+                      slmake.data.ner), applied last. Not in the curation default (`TYPES`): list
+                      it in `data.pii.types`. The request log of `slmake serve` scrubs it by
+                      default (`LOG_TYPES`).
+
 plus configured patterns (`pii.patterns`: name + regex -> <NAME>), applied first, and person names
-from an explicit list (`names` -> <NAME>, see `names_pattern`). Person names are otherwise found
-only by presidio-analyzer (`pii.presidio: true`), which runs only when presidio and its language
-model are installed; otherwise it is skipped and the report says why. `name_slots` /
-`names_warning` tell the data card when a dataset has name-like fields and nothing scrubs names.
+from an explicit list (`names` -> <NAME>, see `names_pattern`). presidio-analyzer
+(`pii.presidio: true`) runs too when presidio and its language model are installed; otherwise it
+is skipped and the report says why. `name_slots` / `names_warning` tell the data card when a
+dataset has name-like fields and nothing scrubs names.
 """
 
 from __future__ import annotations
@@ -33,7 +38,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-TYPES = ("email", "phone", "iban", "card", "ip")
+TYPES = ("email", "phone", "iban", "card", "ip")   # the curation default (conf/data/_base.yaml)
+PERSON = "person"
+ALL_TYPES = (*TYPES, PERSON)
+LOG_TYPES = ALL_TYPES                               # what serve's request log scrubs by default
 
 # Registered IBAN lengths (SWIFT IBAN registry).
 IBAN_LENGTHS = {
@@ -190,6 +198,11 @@ class Scrubber:
         self._presidio: Callable[[str], str] | None = None
         if enabled and presidio:
             self._presidio, self.presidio_status = _load_presidio(self.counts)
+        self._person = None
+        if PERSON in self.types:  # the model loads here (once per process), not on the first text
+            from .ner import PersonNames
+
+            self._person = PersonNames.load()
 
     @classmethod
     def from_config(cls, pii: dict, presidio: bool = True) -> Scrubber:
@@ -198,8 +211,9 @@ class Scrubber:
 
     @property
     def scrubs_names(self) -> bool:
-        """Whether anything here replaces person names: a names list, a NAME/PERSON pattern, presidio."""
-        return (self.names is not None or self._presidio is not None
+        """Whether anything here replaces person names: the `person` type, a names list, a
+        NAME/PERSON pattern, presidio."""
+        return (self.names is not None or self._presidio is not None or self._person is not None
                 or any(name in ("NAME", "PERSON", "FIRST_NAME", "LAST_NAME", "FULL_NAME") for name, _ in self.custom))
 
     def scrub(self, text: str) -> str:
@@ -225,6 +239,13 @@ class Scrubber:
                 text = self._replace(text, _PHONE, "phone", "<PHONE>", _phone_ok)
         if self.names is not None:
             text = self._replace(text, self.names, "name", "<NAME>")
+        if self._person is not None:
+            spans = self._person.spans(text)
+            if spans:
+                from .ner import replace
+
+                self.counts[PERSON] += len(spans)
+                text = replace(text, spans)
         if self._presidio is not None:
             text = self._presidio(text)
         return text
@@ -303,7 +324,8 @@ def names_warning(slots: set[str] | list[str], scrubber: Scrubber) -> str | None
         return None
     why = f" (presidio {scrubber.presidio_status})" if scrubber.presidio_status != "off" else ""
     return (f"name-like fields {sorted(slots)} and no person-name scrubbing{why}: names go into training "
-            "as they are. Turn on data.pii.presidio (pip install .[pii]) or list the names with a pattern, "
+            "as they are. Add `person` to data.pii.types (an offline NER model), list them in data.pii.names, "
+            "turn on data.pii.presidio, or use a pattern, "
             "e.g. data.pii.patterns: [{name: name, regex: '(?i)\\b(?:alice|bob)\\b'}]")
 
 

@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
                    help="decode without the response-schema grammar (answers are still validated)")
     p.add_argument("--request-log", default="logs/requests.jsonl",
                    help="PII-scrubbed JSONL request log for `slmake monitor` ('' = none)")
+    p.add_argument("--log-names", choices=("scrub", "keep"), default="scrub",
+                   help="person names in the request log: scrub (default; an offline NER model replaces "
+                        "them with <NAME>) or keep (the spec's data.pii types only)")
     p.add_argument("--log-max-bytes", type=int, default=50_000_000, help="rotate the request log at this size")
     p.add_argument("--log-backups", type=int, default=3, help="rotated request-log files kept")
     p.set_defaults(func=run)
@@ -49,10 +52,16 @@ def run(args) -> int:
     c = package.contract
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"slmake serve: warning: listening on {args.host} without an API key", file=sys.stderr)
+    from ..data.ner import NerUnavailable
+
     engine = Engine(package, enforce_schema=not args.no_schema_enforcement, threads=args.threads)
-    telemetry = Telemetry(c["name"], Path(args.request_log) if args.request_log else None,
-                          max_bytes=args.log_max_bytes, backups=args.log_backups, pii=c.get("pii"),
-                          label_field=c.get("label_field"))
+    try:
+        telemetry = Telemetry(c["name"], Path(args.request_log) if args.request_log else None,
+                              max_bytes=args.log_max_bytes, backups=args.log_backups, pii=c.get("pii"),
+                              label_field=c.get("label_field"), scrub_names=args.log_names == "scrub")
+    except NerUnavailable as e:
+        print(f"slmake serve: {e} (or start with --log-names keep)", file=sys.stderr)
+        return 2
     limits = Limits(api_key=args.api_key or None, max_request_bytes=args.max_request_bytes,
                     max_tokens=args.max_tokens, max_queue=args.max_queue)
     app = create_app(engine, limits, telemetry)
