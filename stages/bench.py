@@ -16,9 +16,14 @@ bench = dict(params["bench"], threads=runtime_env.limit_threads(params["bench"][
 
 from slmake.bench import bench_target, split_results  # noqa: E402
 from slmake.io import atomic_dir, write_json_atomic  # noqa: E402
+from slmake.runtimes.guide import decode_constraint  # noqa: E402
 
+data = params["data"]
+# decode as served: the grammar serve enforces (eval.constrained null), or as eval.constrained says
+grammar, _ = decode_constraint(params["eval"].get("constrained"), data["response_schema"],
+                               data.get("response_format", "json"))
 results = bench_target(target, Path("build/compile") / target, Path("build/evaluate"), bench,
-                       params["eval"]["max_new_tokens"], params["data"]["response_schema"])
+                       params["eval"]["max_new_tokens"], data["response_schema"], grammar)
 metrics, details, outputs = split_results(results)
 with atomic_dir(Path("build/bench") / target) as tmp, open(tmp / "outputs.jsonl", "w", encoding="utf-8") as f:
     for name, rows in sorted(outputs.items()):

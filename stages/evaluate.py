@@ -14,13 +14,18 @@ runtime_env.setup(threads=ev["threads"], seed=params["seed"])
 from slmake.base_model import load_tokenizer  # noqa: E402
 from slmake.evaluate import encode_prompts, evaluate_model, test_rows  # noqa: E402
 from slmake.io import atomic_dir, write_json_atomic  # noqa: E402
+from slmake.runtimes.guide import Guide, decode_constraint  # noqa: E402
 
 merged, base = Path("build/train/merged"), Path("build/base")
 tok = load_tokenizer(merged)
 rows = test_rows(Path("build/data"), ev["limit"])
 prompts = encode_prompts(tok, rows)
 schema = data["response_schema"]
-run = {"max_new_tokens": ev["max_new_tokens"], "response_schema": schema, "batch_size": ev["batch_size"]}
+# decode as served (eval.constrained; null: under the schema's grammar whenever serve enforces it)
+gbnf, why_free = decode_constraint(ev.get("constrained"), schema, data.get("response_format", "json"))
+guide = Guide(gbnf, (merged / "tokenizer.json").read_text(encoding="utf-8")) if gbnf else None
+run = {"max_new_tokens": ev["max_new_tokens"], "response_schema": schema, "batch_size": ev["batch_size"],
+       "guide": guide}
 base_m, _, _ = evaluate_model(base, tok, rows, prompts, desc="evaluate base", **run)
 ft_m, tokens, texts = evaluate_model(merged, tok, rows, prompts, desc="evaluate fine-tuned", **run)
 
@@ -33,3 +38,8 @@ with atomic_dir("build/evaluate") as tmp:
 write_json_atomic("reports/evaluate.json", {"base": base_m, "finetuned": ft_m})
 print(f"evaluate: base exact_match {base_m['exact_match']:.3f} -> fine-tuned {ft_m['exact_match']:.3f} "
       f"(valid {ft_m['valid']:.3f}, n={ft_m['n']})")
+if guide is not None:
+    print(f"evaluate: decoded under the response schema's grammar, as served; free decode: fine-tuned "
+          f"exact_match {ft_m['exact_match_free']:.3f}, valid {ft_m['valid_free']:.3f}")
+else:
+    print(f"evaluate: free decode ({why_free})")

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from slmake.deploy import model_card, serve_contract
+from slmake.runtimes.llamacpp import gbnf_for
 from slmake.runtimes.text_grammar import TextAnswer, TextGrammarUnsupported
 from slmake.serve.engine import Engine
 
@@ -42,7 +43,7 @@ class ScriptedRunner:
         pass
 
 
-def _engine(tmp_path, monkeypatch, fmt, schema, answer, *, enforce=True, reject=None):
+def _engine(tmp_path, monkeypatch, fmt, schema, answer, *, enforce=True, reject=None, constrained=None):
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     from slmake.serve import engine as engine_mod
@@ -56,6 +57,8 @@ def _engine(tmp_path, monkeypatch, fmt, schema, answer, *, enforce=True, reject=
                 "response_format": fmt, "label_field": None, "figures": {},
                 "artifact": {"name": "fake", "format": "gguf", "precision": "q8_0", "path": "m.gguf",
                              "runtime": "llama.cpp"}}
+    if constrained is not None:
+        contract["constrained"] = constrained
     runner = ScriptedRunner(answer, reject)
     monkeypatch.setattr(engine_mod.targets, "load", lambda target: SimpleNamespace(
         open_runner=lambda art, folder, opts: runner))
@@ -96,13 +99,21 @@ def test_package_contract_carries_the_schema_of_every_response_format(fmt, schem
 
 def test_text_answers_decode_under_the_bare_string_grammar(tmp_path, monkeypatch):
     engine, runner = _engine(tmp_path, monkeypatch, "text", TEXT_SCHEMA, ["network"])
-    assert engine.constrained and runner.checked == [TextAnswer(TEXT_SCHEMA)]
+    # the runner gets a guide.Guide: the GBNF bench decodes under too (runtimes/guide.py)
+    assert engine.constrained and [g.gbnf for g in runner.checked] == [gbnf_for(TextAnswer(TEXT_SCHEMA))]
     ans = engine.answer("printer jammed", BUDGET)
-    assert runner.calls[-1]["constraint"] == TextAnswer(TEXT_SCHEMA)
+    assert runner.calls[-1]["constraint"].gbnf == gbnf_for(TextAnswer(TEXT_SCHEMA))
     assert (ans.text, ans.schema_valid, ans.error, ans.parsed) == ("network", True, None, None)
     json_engine, json_runner = _engine(tmp_path, monkeypatch, "json", JSON_SCHEMA, ['{"category": "network"}'])
     json_engine.answer("printer jammed", BUDGET)
-    assert json_runner.calls[-1]["constraint"] == JSON_SCHEMA         # JSON answers: the JSON Schema itself
+    assert json_runner.calls[-1]["constraint"].gbnf == gbnf_for(JSON_SCHEMA)   # JSON answers: the JSON Schema's
+
+
+def test_a_build_benchmarked_free_is_served_free(tmp_path, monkeypatch):
+    """eval.constrained: false reaches serve.json: bench decoded without the grammar, so serve does too."""
+    engine, runner = _engine(tmp_path, monkeypatch, "text", TEXT_SCHEMA, ["network"], constrained=False)
+    engine.answer("printer jammed", BUDGET)
+    assert not engine.constrained and runner.checked == [] and runner.calls[-1]["constraint"] is None
 
 
 def test_text_answer_off_the_labels_is_422_and_logged_invalid(tmp_path, monkeypatch):

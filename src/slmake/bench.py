@@ -14,6 +14,13 @@ What a user compares across experiments (``METRICS``) is kept apart from what de
 (status, reason, runtime, threads...): the first goes to a DVC metrics file that ``dvc exp show``
 turns into columns, the second to a details file beside it; each artifact's greedy outputs go to
 ``build/bench/<target>/outputs.jsonl`` so a served answer can be checked against the benchmarked one.
+
+Answers decode as served (``eval.constrained``, runtimes/guide.py): under the response schema's
+grammar, the same GBNF serve hands the runtime. Each artifact decodes freely first; an output the
+runtime's grammar accepts token by token is what constrained greedy gives, so only the rejected ones
+decode again under it. The free figures (``exact_match_free``, ``valid_free``) go to the details.
+The request latency is timed under the grammar (what a served request costs); decode tok/s stays
+free (a label's grammar ends long before ``decode_tokens``).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from . import targets
 from .io import evenly_spaced, read_jsonl
 from .metrics import exact_hits, paired_delta, parity, score
 from .runtime_env import cores
+from .runtimes.guide import Guide
 from .targets.base import Artifact, Skipped
 
 # the figures `dvc exp show` shows per artifact; everything else is in the details file
@@ -61,7 +69,7 @@ def split_results(results: dict) -> tuple[dict, dict, dict]:
 
 
 def bench_target(name: str, compile_dir: Path, reference_dir: Path, bench: dict, max_new_tokens: int,
-                 response_schema: dict) -> dict:
+                 response_schema: dict, grammar: str | None = None) -> dict:
     """Return {artifact_name: figures} for every artifact the target built (or failed to build).
 
     Two passes. Accuracy/parity (hundreds of greedy generations) runs several artifacts at once,
@@ -69,7 +77,8 @@ def bench_target(name: str, compile_dir: Path, reference_dir: Path, bench: dict,
     core (SmolLM2 q8_0: 138 tok/s on 1 thread, ~150 on 2), so on 2 cores two artifacts at 1 thread
     each cut SmolLM2's bench stage from 148 to 111 s, with the same greedy tokens (each output is
     computed whole by one thread). The speed figures then run one artifact at a time with
-    bench.threads, on an idle box."""
+    bench.threads, on an idle box. ``grammar``: the GBNF answers decode under (guide.decode_constraint),
+    None for free decoding."""
     listing = json.loads((compile_dir / "artifacts.json").read_text())
     module = targets.load(name)
     probe = module.probe()
@@ -81,7 +90,7 @@ def bench_target(name: str, compile_dir: Path, reference_dir: Path, bench: dict,
             continue
         jobs[art.name] = {"target": name, "artifact": entry, "compile_dir": str(compile_dir),
                           "reference_dir": str(reference_dir), "bench": bench, "max_new_tokens": max_new_tokens,
-                          "response_schema": response_schema}
+                          "response_schema": response_schema, "grammar": grammar}
     total = bench["threads"] or cores()
     workers = _memory_workers([job["artifact"]["size_bytes"] for job in jobs.values()], min(len(jobs), total))
     accuracy_bench = {**bench, "threads": max(1, total // workers)}
@@ -174,10 +183,25 @@ def _worker(job: dict) -> dict:
         return {"status": "skipped", "reason": str(e)}
     load_s = time.perf_counter() - t0
     result = {"status": "ok", "runtime": art.runtime}
+    guide, served = None, {}
+    if job.get("grammar") and getattr(runner, "supports_constraint", False):   # as serve decides
+        guide = Guide(job["grammar"], (ref_dir / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
+        served = {"constraint": guide}
+    result["decode"] = "constrained" if guide is not None else "free"
     try:
         if phase in ("accuracy", "all"):   # only this pass decodes text
             tok = Tokenizer.from_file(str(ref_dir / "tokenizer" / "tokenizer.json"))
             gens = [runner.generate(r["prompt_ids"], max_new) for r in reference]
+            if guide is not None:
+                free = [tok.decode(g.tokens, skip_special_tokens=True) for g in gens]
+                free_task = score(free, [r["expected"] for r in reference], job["response_schema"])
+                free_tokens = [g.tokens for g in gens]
+                for i, r in enumerate(reference):
+                    if not _accepts(runner, guide, gens[i], tok):
+                        gens[i] = runner.generate(r["prompt_ids"], max_new, constraint=guide)
+                changed = sum(g.tokens != t for g, t in zip(gens, free_tokens))
+                result.update({"exact_match_free": free_task["exact_match"], "valid_free": free_task["valid"],
+                               "constrained_changed": round(changed / max(len(gens), 1), 4)})
             outs = [g.tokens for g in gens]
             texts = [tok.decode(t, skip_special_tokens=True) for t in outs]
             expected = [r["expected"] for r in reference]
@@ -196,11 +220,11 @@ def _worker(job: dict) -> dict:
         if phase in ("speed", "all"):
             speed_prompts = [r["prompt_ids"] for r in reference[:speed_prompts]]
             for p in speed_prompts[:1] * bench["warmup"]:
-                runner.generate(p, max_new)
+                runner.generate(p, max_new, **served)
             ttfts, requests = [], []
-            for p in speed_prompts:   # the task's own answers: what a user waits for
+            for p in speed_prompts:   # the task's own answers, decoded as served: what a user waits for
                 for _ in range(repeats):
-                    g = runner.generate(p, max_new)
+                    g = runner.generate(p, max_new, **served)
                     ttfts.append(g.ttft_s)
                     requests.append(g.ttft_s + g.decode_s)
             result.update({
@@ -217,6 +241,16 @@ def _worker(job: dict) -> dict:
     finally:
         runner.close()
     return result
+
+
+def _accepts(runner, guide, gen, tok) -> bool:
+    """Whether the runtime's grammar would decode exactly this free output (the runner's own grammar
+    engine where it has one, llama.cpp's; llguidance on the same GBNF otherwise)."""
+    stopped = gen.finish_reason == "stop"
+    if hasattr(runner, "accepts"):
+        return runner.accepts(guide, gen.tokens, stopped)
+    n_vocab = max(getattr(runner, "n_vocab", 0) or 0, tok.get_vocab_size(with_added_tokens=True))
+    return guide.accepts(gen.tokens, stopped, runner.eos, n_vocab)
 
 
 def decode_speed(runner, prompts: list[list[int]], tokens: int) -> dict:

@@ -114,6 +114,10 @@ def check(spec: dict, only: Iterable[str] | None = None, cache: HashCache | None
         problems += target_problems(spec["targets"])
     if "distill" in keys and isinstance(spec.get("distill"), dict):
         problems += distill_problems(spec["distill"])
+    constrained = (spec.get("eval") or {}).get("constrained")
+    if "eval" in keys and constrained and not (spec.get("data") or {}).get("response_schema"):
+        problems.append("eval.constrained: true decodes under data.response_schema's grammar, but the spec has "
+                        "no data.response_schema (set one, or eval.constrained: null)")
     return sorted(dict.fromkeys(problems))
 
 

@@ -2,6 +2,11 @@
 
 The fine-tuned model's greedy outputs (token ids and text) become the reference every compiled
 artifact is compared with: parity = share of prompts whose greedy output is identical.
+
+Decoding is as served (``eval.constrained``, runtimes/guide.py): under the response schema's grammar
+when serve enforces it. Each model decodes freely first; an output the grammar accepts token by token
+is exactly what constrained greedy gives, so only the prompts whose free output it rejects decode
+again under the grammar. The free figures (``exact_match_free``, ``valid_free``) come with it.
 """
 
 from __future__ import annotations
@@ -34,24 +39,54 @@ def batches(prompts: list[list[int]], batch_size: int) -> list[list[int]]:
 
 
 def generate_all(runner, prompts: list[list[int]], max_new_tokens: int, desc: str,
-                 batch_size: int = 1) -> list[list[int]]:
+                 batch_size: int = 1, constraint=None) -> list[list[int]]:
     out: list[list[int]] = [[] for _ in prompts]
+    kw = {"constraint": constraint} if constraint is not None else {}
     with tqdm(total=len(prompts), desc=desc, unit="prompt", mininterval=2) as bar:
         for idx in batches(prompts, batch_size):
-            for i, toks in zip(idx, runner.generate_batch([prompts[i] for i in idx], max_new_tokens)):
+            for i, toks in zip(idx, runner.generate_batch([prompts[i] for i in idx], max_new_tokens, **kw)):
                 out[i] = toks
             bar.update(len(idx))
     return out
 
 
+def generate_as_served(runner, prompts: list[list[int]], max_new_tokens: int, desc: str, batch_size: int = 1,
+                       guide=None) -> tuple[list[list[int]], list[list[int]]]:
+    """(outputs as served, free outputs). With a ``guide`` (guide.Guide), the prompts whose free output
+    the grammar rejects are decoded again under it (batched among themselves); without one both
+    lists are the free outputs."""
+    free = generate_all(runner, prompts, max_new_tokens, desc, batch_size)
+    if guide is None:
+        return free, free
+    # a free output shorter than the budget ended on an end-of-generation token
+    redo = [i for i, t in enumerate(free)
+            if not guide.accepts(t, len(t) < max_new_tokens, runner.eos, runner.n_vocab)]
+    served = list(free)
+    if redo:
+        again = generate_all(runner, [prompts[i] for i in redo], max_new_tokens, f"{desc} (constrained)",
+                             batch_size, constraint=guide)
+        for i, toks in zip(redo, again):
+            served[i] = toks
+    return served, free
+
+
 def evaluate_model(folder: Path, tokenizer, rows: list[dict], prompts: list[list[int]],
                    max_new_tokens: int, response_schema: dict, desc: str, threads: int | None = None,
-                   batch_size: int = 1):
+                   batch_size: int = 1, guide=None):
+    """(metrics, tokens, texts) as served: decoded under ``guide``'s grammar when there is one, with
+    the free decode's figures beside (``exact_match_free``, ``valid_free``, ``constrained_changed``:
+    share of prompts the grammar changed)."""
     runner = HFRunner(folder, threads=threads)
     try:
-        tokens = generate_all(runner, prompts, max_new_tokens, desc, batch_size)
+        tokens, free = generate_as_served(runner, prompts, max_new_tokens, desc, batch_size, guide)
     finally:
         runner.close()
     texts = [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
-    metrics = score(texts, [r["response"] for r in rows], response_schema)
+    expected = [r["response"] for r in rows]
+    metrics = score(texts, expected, response_schema)
+    metrics["constrained"] = guide is not None
+    if guide is not None:
+        free_m = score([tokenizer.decode(t, skip_special_tokens=True) for t in free], expected, response_schema)
+        metrics.update({"exact_match_free": free_m["exact_match"], "valid_free": free_m["valid"],
+                        "constrained_changed": round(sum(a != b for a, b in zip(tokens, free)) / max(len(free), 1), 4)})
     return metrics, tokens, texts

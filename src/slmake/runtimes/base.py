@@ -33,9 +33,10 @@ class Runner(Protocol):
     eos: set[int]
 
     # ignore_eos=True: end-of-generation tokens are suppressed (never picked), so exactly
-    # max_new_tokens are generated (context permitting) - bench's fixed-length decode timing
+    # max_new_tokens are generated (context permitting) - bench's fixed-length decode timing.
+    # constraint (guide.Guide): decode under the response schema's grammar, as serve does
     def generate(self, prompt_ids: list[int], max_new_tokens: int,
-                 ignore_eos: bool = False) -> Generation: ...
+                 ignore_eos: bool = False, constraint=None) -> Generation: ...
 
     def close(self) -> None: ...
 
@@ -64,17 +65,24 @@ class Greedy:
     end-of-generation token, which is not kept, or ``on_token`` asking to stop).
 
     ``ignore_eos``: ``pick`` never returns an end-of-generation id (the next best token instead, as
-    llama.cpp's ``--ignore-eos`` biases every EOG token to -inf), so only the budget ends it."""
+    llama.cpp's ``--ignore-eos`` biases every EOG token to -inf), so only the budget ends it.
 
-    def __init__(self, eos: set[int], on_token: OnToken | None = None, ignore_eos: bool = False) -> None:
+    ``matcher`` (guide.Matcher): decode under the response schema's grammar; ``pick`` returns the
+    best token the grammar allows and ``step`` advances the grammar."""
+
+    def __init__(self, eos: set[int], on_token: OnToken | None = None, ignore_eos: bool = False,
+                 matcher=None) -> None:
         self.eos, self.on_token = (set() if ignore_eos else eos), on_token
         self.suppress = sorted(eos) if ignore_eos else []
+        self.matcher = matcher
         self.watch = Stopwatch()
         self.tokens: list[int] = []
         self.finish = "length"
 
     def pick(self, logits) -> int:
         """Greedy id from one position's logits (a 1-D numpy array or torch tensor)."""
+        if self.matcher is not None:
+            return self.matcher.pick(logits, self.suppress)
         best = int(logits.argmax())
         if not self.suppress or best not in self.suppress:
             return best
@@ -87,6 +95,8 @@ class Greedy:
         if token in self.eos:
             self.finish = "stop"
             return True
+        if self.matcher is not None:
+            self.matcher.accept(token)
         self.tokens.append(token)
         if self.on_token is not None and self.on_token(token):
             self.finish = "stop"

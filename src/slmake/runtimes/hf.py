@@ -3,6 +3,7 @@
 One greedy loop for both devices: on CUDA, ``int(argmax)`` synchronises before the clock is read,
 so TTFT is not just kernel launch time. ``generate_batch`` is evaluate's loop: a batch reads the
 weights once per step for every row, which on CPU is most of the cost of a small model's decode.
+A ``constraint`` (guide.Guide) masks the logits with llguidance, per row in a batch.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from .base import Generation, Greedy, OnToken
 
 
 class HFRunner:
+    supports_constraint = True     # decodes under a guide.Guide (serve, evaluate, bench)
+
     def __init__(self, folder: str | Path, threads: int | None = None, device: str = "cpu"):
         """``device``: "cpu" runs fp32 (fp16 weights are upcast); "cuda" runs fp16 on the GPU."""
         import torch
@@ -25,11 +28,18 @@ class HFRunner:
         self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype).to(device).eval()
         eos = self.model.config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos])
+        self.n_vocab = int(self.model.get_output_embeddings().weight.shape[0])   # the logits' width
+
+    def check_constraint(self, constraint) -> None:
+        """Raise ValueError unless llguidance compiles the constraint's grammar for this vocabulary
+        (serve checks once at start)."""
+        constraint.matcher(self.eos, self.n_vocab)
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None,
-                 ignore_eos: bool = False) -> Generation:
+                 ignore_eos: bool = False, constraint=None) -> Generation:
         torch = self.torch
-        run = Greedy(self.eos, on_token, ignore_eos)
+        matcher = constraint.matcher(self.eos, self.n_vocab) if constraint is not None else None
+        run = Greedy(self.eos, on_token, ignore_eos, matcher)
         with torch.inference_mode():
             ids = torch.tensor([prompt_ids], device=self.device)
             past = None
@@ -42,11 +52,13 @@ class HFRunner:
                 ids = torch.tensor([[nxt]], device=self.device)
         return run.result()
 
-    def generate_batch(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    def generate_batch(self, prompts: list[list[int]], max_new_tokens: int, constraint=None) -> list[list[int]]:
         """Greedy tokens (without the final EOS) of several prompts at once: left padding with an
         attention mask and per-row positions, one KV cache; finished rows leave the batch. The
-        result depends on the batch's composition in the last bits only, so callers fix it."""
+        result depends on the batch's composition in the last bits only, so callers fix it.
+        ``constraint``: every row decodes under the grammar (a matcher per row)."""
         torch = self.torch
+        matchers = [constraint.matcher(self.eos, self.n_vocab) for _ in prompts] if constraint is not None else None
         width = max(len(p) for p in prompts)
         pad = min(self.eos)  # any id: padded positions are masked out
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
@@ -60,7 +72,13 @@ class HFRunner:
                 res = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=past,
                                  use_cache=True, logits_to_keep=1)
                 past = res.past_key_values
-                nxt = res.logits[:, -1].argmax(-1).tolist()
+                if matchers is None:
+                    nxt = res.logits[:, -1].argmax(-1).tolist()
+                else:   # rows[i] is the prompt of batch row i; an end-of-generation id is never consumed
+                    nxt = [matchers[r].pick(res.logits[i, -1]) for i, r in enumerate(rows)]
+                    for r, t in zip(rows, nxt):
+                        if t not in self.eos:
+                            matchers[r].accept(t)
                 keep = [i for i, t in enumerate(nxt) if t not in self.eos]
                 for i in keep:
                     out[rows[i]].append(nxt[i])

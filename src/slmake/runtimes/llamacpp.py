@@ -126,30 +126,50 @@ class LlamaCppRunner:
         """The token's text as the GGUF's vocabulary spells it (special tokens included)."""
         return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
-    def grammar(self, schema: dict | TextAnswer) -> str:
+    def grammar(self, schema) -> str:
         """GBNF for a JSON Schema, from llama.cpp's converter (cached per schema). Properties keep
         the schema's declaration order (the converter sorts them alphabetically otherwise, which
         would force an order the model was never trained on). A ``TextAnswer`` (a plain-text answer)
         gets the bare string its schema allows, without JSON's quotes (text_grammar.text_gbnf)."""
-        text = isinstance(schema, TextAnswer)
-        key = json.dumps(["text", schema.schema] if text else schema)
+        if hasattr(schema, "gbnf"):          # a guide.Guide: the grammar is built already
+            return schema.gbnf
+        key = json.dumps(["text", schema.schema] if isinstance(schema, TextAnswer) else schema)
         if key not in self._grammars:
-            from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-            self._grammars[key] = text_gbnf(schema.schema) if text else json_schema_to_gbnf(
-                key, prop_order=_property_order(schema))
+            self._grammars[key] = gbnf_for(schema)
         return self._grammars[key]
 
-    def _grammar_sampler(self, constraint: dict | TextAnswer):
+    def _grammar_sampler(self, constraint):
         sampler = self._llama_cpp.llama_sampler_init_grammar(self.vocab, self.grammar(constraint).encode(), b"root")
         if not sampler:
             raise ValueError("llama.cpp could not compile a grammar from the response schema")
         return sampler
 
-    def check_constraint(self, constraint: dict | TextAnswer) -> None:
+    def check_constraint(self, constraint) -> None:
         """Raise (ValueError, text_grammar.TextGrammarUnsupported) unless llama.cpp compiles the
         constraint's grammar: serve checks once at start instead of failing every request."""
         self._llama_cpp.llama_sampler_free(self._grammar_sampler(constraint))
+
+    def accepts(self, constraint, tokens: list[int], stopped: bool) -> bool:
+        """Whether decoding under the constraint's grammar gives exactly ``tokens`` (a free greedy
+        output): llama.cpp's grammar allows each token in turn, and the end of generation after them
+        when it ``stopped`` there. Bench keeps such an output instead of decoding it again."""
+        import ctypes
+
+        import numpy as np
+
+        lc = self._llama_cpp
+        grammar = self._grammar_sampler(constraint)
+        try:
+            for t in list(tokens) + ([min(self.eos)] if stopped else []):
+                one = (lc.llama_token_data * 1)(lc.llama_token_data(t, 0.0, 0.0))
+                arr = lc.llama_token_data_array(data=one, size=1, selected=-1, sorted=False)
+                lc.llama_sampler_apply(grammar, ctypes.byref(arr))
+                if not np.isfinite(one[0].logit):
+                    return False
+                lc.llama_sampler_accept(grammar, t)
+            return True
+        finally:
+            lc.llama_sampler_free(grammar)
 
     def _argmax_last(self, run: Greedy) -> int:
         import numpy as np
@@ -158,7 +178,7 @@ class LlamaCppRunner:
         return run.pick(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)))
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None,
-                 constraint: dict | None = None, ignore_eos: bool = False) -> Generation:
+                 constraint=None, ignore_eos: bool = False) -> Generation:
         if len(prompt_ids) >= self.n_ctx:
             raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit the context ({self.n_ctx})")
         lc = self._llama_cpp
@@ -206,6 +226,15 @@ class LlamaCppRunner:
         llm, self.llm = self.llm, None
         if llm is not None:
             llm.close()
+
+
+def gbnf_for(constraint: dict | TextAnswer) -> str:
+    """The GBNF every runtime decodes a response schema under (runtimes/guide.py): llama.cpp's
+    JSON-Schema converter for a JSON answer (a dict), the bare string for a ``TextAnswer``."""
+    if isinstance(constraint, TextAnswer):
+        return text_gbnf(constraint.schema)
+    return load_llama_cpp().llama_grammar.json_schema_to_gbnf(
+        json.dumps(constraint), prop_order=_property_order(constraint))
 
 
 def _property_order(schema) -> list[str]:

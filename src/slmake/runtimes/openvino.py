@@ -3,6 +3,8 @@
 Ids go in as ``TokenizedInputs``, so no tokenizer IR and no chat template is involved (GenAI applies
 the template only to string inputs; we also switch it off explicitly). TTFT comes from the pipeline's
 own perf metrics: a Python streamer callback per token would slow the decode loop it is timing.
+A ``constraint`` (guide.Guide) goes to GenAI's own structured-output sampler as the same GBNF
+llama.cpp compiles (``StructuredOutputConfig.grammar``; xgrammar inside GenAI).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from .base import Generation, OnToken, Stopwatch
 
 
 class OpenVINORunner:
+    supports_constraint = True     # decodes under a guide.Guide (serve, evaluate, bench)
+
     def __init__(self, model_dir: str | Path, device: str, properties: dict | None = None,
                  max_prompt_len: int | None = None):
         import openvino_genai as ov_genai
@@ -30,7 +34,7 @@ class OpenVINORunner:
         self.config = cfg
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None,
-                 ignore_eos: bool = False) -> Generation:
+                 ignore_eos: bool = False, constraint=None) -> Generation:
         import numpy as np
         import openvino as ov
 
@@ -44,6 +48,8 @@ class OpenVINORunner:
         # tokens (EOSPenaltyTransform), and ignore_eos keeps an end token from ending it anyway
         self.config.ignore_eos = ignore_eos
         self.config.min_new_tokens = max_new_tokens if ignore_eos else 0
+        self.config.structured_output_config = (
+            None if constraint is None else self._genai.StructuredOutputConfig(grammar=constraint.gbnf))
         watch = Stopwatch()
         res = self.pipe.generate(inputs, self.config)
         tokens = [int(t) for t in res.tokens[0]]

@@ -4,6 +4,10 @@
 EP, which is how cuda artifacts are parity-checked without a GPU); ``provider="cuda"`` keeps them.
 Thread count is applied through ``og.Config.overlay`` (the decoder's session_options), so the built
 artifact stays untouched and its hash keeps meaning "what the builder wrote".
+
+A ``constraint`` (guide.Guide) is applied in this loop, as for transformers: llguidance picks the
+best token the grammar allows from ``get_logits`` and ``set_logits`` hands the generator logits in
+which only that token is finite, so its own greedy search takes it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from .base import Generation, Greedy, OnToken
 
 
 class OrtGenAIRunner:
+    supports_constraint = True     # decodes under a guide.Guide (serve, evaluate, bench)
+
     def __init__(self, model_dir: str | Path, threads: int | None = None, provider: str = "cpu"):
         import onnxruntime_genai as og
 
@@ -23,6 +29,7 @@ class OrtGenAIRunner:
         eos = cfg.get("eos_token_id")
         self.eos = set(eos if isinstance(eos, list) else [eos])
         self.context = int(cfg.get("context_length") or 0)
+        self.n_vocab = int(cfg.get("vocab_size") or 0)
         config = og.Config(str(model_dir))
         if provider == "cpu":
             config.clear_providers()  # CPU execution provider
@@ -31,8 +38,15 @@ class OrtGenAIRunner:
                 config.overlay(json.dumps({"model": {"decoder": {"session_options": opts}}}))
         self.model = og.Model(config)
 
+    def check_constraint(self, constraint) -> None:
+        """Raise ValueError unless llguidance compiles the constraint's grammar for this vocabulary
+        (serve checks once at start)."""
+        constraint.matcher(self.eos, self.n_vocab) if self.n_vocab else constraint.lark()
+
     def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None,
-                 ignore_eos: bool = False) -> Generation:
+                 ignore_eos: bool = False, constraint=None) -> Generation:
+        import numpy as np
+
         og = self._og
         max_length = len(prompt_ids) + max_new_tokens
         if self.context:
@@ -42,10 +56,19 @@ class OrtGenAIRunner:
         # the lowest float until the budget is used up (its own EOS suppression)
         params.set_search_options(do_sample=False, num_beams=1, max_length=max_length,
                                   min_length=max_length if ignore_eos else 0, repetition_penalty=1.0)
-        run = Greedy(self.eos, on_token, ignore_eos)
+        run = Greedy(self.eos, on_token, ignore_eos)          # the clock starts before the prompt
         gen = og.Generator(self.model, params)
         gen.append_tokens(list(prompt_ids))   # prompt ids already carry BOS
+        matcher = None
+        if constraint is not None:
+            matcher = run.matcher = constraint.matcher(self.eos, self.n_vocab or int(gen.get_logits().shape[-1]))
         while len(run.tokens) < max_new_tokens and not gen.is_done():
+            if matcher is not None:
+                logits = gen.get_logits()
+                pick = run.pick(logits[0, -1])
+                forced = np.full_like(logits, -np.inf)
+                forced[0, -1, pick] = 0.0
+                gen.set_logits(forced)
             gen.generate_next_token()
             if run.step(int(gen.get_next_tokens()[0])):
                 break

@@ -1,9 +1,12 @@
 """Answer one request exactly as bench measured the artifact: the same runner (opened by the
 target's own ``open_runner``), the training prompt template, the same tokenizer ids, greedy.
 
-With a response schema the GGUF runner decodes under a llama.cpp grammar: llama.cpp's JSON-Schema
-grammar for a JSON answer, the bare string the schema allows for a text answer (response_format:
-text; runtimes/text_grammar.py). Every runtime's answer is then validated against the schema (a
+With a response schema every runner that can decodes under its grammar, exactly as bench measured
+it (runtimes/guide.py): llama.cpp's JSON-Schema grammar for a JSON answer, the bare string the schema
+allows for a text answer (response_format: text; runtimes/text_grammar.py); llama.cpp enforces it
+with its grammar sampler, transformers and ONNX Runtime GenAI with llguidance, OpenVINO GenAI with
+its structured output. A build with ``eval.constrained: false`` (serve.json ``constrained``) was
+benchmarked free and is served free. Every runtime's answer is then validated against the schema (a
 text answer as the string it is, ends stripped as training's were), and an invalid one is reported
 as such, never as a valid answer. One generation runs at a time (a runner is not thread-safe); the
 HTTP layer queues.
@@ -21,7 +24,7 @@ from jsonschema import Draft202012Validator
 from .. import runtime_env, targets
 from ..data.config import format_prompt
 from ..data.normalize import normalize
-from ..runtimes.text_grammar import TextAnswer
+from ..runtimes.guide import Guide, decode_constraint
 from ..targets.base import Artifact
 from .package import Package
 
@@ -59,9 +62,14 @@ class Engine:
         self.schema = c.get("response_schema")
         self.text_answers = c.get("response_format", "json") == "text"
         self.validator = Draft202012Validator(self.schema) if self.schema else None
-        self.constraint = TextAnswer(self.schema) if self.text_answers and self.schema else self.schema
-        self.constrained = bool(self.schema and enforce_schema and getattr(self.runner, "supports_constraint", False))
-        self.unconstrained_why: str | None = None   # why a schema that could constrain does not
+        # the grammar bench decoded under (guide.decode_constraint): none when the build says
+        # eval.constrained: false (it was benchmarked free) or --no-schema-enforcement
+        enforce = enforce_schema and c.get("constrained") is not False
+        gbnf, why = decode_constraint(None if enforce else False, self.schema, c.get("response_format", "json"))
+        self.constraint = Guide(gbnf, (package.folder / c["tokenizer"]).read_text(encoding="utf-8")) if gbnf else None
+        self.constrained = bool(gbnf and getattr(self.runner, "supports_constraint", False))
+        # why a schema that could constrain does not
+        self.unconstrained_why: str | None = why if (self.schema and enforce and not gbnf) else None
         if self.constrained and hasattr(self.runner, "check_constraint"):
             try:   # once here, not a failed request each time: a schema the grammar cannot express
                 self.runner.check_constraint(self.constraint)
