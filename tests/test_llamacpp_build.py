@@ -61,14 +61,14 @@ def test_every_llama_cpp_use_goes_through_the_loader():
     followed by Llama(...) fails with 'no backends are loaded'."""
     offenders = []
     for path in (ROOT / "src/slmake").rglob("*.py"):
-        if path.name == "llamacpp.py" and path.parent.name == "runtimes":
-            continue
+        if path.name == "llama_backend.py" and path.parent.name == "runtimes":
+            continue  # the loader itself
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             if any(n == "llama_cpp" or n.startswith("llama_cpp.") for n in names):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
-    assert not offenders, f"use slmake.runtimes.llamacpp.load_llama_cpp() instead: {offenders}"
+    assert not offenders, f"use slmake.runtimes.llama_backend.load_llama_cpp() instead: {offenders}"
 
 
 def test_loader_picks_a_variant_this_cpu_runs():

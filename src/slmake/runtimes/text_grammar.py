@@ -25,6 +25,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .llama_backend import load_llama_cpp
+
 ANY_CHAR = r"[^\x00]"          # a text answer may hold any character (newlines too) but NUL
 CHAR = "text-char"
 
@@ -149,7 +151,7 @@ def _regex_for_llama(pattern: str) -> str:
 
 
 def _pattern(pattern: str, rules: dict[str, str], name: str) -> str:
-    from llama_cpp.llama_grammar import SchemaConverter
+    SchemaConverter = load_llama_cpp().llama_grammar.SchemaConverter  # llama.cpp's regex -> GBNF
 
     start = pattern.startswith("^")
     end = pattern.endswith("$") and not re.search(r"(?<!\\)(\\\\)*\\\$$", pattern)
