@@ -98,3 +98,27 @@ def test_a_missing_model_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.delenv("SLMAKE_NER_MODEL", raising=False)
     with pytest.raises(ner.NerUnavailable, match=r"install\.sh"):
         Scrubber(types=["email", PERSON])
+
+
+def test_curation_with_person_in_types_scrubs_names_before_training(tmp_path):
+    from curate_utils import all_rows, row, run
+
+    report = run(tmp_path, [row("Aiko Andersson left the company today, please disable their account."),
+                            row("New starter Pedro Silva joins Finance on Monday and needs an account."),
+                            row("Outlook keeps crashing since the update")],
+                 pii={"types": ["email", PERSON]})
+    assert report["pii"]["counts"] == {"email": 0, "person": 2}
+    prompts = " ".join(r["prompt"] for r in all_rows(tmp_path))
+    assert prompts.count("<NAME>") == 2 and "Andersson" not in prompts and "Silva" not in prompts
+    assert "Outlook keeps crashing" in prompts
+
+
+def test_curation_without_the_model_names_the_key(tmp_path, monkeypatch):
+    from curate_utils import row, run
+    from slmake.data.errors import CurationError
+
+    monkeypatch.setattr(ner, "MODEL_DIR", tmp_path / "none")
+    monkeypatch.setattr(ner, "PACKAGES", ())
+    monkeypatch.delenv("SLMAKE_NER_MODEL", raising=False)
+    with pytest.raises(CurationError, match=r"data\.pii\.types: person: no spaCy NER model"):
+        run(tmp_path, [row("Aiko Andersson left")], pii={"types": [PERSON]})

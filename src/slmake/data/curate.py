@@ -32,9 +32,11 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ..prompt import format_prompt
 from . import balance, card, config, dedup, ingest, sources, split
 from .errors import QUARANTINE_REASONS, RULES, CurationError
 from .ledger import LedgerSpool, Staged, quarantine_row
+from .ner import NerUnavailable
 from .normalize import normalize
 from .pii import Scrubber, name_slots, names_warning
 from .raw import EXCERPT, Raw
@@ -45,9 +47,8 @@ from .validate import RecordValidator, ResponseValidator
 
 SPLITS = split.SPLITS
 SIGNATURE_BATCH = 128
-format_prompt = config.format_prompt
 
-__all__ = ["QUARANTINE_REASONS", "RULES", "SPLITS", "CurationError", "format_prompt", "normalize", "run_curation"]
+__all__ = ["QUARANTINE_REASONS", "RULES", "SPLITS", "CurationError", "normalize", "run_curation"]
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -105,7 +106,10 @@ class Examiner:
 
     def __init__(self, cfg: dict):
         pii = cfg["pii"]
-        self.scrubber = Scrubber.from_config(pii)
+        try:
+            self.scrubber = Scrubber.from_config(pii)
+        except NerUnavailable as e:  # `person` in data.pii.types and no NER model here
+            raise CurationError(f"data.pii.types: person: {e}") from None
         # fields that look like they hold person names (guest_name, slots.customer...), sampled
         # from the first records and the response schema: the data card warns when nothing scrubs them
         self.name_slots: set[str] = name_slots(cfg["response_schema"].get("properties") or {})
