@@ -6,7 +6,7 @@ which stages ran, which were up to date (a queued experiment starts from its bas
 checked out of DVC's cache) or restored from the run cache (built by another experiment), and its
 wall time. Only the stages of a target new to the sweep (compile/bench/deploy@<target>), report
 and monitor should run; curate, base, train and evaluate never do. With J > 1 each stage's unset (null) thread keys take
-cores // J (runtime_env.py).
+cores // J (process_setup.py).
 
     python benchmarks/sweep.py [--targets '[cpu],[cpu,intel_npu]'] [-j J] [--keep DIR] [-S key=value ...]
 

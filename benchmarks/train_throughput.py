@@ -178,14 +178,14 @@ def main() -> None:
     work = (args.keep or Path(tempfile.mkdtemp(prefix="slmake_tput_"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     overrides = (args.overrides or SMOLLM2) + ([f"train.max_steps={args.steps}"] if args.steps > 0 else [])
-    from slmake.runtime_env import OFFLINE, PORTABLE_NUMERICS
+    from slmake.process_setup import OFFLINE, PORTABLE_NUMERICS
 
     # PYTHONPATH: the copy's own slmake, not the editable install's live tree
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONHASHSEED": "0", "PYTHONPATH": str(work / "src"), **OFFLINE}
     prepare(work, overrides, args.build, env)
     # slmake's numerics caps must be in the environment before torch is imported (the stage's own
-    # runtime_env.setup comes after this worker imported trl); the bare script runs without them
+    # process_setup.setup comes after this worker imported trl); the bare script runs without them
     bare_env = {k: v for k, v in env.items() if k not in PORTABLE_NUMERICS}
     slmake_env = {**PORTABLE_NUMERICS, **env}
     print(f"spec overrides: {' '.join(overrides)}", flush=True)

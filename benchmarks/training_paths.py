@@ -142,12 +142,12 @@ def label_accuracy(p: Project, truth: list[str]) -> tuple[int, int]:
 def score(test: Path, folders: list[str]) -> None:
     """(Run inside the copy, PYTHONPATH=<copy>/src.) Each model folder's metrics on `test`'s rows,
     with evaluate's own code and settings (eval.*), as JSON on stdout's last line."""
-    from slmake import runtime_env
+    from slmake import process_setup
     from slmake.checks import stage_params
 
     params = stage_params("eval", "data", "seed")
     ev = params["eval"]
-    runtime_env.setup(threads=ev["threads"], seed=params["seed"])
+    process_setup.setup(threads=ev["threads"], seed=params["seed"])
     from slmake.base_model import load_tokenizer
     from slmake.evaluate import encode_prompts, evaluate_model
     from slmake.io import read_jsonl

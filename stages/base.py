@@ -3,13 +3,13 @@
 import sys
 from pathlib import Path
 
-from slmake import runtime_env
+from slmake import process_setup
 from slmake.checks import stage_params
 
 params = stage_params("model", "seed")
 model, seed = params["model"], params["seed"]
 threads = model["scratch"]["pretrain"]["threads"] if model["source"] == "scratch" else None
-runtime_env.setup(threads=threads, seed=seed, allow_network=model["allow_network"])
+process_setup.setup(threads=threads, seed=seed, allow_network=model["allow_network"])
 
 from slmake.base_model import (  # noqa: E402
     BaseModelError,

@@ -6,13 +6,13 @@ import json
 import sys
 from pathlib import Path
 
-from slmake import runtime_env
+from slmake import process_setup
 from slmake.checks import stage_params
 
 target = sys.argv[1]
 params = stage_params("bench", "eval", "data")
 # bench.threads: explicit, or null = the runtime's default (cores // J in a sweep of J experiments)
-bench = dict(params["bench"], threads=runtime_env.limit_threads(params["bench"]["threads"]))
+bench = dict(params["bench"], threads=process_setup.limit_threads(params["bench"]["threads"]))
 
 from slmake.bench import bench_target, split_results  # noqa: E402
 from slmake.io import atomic_dir, write_json_atomic  # noqa: E402

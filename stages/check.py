@@ -14,14 +14,14 @@ The stage is `always_changed`, so those hashes are taken on every repro
 the temp folders killed stages left under build/ and reports/: DVC may restore a killed stage's
 outputs from its run cache instead of running it, and then nothing else would. When nothing the
 last passing check read has changed (params.yaml, slmake's code, the files it hashed or named), it
-writes that pass's outputs back without importing the checks (check_stamp.py): a no-op repro.
+writes that pass's outputs back without importing the checks (noop_stamp.py): a no-op repro.
 """
 
 import sys
 from pathlib import Path
 
-from slmake.check_stamp import Stamp, recording
 from slmake.io import sweep_litter
+from slmake.noop_stamp import Stamp, recording
 
 stamp = Stamp(Path("build/.check.stamp.json"), Path("params.yaml"), [__file__])
 if stamp.restore():  # nothing it read has moved since the last pass: same outputs, no imports

@@ -4,14 +4,14 @@
 import sys
 from pathlib import Path
 
-from slmake import runtime_env
+from slmake import process_setup
 from slmake.checks import stage_params
 
 target = sys.argv[1]
 params = stage_params("targets")
 if target not in params["targets"]:
     sys.exit(f"slmake compile: target {target!r} is not enabled in params.yaml (enabled: {sorted(params['targets'])})")
-runtime_env.setup(threads=None, seed=0)
+process_setup.setup(threads=None, seed=0)
 
 from slmake.compile import CompileError, compile_target  # noqa: E402
 

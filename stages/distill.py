@@ -21,10 +21,10 @@ if not cfg["enabled"]:
     print("distill: off (distill.enabled is false)")
     sys.exit(0)
 
-from slmake import runtime_env  # noqa: E402
+from slmake import process_setup  # noqa: E402
 
 # null threads -> every core this process may use; the teacher runtime gets the same count
-cfg["teacher"]["threads"] = runtime_env.setup(threads=cfg["teacher"]["threads"], seed=cfg["seed"])
+cfg["teacher"]["threads"] = process_setup.setup(threads=cfg["teacher"]["threads"], seed=cfg["seed"])
 from slmake.distill import DistillError  # noqa: E402
 from slmake.distill.label import run  # noqa: E402
 

@@ -4,12 +4,12 @@
 import json
 from pathlib import Path
 
-from slmake import runtime_env
+from slmake import process_setup
 from slmake.checks import stage_params
 
 params = stage_params("eval", "data", "seed")
 ev, data = params["eval"], params["data"]
-runtime_env.setup(threads=ev["threads"], seed=params["seed"])
+process_setup.setup(threads=ev["threads"], seed=params["seed"])
 
 from slmake.base_model import load_tokenizer  # noqa: E402
 from slmake.evaluate import encode_prompts, evaluate_model, test_rows  # noqa: E402

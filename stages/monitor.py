@@ -5,7 +5,7 @@ A crossed threshold is printed; it fails the stage only with monitor.fail_stage:
 import sys
 
 from slmake.checks import stage_params
-from slmake.monitor.check import reason
+from slmake.monitor.alerts import reason
 from slmake.monitor.inputs import MonitorError
 from slmake.monitor.run import run_monitor
 

@@ -12,7 +12,7 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from slmake import runtime_env
+from slmake import process_setup
 from slmake.checks import stage_params
 
 params = stage_params("train", "seed")
@@ -24,7 +24,7 @@ if n > 1 and "LOCAL_RANK" not in os.environ:  # not launched by torchrun/acceler
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
                               f"--nproc_per_node={n}", *sys.argv])
-runtime_env.setup(threads=cfg["threads"], seed=seed)
+process_setup.setup(threads=cfg["threads"], seed=seed)
 
 import torch  # noqa: E402
 from dvclive import Live  # noqa: E402

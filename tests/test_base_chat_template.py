@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from slmake import chat_template
-from slmake.data.config import format_prompt
+from slmake.prompt import format_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM = ROOT / ".venv/share/slmake/models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf"

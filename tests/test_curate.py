@@ -26,7 +26,8 @@ from curate_utils import (
     write_lines,
 )
 from slmake.data import curate
-from slmake.data.curate import QUARANTINE_REASONS, RULES, CurationError, format_prompt, run_curation
+from slmake.data.curate import QUARANTINE_REASONS, RULES, CurationError, run_curation
+from slmake.prompt import format_prompt
 
 # ---------------------------------------------------------------------------- quarantine and drop rules
 

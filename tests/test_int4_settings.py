@@ -51,9 +51,9 @@ def test_schema_rejects_bad_int4_settings_by_key():
 
 def test_intel_npu_data_aware_options_need_a_dataset():
     s = {"group_size": -1, "backup_precision": "int8_asym", "int4": {"awq": True, "scale_estimation": True}}
-    assert len(intel_npu.check(s)) == 2 and "int4.dataset" in intel_npu.check(s)[0]
+    assert len(intel_npu.validate_settings(s)) == 2 and "int4.dataset" in intel_npu.validate_settings(s)[0]
     s["int4"].update(dataset="auto", ratio=0.9)
-    assert intel_npu.check(s) == []
+    assert intel_npu.validate_settings(s) == []
     args = intel_npu._export_args("int4_sym", s)
     assert args[args.index("--ratio") + 1] == "0.9" and "--awq" in args and "--scale-estimation" in args
     assert args[args.index("--dataset") + 1] == "auto"
@@ -66,7 +66,7 @@ def test_intel_npu_defaults_are_the_measured_int4_setting():
     """conf/targets/intel_npu.yaml must export what benchmarks/int4_accuracy.py measured at -0.5 pts
     on SmolLM2 (channel-wise, the NPU guide's recipe, lost 33.5) and pass the target's own check."""
     s = yaml.safe_load((ROOT / "conf/targets/intel_npu.yaml").read_text())["intel_npu"]
-    assert intel_npu.check(s) == []
+    assert intel_npu.validate_settings(s) == []
     assert intel_npu._export_args("int4_sym", s) == [
         "--weight-format", "int4", "--sym", "--ratio", "0.8", "--group-size", "64", "--backup-precision",
         "int8_asym", "--awq", "--scale-estimation", "--dataset", "auto", "--num-samples", "64"]

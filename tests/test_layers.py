@@ -171,7 +171,7 @@ def test_every_registered_target_is_one_folder_with_its_schema():
         folder = SRC / "targets" / name
         assert (folder / "__init__.py").is_file() and (folder / "schema.json").is_file(), name
         module = load(name)
-        for fn in ("probe", "check", "compile", "open_runner"):
+        for fn in ("probe", "validate_settings", "compile", "open_runner"):
             assert callable(getattr(module, fn)), (name, fn)
     assert not (SRC / "qnn_export.py").exists() and not (SRC / "schema/targets").exists()
 

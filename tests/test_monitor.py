@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from slmake.monitor import stats
-from slmake.monitor.check import analyse, reason
+from slmake.monitor.alerts import analyse, reason
 from slmake.monitor.inputs import instruction_of, parse_since, read_feedback, read_split, read_window
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 """Nothing phones home: under a socket guard (tests/netguard) the libraries a stage uses make no
-attempt to reach another machine once runtime_env.offline() has run, and the guard itself does
+attempt to reach another machine once process_setup.offline() has run, and the guard itself does
 catch an attempt (so a 0 means something)."""
 
 import os
@@ -10,29 +10,29 @@ from pathlib import Path
 
 import pytest
 
-from slmake import runtime_env
+from slmake import process_setup
 
 GUARD = Path(__file__).parent / "netguard"
 
 
 def guarded(code: str, tmp_path: Path, offline: bool) -> tuple[subprocess.CompletedProcess, list[str]]:
     log = tmp_path / "net.log"
-    env = {k: v for k, v in os.environ.items() if k not in runtime_env.OFFLINE}  # start from a plain env
+    env = {k: v for k, v in os.environ.items() if k not in process_setup.OFFLINE}  # start from a plain env
     env.update(PYTHONPATH=os.pathsep.join([str(GUARD), str(Path(__file__).parents[1] / "src")]),
                SLMAKE_NETGUARD_LOG=str(log), OMP_NUM_THREADS="1", HF_HOME=str(tmp_path / "hf"))
-    prelude = "from slmake import runtime_env\nruntime_env.offline()\n" if offline else ""
+    prelude = "from slmake import process_setup\nprocess_setup.offline()\n" if offline else ""
     res = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
     return res, log.read_text().splitlines() if log.exists() else []
 
 
 def test_offline_sets_every_switch(monkeypatch):
-    for k in runtime_env.OFFLINE:
+    for k in process_setup.OFFLINE:
         monkeypatch.delenv(k, raising=False)
-    runtime_env.offline(allow_network=True)
+    process_setup.offline(allow_network=True)
     assert "HF_HUB_OFFLINE" not in os.environ
-    runtime_env.offline()
-    assert all(os.environ[k] == v for k, v in runtime_env.OFFLINE.items())
+    process_setup.offline()
+    assert all(os.environ[k] == v for k, v in process_setup.OFFLINE.items())
 
 
 @pytest.mark.slow

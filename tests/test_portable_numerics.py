@@ -1,4 +1,4 @@
-"""Same bytes on any x86-64 CPU: with runtime_env.setup()'s ISA caps, a few training steps give
+"""Same bytes on any x86-64 CPU: with process_setup.setup()'s ISA caps, a few training steps give
 byte-identical weights whether the CPU offers AVX-512 or only AVX2 (emulated with the libraries'
 own ISA limits); without the caps, on an AVX-512 CPU, they differ (the control)."""
 
@@ -9,17 +9,17 @@ import sys
 
 import pytest
 
-from slmake import runtime_env
+from slmake import process_setup
 
 pytestmark = [pytest.mark.slow,  # trains twice in subprocesses
               pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")]
 
 TRAIN = """
 import hashlib, sys
-from slmake import runtime_env
+from slmake import process_setup
 threads = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 if sys.argv[1] == "slmake":
-    runtime_env.setup(threads=threads, seed=0)
+    process_setup.setup(threads=threads, seed=0)
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 torch.set_num_threads(threads)
@@ -39,7 +39,7 @@ for k, v in sorted(model.state_dict().items()):
     h.update(v.numpy().tobytes())
 print(torch.backends.cpu.get_cpu_capability(), h.hexdigest())
 """
-CAPS = tuple(runtime_env.PORTABLE_NUMERICS) + ("MKL_ENABLE_INSTRUCTIONS",)
+CAPS = tuple(process_setup.PORTABLE_NUMERICS) + ("MKL_ENABLE_INSTRUCTIONS",)
 
 
 def run(mode: str, threads: int = 2, **env: str) -> tuple[str, str]:
@@ -68,7 +68,7 @@ def test_uncapped_training_depends_on_the_cpu():
 
 
 def test_power_of_two_thread_counts_give_the_same_bytes():
-    """Thread keys default to the cores rounded down to a power of two (runtime_env.resolve_threads):
+    """Thread keys default to the cores rounded down to a power of two (process_setup.resolve_threads):
     1, 2 and 4 threads (4 oversubscribes a 2-core box: still a numerics test) train the same bytes."""
     digests = {t: run("slmake", threads=t)[1] for t in (1, 2, 4)}
     assert len(set(digests.values())) == 1, digests

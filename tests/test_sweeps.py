@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from slmake import runtime_env as rt
+from slmake import process_setup as rt
 
 
 def _worker(root, n, pid, returncode=None):
@@ -85,7 +85,7 @@ def test_limit_threads_exports_to_subprocess_tools(monkeypatch, capsys):
 
 STAGE = """\
 import json, os, time
-from slmake import runtime_env as rt
+from slmake import process_setup as rt
 time.sleep(1)
 json.dump({"jobs": rt.parallel_jobs(), "threads": rt.limit_threads(None), "omp": int(os.environ["OMP_NUM_THREADS"]),
            "explicit": rt.resolve_threads(1)}, open("threads.json", "w"))

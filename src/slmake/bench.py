@@ -42,7 +42,7 @@ from tqdm import tqdm
 from . import targets
 from .io import evenly_spaced, read_jsonl
 from .metrics import exact_hits, paired_delta, parity, score
-from .runtime_env import cores
+from .process_setup import cores
 from .runtimes.guide import Guide
 from .targets.base import Artifact, Skipped
 

@@ -25,7 +25,7 @@ from .data.errors import CurationError
 from .data.ingest import find_sources
 from .distill.teachers import endpoint_problem
 from .model_files import HashCache, ModelFacts, ModelFileError, facts, shape_problems
-from .runtime_env import offline
+from .process_setup import offline
 from .spec import SpecError, compose, load_params, validate
 
 
@@ -72,7 +72,7 @@ def check_params(path: str | Path = "params.yaml", cache: HashCache | None = Non
 def stage_params(*keys: str, path: str | Path = "params.yaml") -> dict:
     """A stage's start: load_spec on params.yaml for the slices ``keys`` (schema and checks; on a
     problem print it and exit 2), then take this whole process offline -- every library's network
-    switch off (runtime_env.offline) unless model.allow_network -- and return {key: slice}."""
+    switch off (process_setup.offline) unless model.allow_network -- and return {key: slice}."""
     try:
         spec = load_spec(path, only=keys, cache=HashCache(Path(path).parent / "build/.hash_cache.json"))
     except SpecError as e:
@@ -127,7 +127,7 @@ def target_problems(targets_spec: dict) -> list[str]:
     problems = []
     for name, settings in targets_spec.items():
         if name in targets.REGISTRY:
-            problems += targets.load(name).check(settings)
+            problems += targets.load(name).validate_settings(settings)
     return problems
 
 

@@ -42,7 +42,7 @@ def settings_problems(name: str, settings: dict) -> list[str]:
     module = targets.load(name)
     errors = sorted(explain(e, prefix=["targets", name])
                     for e in Draft202012Validator(target_schema(name)).iter_errors(settings))
-    return errors or module.check(settings)
+    return errors or module.validate_settings(settings)
 
 
 def compile_target(name: str, settings: dict, merged_dir: Path, data_dir: Path, out_root: Path,

@@ -22,6 +22,7 @@ import jsonschema
 import yaml
 from jsonschema import Draft202012Validator
 
+from ..prompt import format_prompt
 from ..spec import explain
 from .errors import RULES, CurationError
 
@@ -38,11 +39,6 @@ def defaults() -> dict:
     """slmake/conf/data/_base.yaml, with its `???` (must be set) keys left out."""
     text = resources.files("slmake").joinpath("conf", "data", "_base.yaml").read_text()
     return _merge({}, yaml.safe_load(text))
-
-
-def format_prompt(template: str, instruction: str) -> str:
-    """Render the spec's prompt template; training, evaluation and serving all go through here."""
-    return template.format(instruction=instruction)
 
 
 def _merge(base: dict, over: dict) -> dict:

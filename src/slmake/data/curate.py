@@ -32,6 +32,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from ..prompt import format_prompt
 from . import balance, card, config, dedup, ingest, sources, split
 from .errors import QUARANTINE_REASONS, RULES, CurationError
 from .ledger import LedgerSpool, Staged, quarantine_row
@@ -46,9 +47,8 @@ from .validate import RecordValidator, ResponseValidator
 
 SPLITS = split.SPLITS
 SIGNATURE_BATCH = 128
-format_prompt = config.format_prompt
 
-__all__ = ["QUARANTINE_REASONS", "RULES", "SPLITS", "CurationError", "format_prompt", "normalize", "run_curation"]
+__all__ = ["QUARANTINE_REASONS", "RULES", "SPLITS", "CurationError", "normalize", "run_curation"]
 
 
 # ---------------------------------------------------------------------------- entry point

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from ..data.config import format_prompt
 from ..data.validate import ResponseValidator
+from ..prompt import format_prompt
 
 SEPARATOR = "\n\n"     # between few-shot examples
 _FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n?(.*?)\n?```\s*$", re.DOTALL)

@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..base_model import load_tokenizer
-from ..data.config import format_prompt
+from ..prompt import format_prompt
 from ..runtimes.hf import HFRunner
 from ..runtimes.llamacpp import LlamaCppRunner
 from . import DistillError

@@ -27,7 +27,7 @@ def _override(spec: dict, item: str) -> None:
 
 
 def cmd_monitor(args) -> int:
-    from .inputs import MonitorError  # .inputs, .run, .check: numpy and prometheus_client, not for --help
+    from .inputs import MonitorError  # .inputs, .run, .alerts: numpy and prometheus_client, not for --help
     from .run import run_monitor
 
     try:
@@ -51,7 +51,7 @@ def cmd_monitor(args) -> int:
     except (SpecError, MonitorError) as e:
         print(f"slmake monitor: {e}", file=sys.stderr)
         return 2
-    from .check import reason
+    from .alerts import reason
 
     metrics = result["metrics"]
     if args.json:

@@ -13,10 +13,11 @@ from collections import deque
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from ..data.config import format_prompt, resolve
+from ..data.config import resolve
 from ..data.normalize import normalize
 from ..data.shapes import ShapeError, ShapeReader
 from ..data.validate import RecordValidator, ResponseValidator
+from ..prompt import format_prompt
 from ..telemetry import scrubber_for
 
 

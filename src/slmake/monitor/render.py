@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..charts import monitor_charts  # matplotlib loads only when a chart has data
 from ..io import write_json_atomic, write_text_atomic
-from .check import reason
+from .alerts import reason
 
 
 def _csv(rows: list[dict], fields: list[str]) -> str:

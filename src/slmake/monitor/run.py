@@ -10,7 +10,7 @@ from pathlib import Path
 from ..chat_template import resolved
 from ..io import read_jsonl
 from ..report import load_bench
-from .check import analyse
+from .alerts import analyse
 from .inputs import MonitorError, read_feedback, read_split, read_window
 from .render import write
 

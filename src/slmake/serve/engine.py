@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from jsonschema import Draft202012Validator
 
-from .. import runtime_env, targets
-from ..data.config import format_prompt
+from .. import process_setup, targets
 from ..data.normalize import normalize
+from ..prompt import format_prompt
 from ..runtimes.guide import Guide, decode_constraint
 from ..targets.base import Artifact
 from .package import Package
@@ -56,8 +56,8 @@ class Engine:
         self.tokenizer = Tokenizer.from_file(str(package.folder / c["tokenizer"]))
         art = Artifact.from_dict(c["artifact"])
         # the package's bench.threads; null: the runtime's default, or cores // SLMAKE_PARALLEL_JOBS
-        # when that many servers share the box (runtime_env.resolve_threads)
-        threads = threads or runtime_env.resolve_threads(c["threads"])
+        # when that many servers share the box (process_setup.resolve_threads)
+        threads = threads or process_setup.resolve_threads(c["threads"])
         self.runner = targets.load(c["target"]).open_runner(art, package.folder, {"threads": threads})
         self.schema = c.get("response_schema")
         self.text_answers = c.get("response_format", "json") == "text"

@@ -1,5 +1,5 @@
 """The target registry: name -> package. Each target is a folder (targets/<name>/: module + schema.json)
-declaring TARGET, probe, check, compile, open_runner (see targets/base.py). Packages are imported
+declaring TARGET, probe, validate_settings, compile, open_runner (see targets/base.py). Packages are imported
 lazily so a missing toolchain only affects its target."""
 
 from __future__ import annotations

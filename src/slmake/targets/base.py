@@ -4,7 +4,7 @@ A target is a module in ``slmake.targets`` exposing a module-level ``TARGET: Tar
 plus four functions:
 
     probe() -> Probe                         # is the hardware (and its runtime) on this host?
-    check(settings) -> list[str]             # semantic problems the JSON Schema cannot express
+    validate_settings(settings) -> list[str] # semantic problems the JSON Schema cannot express
     compile(ctx: BuildContext, settings) -> list[Artifact]
     open_runner(artifact, artifact_dir, bench) -> Runner   # raise Skipped(reason) when it cannot run here
 

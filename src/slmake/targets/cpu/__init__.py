@@ -69,7 +69,7 @@ def probe() -> Probe:
                  reason=f"{platform.machine()}, {os.cpu_count()} logical cores [{flags}]; runtimes: {runtimes}")
 
 
-def check(settings: dict) -> list[str]:
+def validate_settings(settings: dict) -> list[str]:
     if not settings["gguf"]["quants"] and not settings["onnx_genai"]["precisions"]:
         return ["targets.cpu: nothing to build: gguf.quants and onnx_genai.precisions are both empty"]
     return []

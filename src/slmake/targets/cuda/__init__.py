@@ -62,7 +62,7 @@ def probe() -> Probe:
     return Probe(False, f"no CUDA device: torch {torch.__version__} is {build} and sees no GPU; {ort}")
 
 
-def check(settings: dict) -> list[str]:
+def validate_settings(settings: dict) -> list[str]:
     if not settings["hf_fp16"] and not settings["onnx_genai"]["precisions"]:
         return ["targets.cuda: nothing to build: hf_fp16 is false and onnx_genai.precisions is empty"]
     return []

@@ -72,7 +72,7 @@ def probe() -> Probe:
                         f"{'present' if compiler else 'not in this openvino install'}")
 
 
-def check(settings: dict) -> list[str]:
+def validate_settings(settings: dict) -> list[str]:
     """The schema says the rest (weights minItems 1, shapes multiples of 64)."""
     int4 = settings.get("int4", {})
     return [f"targets.intel_npu.int4.{k}: NNCF's {k} is data-aware: set int4.dataset (auto = samples the "

@@ -71,7 +71,7 @@ def probe() -> Probe:
                         "i.e. the HTP backend here is the x86 host simulator")
 
 
-def check(settings: dict) -> list[str]:
+def validate_settings(settings: dict) -> list[str]:
     """QNN itself accepts a mismatched SoC / HTP pair and writes a binary the device then refuses."""
     cb = settings["context_binary"]
     if cb["enabled"] and SOC_ARCH.get(cb["soc_model"], cb["htp_arch"]) != cb["htp_arch"]:
@@ -84,7 +84,7 @@ def compile(ctx: BuildContext, s: dict) -> list[Artifact]:
     from . import export as qx
 
     check_merged(ctx.merged)
-    problems = check(s)
+    problems = validate_settings(s)
     if problems:
         raise ValueError("invalid qualcomm_npu settings:\n" + "\n".join(f"  - {m}" for m in problems))
     q, cb = s["quantization"], s["context_binary"]

@@ -1,4 +1,4 @@
-"""The check stage's fast path (check_stamp.py): it writes the last pass's outputs back only while
+"""The check stage's fast path (noop_stamp.py): it writes the last pass's outputs back only while
 nothing that pass read has moved; any edit to the spec, a hashed file, a folder it walked, a path
 the spec names, or the code sends it through the full check."""
 
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from slmake.check_stamp import Stamp, recording
 from slmake.model_files import HashCache
+from slmake.noop_stamp import Stamp, recording
 
 
 @pytest.fixture
