@@ -20,9 +20,11 @@ class _SlowRunner:
 
     def __init__(self):
         self.busy = threading.Lock()
+        self.callers: set[int] = set()
 
     def generate(self, ids, max_tokens, **kw):
         assert self.busy.acquire(blocking=False), "the runner was entered concurrently"
+        self.callers.add(threading.get_ident())
         try:
             time.sleep(SERVICE_S)
             return SimpleNamespace(tokens=[1, 2], finish_reason="stop", ttft_s=0.01)
@@ -72,6 +74,10 @@ def test_engine_splits_queue_wait_from_service_time(tmp_path, monkeypatch):
     # a request that came in earlier (thread pool busy) counts that wait as queueing too
     late = engine.answer("vpn down", 8, arrived=time.perf_counter() - 0.5)
     assert late.queue_s >= 0.5 and late.latency_s - late.queue_s == pytest.approx(SERVICE_S, abs=0.05)
+    # every generation ran on the engine's one runner thread, none on the callers' (llama.cpp's OpenMP
+    # keeps a thread team per calling thread: several callers made each generation ~5x slower)
+    assert len(engine.runner.callers) == 1 and threading.get_ident() not in engine.runner.callers
+    engine.close()
 
 
 def test_request_log_carries_queue_and_service_time(tmp_path, monkeypatch):
