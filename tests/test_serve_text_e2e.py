@@ -3,7 +3,8 @@ by the real pipeline (a deliberately under-trained micro model, one GGUF), then 
 real process driven over HTTP, with the grammar (the default) and without it.
 
 - The package carries the schema (serve.json), like a JSON build's (test_serve_e2e).
-- With the grammar: every answer is one of the labels (0 off-label), never a 422.
+- With the grammar: every answer is one of the labels (0 off-label), never a 422, and equals bench's
+  (bench and evaluate decode under the same grammar, eval.constrained): served accuracy = bench accuracy.
 - Without it: every off-label answer is a 422, every label a 200. The request log says
   schema_valid true/false for every answer, and `slmake monitor`'s invalid rate counts them.
 """
@@ -118,8 +119,22 @@ def test_text_answers_with_and_without_the_grammar(text_repo):
     assert [a.status_code for a in answers] == [200] * len(bench)
     texts = [a.json()["choices"][0]["text"] for a in answers]
     assert [t for t in texts if t not in LABELS] == []           # 0 off-label answers
-    # the grammar only removes tokens: where bench's answer was a label, the served one is the same
-    assert all(t == r["text"].strip() for t, r in zip(texts, bench) if r["text"].strip() in LABELS)
+    # bench decoded as served (eval.constrained: null -> the same grammar): every served answer is
+    # bench's, so the served accuracy is the benchmarked one on the same prompts
+    assert texts == [r["text"].strip() for r in bench]
+    expected = {r["id"]: r["response"] for r in map(json.loads, (text_repo / "build/data/test.jsonl").read_text()
+                                                    .splitlines())}
+    served_acc = sum(t == expected[r["id"]].strip() for t, r in zip(texts, bench)) / len(bench)
+    figures = json.loads((text_repo / "reports/bench/cpu.json").read_text())["cpu"]["gguf_f16"]
+    details = json.loads((text_repo / "reports/bench/cpu.details.json").read_text())["cpu"]["gguf_f16"]
+    assert served_acc == pytest.approx(figures["exact_match"], abs=1e-4) and figures["valid"] == 1.0
+    # free vs constrained side by side: the free decode answered off the labels (valid < 1)
+    assert details["decode"] == "constrained" and details["valid_free"] < 1.0 and details["constrained_changed"] > 0
+    ev = json.loads((text_repo / "reports/evaluate.json").read_text())["finetuned"]
+    assert ev["constrained"] and ev["valid"] == 1.0 and ev["valid_free"] < 1.0
+    print(f"\ntext-label micro build: served accuracy {served_acc:.3f} = bench {figures['exact_match']:.3f} "
+          f"(free decode {details['exact_match_free']:.3f}, valid {details['valid_free']:.3f}); fp32 reference "
+          f"{ev['exact_match']:.3f} constrained vs {ev['exact_match_free']:.3f} free")
     assert all(a.headers.get("x-slmake-max-tokens-capped") == "12" for a in answers)
 
     proc, base, out = _serve(text_repo, "--no-schema-enforcement")
