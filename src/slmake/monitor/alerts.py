@@ -16,6 +16,7 @@ import json
 import statistics
 from datetime import datetime
 
+from ..data.normalize import normalize
 from ..metrics import score
 from . import stats
 from .inputs import match_key
@@ -55,6 +56,15 @@ def _concurrency(served: list[dict]) -> float | None:
     return busy / (max(spans) - min(spans))
 
 
+def _derived(split: dict, key: str, compute):
+    """What is derived from a baseline split (its vocabulary, its lengths), computed once per split
+    dict and kept in it: many windows checked against one build pay for it once."""
+    cache = split.setdefault("_derived", {})
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
+
+
 def _length(text: str, unit: str) -> int:
     return len(stats.words(text)) if unit == "words" else len(text)
 
@@ -88,10 +98,10 @@ def analyse(cfg: dict, window: list[dict], train: dict, val: dict | None, bench:
     if judged and m["server_error_rate"] > th["server_error_rate"]:
         alerts.append((SERVING, f"server errors (5xx) {m['server_error_rate']:.1%} > {th['server_error_rate']:.1%}"))
 
-    inputs = [r.get("input") or "" for r in served]
+    inputs = [normalize(r.get("input") or "") for r in served]   # as curation normalised the train split
     # ---- input drift: length PSI on the train split's quantile bins, unseen words
     if inputs:
-        base_len = [_length(t, unit) for t in train["inputs"]]
+        base_len = _derived(train, f"lengths_{unit}", lambda: [_length(t, unit) for t in train["inputs"]])
         live_len = [_length(t, unit) for t in inputs]
         value, edges, b, l = stats.length_psi(base_len, live_len, cfg["length"]["bins"])
         p_len = stats.homogeneity(b, l)["p"]
@@ -107,9 +117,10 @@ def analyse(cfg: dict, window: list[dict], train: dict, val: dict | None, bench:
                                       f"{th['input_length_psi']} (p {p_len:.1g} < {alpha:g})"))
             else:
                 notes.append(_noise(what, p_len, alpha, len(live_len), len(base_len), "train inputs"))
-        vocab = {w for t in train["inputs"] for w in stats.words(t)}
+        vocab = _derived(train, "vocab", lambda: {w for t in train["inputs"] for w in stats.words(t)})
         live_unseen, _ = stats.unseen_share(inputs, vocab)
-        base_unseen = stats.unseen_share(val["inputs"], vocab)[0] if val else 0.0
+        base_unseen = (_derived(train, ("unseen", id(val)), lambda: stats.unseen_share(val["inputs"], vocab)[0])
+                       if val else 0.0)
         m["unseen_word_share"], m["unseen_word_share_val"] = _r(live_unseen), _r(base_unseen)
         if judged and live_unseen - base_unseen > th["unseen_words_increase"]:
             alerts.append((DRIFT, f"unseen words {live_unseen:.1%} of live input vs {base_unseen:.1%} in the "
