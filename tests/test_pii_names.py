@@ -122,3 +122,20 @@ def test_curation_without_the_model_names_the_key(tmp_path, monkeypatch):
     monkeypatch.delenv("SLMAKE_NER_MODEL", raising=False)
     with pytest.raises(CurationError, match=r"data\.pii\.types: person: no spaCy NER model"):
         run(tmp_path, [row("Aiko Andersson left")], pii={"types": [PERSON]})
+
+
+def test_spacing_does_not_change_which_names_are_found():
+    """The request log scrubs the text as the client sent it; monitor's feedback and curation
+    scrub it normalised. Both must agree after normalisation, or feedback stops matching the log:
+    the model reads a normalised spacing of the text (ner.spaced), whatever the client typed."""
+    from slmake.data.normalize import normalize
+
+    only = Scrubber(types=[PERSON])
+    texts = [json.loads(line)["ticket"] for line in TICKETS.read_text(encoding="utf-8").splitlines()][:400:4]
+    texts += ["Aiko  Andersson left the company today ", "Thanks,  \nIngrid\tNovak  ", "  Give me Sarah's  password"]
+    for t in texts:
+        for raw in (t, t.replace(" ", "  ", 1), t.replace(" ", " \t ", 2), t + "  \n "):
+            assert normalize(only.scrub(raw)) == normalize(only.scrub(normalize(raw))), raw
+    view, pos = ner.spaced("  Aiko  Andersson \n left ")
+    assert view == "Aiko Andersson\n left" and [pos[i] for i in (0, 4, 5)] == [2, 6, 8]
+    assert only.scrub("Aiko  Andersson left the company today ") == "<NAME> left the company today "

@@ -24,6 +24,8 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from .normalize import _SPACES
+
 MODEL_DIR = Path(sys.prefix) / "share/slmake/models/spacy-en-core-web-md"
 PACKAGES = ("en_core_web_md", "en_core_web_lg", "en_core_web_sm")
 LABEL = "PERSON"
@@ -93,31 +95,55 @@ class PersonNames:
             return False
         return text == text.lower() or any(c.isupper() for c in s)
 
+    def _found(self, view: str, doc) -> list[tuple[int, int]]:
+        return [(e.start_char, e.end_char) for e in doc.ents if e.label_ == LABEL and self._keep(view, e)]
+
     def spans(self, text: str) -> list[tuple[int, int]]:
         if not self.worth_running(text):
             return []
+        view, pos = spaced(text)
         with self._lock:
-            hit = self._cache.get(text)
-            if hit is not None:
-                self._cache.move_to_end(text)
-                return list(hit)
-            doc = self.nlp(text)
-            found = [(e.start_char, e.end_char) for e in doc.ents if e.label_ == LABEL and self._keep(text, e)]
-            self._cache[text] = found
-            if len(self._cache) > self.CACHE:
-                self._cache.popitem(last=False)
-        return list(found)
+            found = self._cache.get(view)
+            if found is not None:
+                self._cache.move_to_end(view)
+            else:
+                found = self._found(view, self.nlp(view))
+                self._cache[view] = found
+                if len(self._cache) > self.CACHE:
+                    self._cache.popitem(last=False)
+        return [(pos[s], pos[e - 1] + 1) for s, e in found]
 
     def spans_many(self, texts: list[str], batch_size: int = 64) -> list[list[tuple[int, int]]]:
-        """``spans`` for many texts at once (spaCy's batched pipe: about 2.5x faster per text)."""
+        """``spans`` for many texts at once (spaCy's batched pipe: about 2x faster per text)."""
         out: list[list[tuple[int, int]]] = [[] for _ in texts]
         todo = [i for i, t in enumerate(texts) if self.worth_running(t)]
+        views = {i: spaced(texts[i]) for i in todo}
         with self._lock:
-            docs = self.nlp.pipe((texts[i] for i in todo), batch_size=batch_size)
+            docs = self.nlp.pipe((views[i][0] for i in todo), batch_size=batch_size)
             for i, doc in zip(todo, docs, strict=True):
-                out[i] = [(e.start_char, e.end_char) for e in doc.ents
-                          if e.label_ == LABEL and self._keep(texts[i], e)]
+                view, pos = views[i]
+                out[i] = [(pos[s], pos[e - 1] + 1) for s, e in self._found(view, doc)]
         return out
+
+
+def spaced(text: str) -> tuple[str, list[int]]:
+    """What the model reads: ``text`` spaced as `normalize` spaces it (a run of spaces or tabs is
+    one space, none before a newline, none at the ends), and the offset in ``text`` of each of its
+    characters. So a request as the client typed it ("Aiko  Andersson left ") and the same text
+    normalised (feedback, curation) get the same names: the model is sensitive to spacing."""
+    parts, pos, last = [], [], 0
+    for m in _SPACES.finditer(text):
+        parts.append(text[last:m.start()])
+        pos.extend(range(last, m.start()))
+        if m.end() < len(text) and text[m.end()] != "\n":
+            parts.append(" ")
+            pos.append(m.start())
+        last = m.end()
+    parts.append(text[last:])
+    pos.extend(range(last, len(text)))
+    view = "".join(parts)
+    lead, end = len(view) - len(view.lstrip()), len(view.rstrip())
+    return view[lead:end], pos[lead:end]
 
 
 def replace(text: str, spans: list[tuple[int, int]], placeholder: str = "<NAME>") -> str:
