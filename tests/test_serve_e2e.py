@@ -195,7 +195,8 @@ def test_concurrent_requests_queue_and_sigterm_drains(server):
 
 def test_onnx_genai_artifact_serves_the_benchmarked_answers(micro_repo, monkeypatch):
     """Not only GGUF: the engine behind the HTTP routes serves an ONNX Runtime GenAI artifact with
-    the runner bench used (no grammar there: every answer is validated instead)."""
+    the runner bench used, under the grammar bench decoded with (llguidance's mask, runtimes/guide.py);
+    every answer is validated too."""
     from slmake.serve.engine import Engine
     from slmake.serve.package import resolve
 
@@ -205,7 +206,7 @@ def test_onnx_genai_artifact_serves_the_benchmarked_answers(micro_repo, monkeypa
         raw = _raw_inputs(micro_repo, engine.contract["prompt_template"])
         bench = [json.loads(line) for line in (micro_repo / "build/bench/cpu/outputs.jsonl").read_text().splitlines()]
         bench = [r for r in bench if r["artifact"] == "onnx_int4"]
-        assert bench and not engine.constrained
+        assert bench and engine.constrained
         for r in bench:
             answer = engine.answer(raw[r["id"]], engine.contract["max_new_tokens"])
             assert answer.text == r["text"]
