@@ -38,6 +38,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from .ner import PersonNames
+from .ner import replace as replace_spans
+
 TYPES = ("email", "phone", "iban", "card", "ip")   # the curation default (conf/data/_base.yaml)
 PERSON = "person"
 ALL_TYPES = (*TYPES, PERSON)
@@ -200,7 +203,6 @@ class Scrubber:
             self._presidio, self.presidio_status = _load_presidio(self.counts)
         self._person = None
         if PERSON in self.types:  # the model loads here (once per process), not on the first text
-            from .ner import PersonNames
 
             self._person = PersonNames.load()
 
@@ -242,10 +244,9 @@ class Scrubber:
         if self._person is not None:
             spans = self._person.spans(text)
             if spans:
-                from .ner import replace
 
                 self.counts[PERSON] += len(spans)
-                text = replace(text, spans)
+                text = replace_spans(text, spans)
         if self._presidio is not None:
             text = self._presidio(text)
         return text

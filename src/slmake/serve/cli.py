@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..data.ner import NerUnavailable
 from .engine import Engine
 from .package import PackageError, resolve
 
@@ -52,8 +53,6 @@ def run(args) -> int:
     c = package.contract
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"slmake serve: warning: listening on {args.host} without an API key", file=sys.stderr)
-    from ..data.ner import NerUnavailable
-
     engine = Engine(package, enforce_schema=not args.no_schema_enforcement, threads=args.threads)
     try:
         telemetry = Telemetry(c["name"], Path(args.request_log) if args.request_log else None,
