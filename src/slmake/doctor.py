@@ -151,7 +151,8 @@ def salvage(text: str) -> tuple[dict, list[str], list[str]]:
         return {}, [], []
     end = next((i for i in range(start, len(lines)) if lines[i][:1] not in ("", " ", "\n", "#")), len(lines))
     heads = [i for i in range(start, end) if _STAGE_KEY.match(lines[i])]
-    chunks = [lines[a:b] for a, b in zip(heads, heads[1:] + [end], strict=True)]
+    bounds = [*heads, end]
+    chunks = [lines[bounds[k]:bounds[k + 1]] for k in range(len(heads))]
     cut = end == len(lines)  # the stages block runs to the end of the file, where a kill cuts it
     entries, kept, dropped = {}, [], []
     for n, chunk in enumerate(chunks):

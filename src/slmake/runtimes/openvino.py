@@ -3,8 +3,12 @@
 Ids go in as ``TokenizedInputs``, so no tokenizer IR and no chat template is involved (GenAI applies
 the template only to string inputs; we also switch it off explicitly). TTFT comes from the pipeline's
 own perf metrics: a Python streamer callback per token would slow the decode loop it is timing.
-A ``constraint`` (guide.Guide) goes to GenAI's own structured-output sampler as the same GBNF
-llama.cpp compiles (``StructuredOutputConfig.grammar``; xgrammar inside GenAI).
+No grammar-constrained decoding (``supports_constraint = False``: serve validates OpenVINO answers,
+bench decodes them free). The pipeline exposes no per-token logits to mask, and GenAI 2026.4's own
+structured output (``StructuredOutputConfig``, xgrammar) cannot emit a SentencePiece ``▁``-prefixed
+token: on the default build's vocabulary ``root ::= "{" " " ...`` stalls on <pad> after ``{``, and
+under the response schema's GBNF answers lose their spaces (``{"category":"software",...`` where free
+greedy, which the grammar allows, wrote ``{"category": "other", ...``): not greedy under the grammar.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from .base import Generation, OnToken, Stopwatch
 
 
 class OpenVINORunner:
-    supports_constraint = True     # decodes under a guide.Guide (serve, evaluate, bench)
+    supports_constraint = False    # see the module docstring
 
     def __init__(self, model_dir: str | Path, device: str, properties: dict | None = None,
                  max_prompt_len: int | None = None):
@@ -38,6 +42,8 @@ class OpenVINORunner:
         import numpy as np
         import openvino as ov
 
+        if constraint is not None:
+            raise NotImplementedError("OpenVINO GenAI: no grammar-constrained decoding (runtimes/openvino.py)")
         if self.max_prompt_len and len(prompt_ids) > self.max_prompt_len:
             raise ValueError(f"prompt of {len(prompt_ids)} tokens exceeds the static shape "
                              f"max_prompt_len={self.max_prompt_len}; raise targets.intel_npu.max_prompt_len")
@@ -48,8 +54,6 @@ class OpenVINORunner:
         # tokens (EOSPenaltyTransform), and ignore_eos keeps an end token from ending it anyway
         self.config.ignore_eos = ignore_eos
         self.config.min_new_tokens = max_new_tokens if ignore_eos else 0
-        self.config.structured_output_config = (
-            None if constraint is None else self._genai.StructuredOutputConfig(grammar=constraint.gbnf))
         watch = Stopwatch()
         res = self.pipe.generate(inputs, self.config)
         tokens = [int(t) for t in res.tokens[0]]
