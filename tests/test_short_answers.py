@@ -4,7 +4,8 @@ rate, a request latency and a cost line (issue 24).
 The model is a tiny Llama whose weights are set so that greedy decoding answers every prompt with one
 label token: the decoder layers write nothing into the residual stream (o_proj and down_proj are
 zero), so the last position's logits are the LM head applied to the last token's embedding, and the
-head maps "red" -> "cat", "blue" -> "dog", and both labels -> </s>. Its answers have no decode
+head maps "▁mat" -> "red", "▁blue" -> "dog", and both labels -> </s> (the labels are pieces without
+SentencePiece's leading-space mark, so the response schema's grammar accepts them as they are). Its answers have no decode
 interval to time, which left bench's tok/s empty before; bench now times decode at a fixed length
 with end-of-generation suppressed, in each runtime's own way (llama.cpp, transformers and the static
 ONNX graphs: our greedy loop skips the end ids, as llama.cpp's --ignore-eos does; ONNX Runtime GenAI:
@@ -26,9 +27,9 @@ import yaml
 from slmake.runtimes.base import Greedy
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = {"red": "cat", "blue": "dog"}        # the prompt's last word -> its one-token answer
-PROMPTS = ["the mat near my house red", "money transfer to my account blue", "a dog sat on the mat blue",
-           "card bank red", "the tree ran near a red", "blue"]
+LABELS = {"mat": "red", "blue": "dog"}        # the prompt's last word -> its one-token answer
+PROMPTS = ["the cat near my house mat", "money transfer to my account blue", "a dog sat on the mat blue",
+           "card bank mat", "the tree ran near a mat", "blue"]
 EOS = 3
 
 
@@ -54,7 +55,8 @@ def _label_llama(root: Path) -> Path:
 
     model_dir = tiny_llama(root)
     tok = load_tokenizer(model_dir)
-    ids = {w: tok.convert_tokens_to_ids("▁" + w) for w in (*LABELS, *LABELS.values())}
+    ids = {**{w: tok.convert_tokens_to_ids("▁" + w) for w in LABELS},
+           **{w: tok.convert_tokens_to_ids(w) for w in LABELS.values()}}
     assert tok.unk_token_id not in ids.values(), ids
     model = LlamaForCausalLM.from_pretrained(str(model_dir))
     torch.manual_seed(1)
@@ -213,7 +215,8 @@ def test_bench_report_and_cost_table_carry_numbers_for_one_token_answers(task, c
     (root / "reports/curation.json").write_text(json.dumps({"input": 6, "kept": 6, "splits": {"test": 6}}))
     spec = compose(ROOT / "conf")
     spec["targets"] = {"cpu": spec["targets"]["cpu"]}
-    spec["data"].update(response_format="text", response_schema={"type": "string", "enum": ["cat", "dog"]})
+    spec["data"].update(response_format="text", response_schema={"type": "string", "enum": ["dog", "red"]},
+                        label_field=None)
     spec["eval"]["max_new_tokens"] = 8
     spec["bench"].update(threads=2, warmup=1, repeats=2, speed_prompts=3, decode_tokens=16)
     (root / "params.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
@@ -233,6 +236,7 @@ def test_bench_report_and_cost_table_carry_numbers_for_one_token_answers(task, c
             assert isinstance(m.get(key), float) and m[key] > 0, (name, key, m)
         assert m["request_ms_p95"] >= m["request_ms_p50"] >= m["ttft_ms"] * 0.5
         assert m["exact_match"] == 1.0
+        assert details[name]["decode"] == "constrained"      # the answers decode under the enum's grammar
         assert details[name]["decode_method"] == ("16 generated tokens per prompt (of 16 asked), "
                                                   "end-of-generation suppressed, median of 3 prompts")
     report = (root / "reports/report.md").read_text()
