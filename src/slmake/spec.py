@@ -1,8 +1,10 @@
 """The spec: compose it from conf/ (as DVC's Hydra integration does), read params.yaml strictly, and
 validate it against the packaged JSON Schema.
 
-The bottom layer of the package: it imports no other slmake module but strict_yaml (which imports
-none), so anything may import it. Semantic checks (what the schema cannot say) sit above everything
+The bottom layer of the package: it imports no other slmake module, so anything may import it. Its
+YAML reader (the first section below) names file, line and key of a problem and refuses duplicate
+keys: PyYAML's `safe_load` keeps the last of two equal keys silently, so a spec with a duplicated
+`lr:` would train with whichever came second. Semantic checks (what the schema cannot say) sit above everything
 they check, in checks.py, which also holds the one function that does compose/read, validate and
 check for `slmake check`, the check stage and every stage (checks.load_spec, checks.stage_params).
 Every message names the key path, the bad value and what was allowed -- never a library traceback.
@@ -11,15 +13,106 @@ Every message names the key path, the bad value and what was allowed -- never a 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from . import strict_yaml
+# --- strict YAML: every problem names the file, the line and the key path it sits under ----------
+
+_KEY = re.compile(r"^(\s*)(?:-\s+)*([^\s#'\"{}\[\],&*!|>%@`-][^:#]*?|'[^']*'|\"[^\"]*\"):(?:\s|$)")
+
+
+class YAMLProblem(Exception):
+    """A YAML file that cannot be read; the message is meant for the user as is."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys in a mapping."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen and key != "<<":
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def key_path_at(text: str, line: int) -> str:
+    """The dotted key path a (0-based) line sits under, read from indentation: good enough to point
+    a user at the right place in a block-style spec file, which is all a spec file is."""
+    stack: list[tuple[int, str]] = []
+    for raw in text.splitlines()[: line + 1]:
+        raw = raw.replace("\t", " " * 8)
+        m = _KEY.match(raw)
+        if not m:
+            continue
+        indent = len(raw) - len(raw.lstrip(" -"))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, m.group(2).strip("'\" ")))
+    return ".".join(k for _, k in stack)
+
+
+def _explain_yaml(error: yaml.YAMLError, path: str | Path, text: str) -> str:
+    """`file, line N, key 'a.b': what is wrong` for a PyYAML error."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    context = getattr(error, "context", None) or ""
+    if ("quoted scalar" in context or "flow" in context) and getattr(error, "context_mark", None) is not None:
+        mark = error.context_mark  # where the unclosed quote/bracket opened, not where YAML gave up
+    if mark is None:
+        return f"{path}: not valid YAML: {problem}"
+    line = mark.line
+    lines = text.splitlines()
+    bad = lines[line] if line < len(lines) else ""
+    hint = ""
+    if "\t" in bad[: max(mark.column, 0) + 1] or "'\\t'" in problem:
+        hint = " (a tab character: YAML indents with spaces only)"
+    elif "duplicate key" in problem:
+        hint = " (each key may appear once per mapping)"
+    elif "quoted scalar" in context:
+        hint = " (a quote is not closed)"
+    elif "flow" in context:
+        hint = f" (a {'[' if 'sequence' in context else '{'} opened here is not closed)"
+    key = key_path_at(text, line)
+    where = f"{path}, line {line + 1}" + (f", key '{key}'" if key else "")
+    return f"{where}: {problem}{hint}"
+
+
+def load_yaml_text(text: str, path: str | Path = "<string>") -> Any:
+    """Parse YAML text strictly; raise YAMLProblem naming file, line and key."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise YAMLProblem(_explain_yaml(e, path, text)) from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise YAMLProblem(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise YAMLProblem(f"{path}: cannot be read ({e.strerror})") from None
+    return load_yaml_text(text, path)
+
+
+# --- the spec -----------------------------------------------------------------------------------
 
 GROUPS = ("model", "data", "train", "targets", "bench", "monitor", "cost", "distill")
 
@@ -110,8 +203,8 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     if not path.exists():
         raise SpecError(f"{path}: not found. Run stages from the project root, or `slmake check` to compose one.")
     try:
-        data = strict_yaml.load(path)  # names file, line and key; duplicate keys are errors
-    except strict_yaml.YAMLProblem as e:
+        data = load_yaml(path)  # names file, line and key; duplicate keys are errors
+    except YAMLProblem as e:
         raise SpecError(str(e)) from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping of spec keys, got {type(data).__name__}")
@@ -146,15 +239,15 @@ def _lint_conf(config_dir: Path, overrides: list[str]) -> None:
     problems = []
     for f in sorted(config_dir.rglob("*.yaml")):
         try:
-            strict_yaml.load(f)
-        except strict_yaml.YAMLProblem as e:
+            load_yaml(f)
+        except YAMLProblem as e:
             problems.append(str(e).replace(str(config_dir), config_dir.name, 1))
     lists = {}
     try:
-        top = strict_yaml.load(config_dir / "config.yaml") or {}
+        top = load_yaml(config_dir / "config.yaml") or {}
         lists = {k: v for d in top.get("defaults", []) if isinstance(d, dict)
                  for k, v in d.items() if isinstance(v, list)}
-    except (strict_yaml.YAMLProblem, AttributeError):
+    except (YAMLProblem, AttributeError):
         pass
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
