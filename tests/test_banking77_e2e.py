@@ -49,5 +49,5 @@ def test_banking77_curates_trains_and_beats_base(tmp_path):
     print(f"\nBanking77, 10 intents (small budget): base accuracy {ev['base']['exact_match']:.3f}, fine-tuned "
           f"{ev['finetuned']['exact_match']:.3f} (valid label {ev['finetuned']['valid']:.3f}) on "
           f"{ev['finetuned']['n']} test rows (chance 0.1)")
-    assert ev["finetuned"]["valid"] > ev["base"]["valid"]
+    assert ev["finetuned"]["valid_free"] > ev["base"]["valid_free"]   # free decode: it learnt the labels
     assert ev["finetuned"]["exact_match"] > max(ev["base"]["exact_match"], 0.2)  # chance: 0.1
