@@ -128,3 +128,29 @@ def build_micro(repo: Path) -> Path:
     sh("git add -A && git -c user.email=t@t -c user.name=t commit -qm built", repo)
     (repo / "first_repro.log").write_text(out.stdout)
     return repo
+
+
+def start_serve(repo: Path, artifact: str, *args: str, log: Path) -> tuple[subprocess.Popen, str]:
+    """`slmake serve <artifact> <args>` on a free loopback port, its output to ``log``; returns the
+    process and its base URL once /health answers (60 s), else fails with the server's output."""
+    import socket
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "slmake.cli", "serve", artifact, "--port", str(port), *args],
+                            cwd=repo, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.3)
+        assert proc.poll() is None, log.read_text()
+    proc.kill()
+    raise AssertionError(f"server did not come up:\n{log.read_text()}")

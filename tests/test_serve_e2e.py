@@ -11,14 +11,13 @@ import json
 import os
 import re
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from e2e_utils import start_serve
 
 pytestmark = pytest.mark.e2e
 openai = pytest.importorskip("openai")
@@ -28,31 +27,10 @@ ARTIFACT = "cpu/gguf_q4_k_m"
 KEY = "test-key-123"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(micro_repo):
-    port = _free_port()
-    log = micro_repo / "serve.log"
-    proc = subprocess.Popen([sys.executable, "-m", "slmake.cli", "serve", ARTIFACT, "--port", str(port),
-                             "--api-key", KEY, "--max-request-bytes", "4096", "--request-log", "serve_requests.jsonl"],
-                            cwd=micro_repo, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-        assert proc.poll() is None, log.read_text()
-    else:
-        proc.kill()
-        raise AssertionError(f"server did not come up:\n{log.read_text()}")
+    proc, base = start_serve(micro_repo, ARTIFACT, "--api-key", KEY, "--max-request-bytes", "4096",
+                             "--request-log", "serve_requests.jsonl", log=micro_repo / "serve.log")
     yield proc, base
     if proc.poll() is None:
         proc.kill()

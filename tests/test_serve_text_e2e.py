@@ -12,14 +12,11 @@ real process driven over HTTP, with the grammar (the default) and without it.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 
 import pytest
 import yaml
 
-from e2e_utils import ROOT, make_project, sh
+from e2e_utils import ROOT, make_project, sh, start_serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 httpx = pytest.importorskip("httpx")
@@ -61,26 +58,9 @@ def text_repo(tmp_path_factory):
 
 
 def _serve(repo, *extra):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log = repo / f"serve{'_'.join(extra)}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "slmake.cli", "serve", ARTIFACT, "--port", str(port),
-                             "--request-log", "requests.jsonl", *extra],
-                            cwd=repo, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base, log
-        except httpx.HTTPError:
-            time.sleep(0.3)
-        assert proc.poll() is None, log.read_text()
-    proc.kill()
-    raise AssertionError(f"server did not come up:\n{log.read_text()}")
+    proc, base = start_serve(repo, ARTIFACT, "--request-log", "requests.jsonl", *extra, log=log)
+    return proc, base, log
 
 
 def _bench(repo) -> list[dict]:
