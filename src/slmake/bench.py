@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from . import targets
 from .io import evenly_spaced, read_jsonl
-from .metrics import exact_hits, paired_delta, parity, score
+from .metrics import exact_hits, free_figures, paired_delta, parity, score
 from .process_setup import cores
 from .runtimes.guide import Guide
 from .targets.base import Artifact, Skipped
@@ -193,15 +193,13 @@ def _worker(job: dict) -> dict:
             tok = Tokenizer.from_file(str(ref_dir / "tokenizer" / "tokenizer.json"))
             gens = [runner.generate(r["prompt_ids"], max_new) for r in reference]
             if guide is not None:
-                free = [tok.decode(g.tokens, skip_special_tokens=True) for g in gens]
-                free_task = score(free, [r["expected"] for r in reference], job["response_schema"])
                 free_tokens = [g.tokens for g in gens]
+                free_texts = [tok.decode(t, skip_special_tokens=True) for t in free_tokens]
                 for i, r in enumerate(reference):
                     if not _accepts(runner, guide, gens[i], tok):
                         gens[i] = runner.generate(r["prompt_ids"], max_new, constraint=guide)
-                changed = sum(g.tokens != t for g, t in zip(gens, free_tokens))
-                result.update({"exact_match_free": free_task["exact_match"], "valid_free": free_task["valid"],
-                               "constrained_changed": round(changed / max(len(gens), 1), 4)})
+                result.update(free_figures(free_texts, [r["expected"] for r in reference], job["response_schema"],
+                                           [g.tokens for g in gens], free_tokens))
             outs = [g.tokens for g in gens]
             texts = [tok.decode(t, skip_special_tokens=True) for t in outs]
             expected = [r["expected"] for r in reference]

@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .io import evenly_spaced, read_jsonl
-from .metrics import score
+from .metrics import free_figures, score
 from .runtimes.hf import HFRunner
 
 
@@ -86,7 +86,6 @@ def evaluate_model(folder: Path, tokenizer, rows: list[dict], prompts: list[list
     metrics = score(texts, expected, response_schema)
     metrics["constrained"] = guide is not None
     if guide is not None:
-        free_m = score([tokenizer.decode(t, skip_special_tokens=True) for t in free], expected, response_schema)
-        metrics.update({"exact_match_free": free_m["exact_match"], "valid_free": free_m["valid"],
-                        "constrained_changed": round(sum(a != b for a, b in zip(tokens, free)) / max(len(free), 1), 4)})
+        free_texts = [tokenizer.decode(t, skip_special_tokens=True) for t in free]
+        metrics.update(free_figures(free_texts, expected, response_schema, tokens, free))
     return metrics, tokens, texts

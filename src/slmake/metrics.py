@@ -78,3 +78,13 @@ def parity(outputs: list[list[int]], reference: list[list[int]]) -> float:
     if not reference:
         return 0.0
     return round(sum(a == b for a, b in zip(outputs, reference)) / len(reference), 4)
+
+
+def free_figures(free_texts: list[str], references: list[str], response_schema: dict,
+                 served: list[list[int]], free: list[list[int]]) -> dict:
+    """The free decode's figures beside a constrained one (evaluate and bench): its exact match and
+    validity, and the share of prompts whose tokens the grammar changed."""
+    m = score(free_texts, references, response_schema)
+    changed = sum(a != b for a, b in zip(served, free))
+    return {"exact_match_free": m["exact_match"], "valid_free": m["valid"],
+            "constrained_changed": round(changed / max(len(free), 1), 4)}
