@@ -10,9 +10,10 @@ data.source file (one source or a list: dvc.yaml cannot list a variable number o
 depends on it (with the reviewed distillation sample's hash when distill is on);
 build/check.distill.json the hashes of distill's inputs, labelled set and teacher, for `distill`.
 The stage is `always_changed`, so those hashes are taken on every repro
-(cached by size/mtime/inode in build/.hash_cache.json, as DVC caches its own). It also removes
-the temp folders killed stages left under build/ and reports/: DVC may restore a killed stage's
-outputs from its run cache instead of running it, and then nothing else would. When nothing the
+(cached by size/mtime/inode in build/.hash_cache.json, as DVC caches its own). It removes the
+outputs of targets the spec no longer names, and the temp folders killed stages left under build/
+and reports/: DVC may restore a killed stage's outputs from its run cache instead of running it,
+and then nothing else would. When nothing the
 last passing check read has changed (params.yaml, slmake's code, the files it hashed or named), it
 writes that pass's outputs back without importing the checks (noop_stamp.py): a no-op repro.
 """
@@ -36,7 +37,7 @@ from slmake.data.errors import CurationError  # noqa: E402
 from slmake.data.sources import fingerprint as data_fingerprint  # noqa: E402
 from slmake.distill import DistillError  # noqa: E402
 from slmake.distill import fingerprint as distill_fp  # noqa: E402
-from slmake.io import write_json_atomic, write_text_atomic  # noqa: E402
+from slmake.io import prune_dropped, write_json_atomic, write_text_atomic  # noqa: E402
 from slmake.model_files import HashCache, ModelFileError, fingerprint  # noqa: E402
 
 cache = recording(HashCache(Path("build/.hash_cache.json")))
@@ -56,6 +57,12 @@ except (ModelFileError, CurationError, DistillError, ChatTemplateError) as e:  #
     sys.exit(f"slmake check: {e}")
 cache.save()
 sweep_litter("build", "reports")  # no stage runs while this one does: DVC runs them one at a time
+# a target the spec dropped leaves its compile/bench/deploy outputs behind; monitor and report
+# depend on the parent folders, so those would hash files no clone has (the cache keeps them)
+per_target = ["build/compile/{key}", "build/bench/{key}", "build/deploy/{key}",
+              "reports/bench/{key}.json", "reports/bench/{key}.details.json"]   # dvc.yaml's ${key} outputs
+for gone in prune_dropped(per_target, set(spec["targets"])):
+    print(f"check: removed {gone} (its target is no longer in params.yaml targets)")
 write_json_atomic("build/check.model.json", model)
 write_json_atomic("build/check.data.json", data)
 write_json_atomic("build/check.distill.json", distill)

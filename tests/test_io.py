@@ -122,3 +122,24 @@ def test_killed_stage_leaves_litter_that_the_next_run_removes(tmp_path, when):
         (tmp / "v3").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train"]
     assert [p.name for p in out.iterdir()] == ["v3"]
+
+
+def test_prune_dropped_removes_only_the_dropped_keys_outputs(tmp_path):
+    from slmake.io import prune_dropped
+
+    for t in ("cpu", "cuda"):
+        (tmp_path / "build/bench" / t).mkdir(parents=True)
+        (tmp_path / "build/bench" / t / "outputs.jsonl").write_text("{}\n")
+        (tmp_path / "reports/bench").mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"reports/bench/{t}.json").write_text("{}")
+        (tmp_path / f"reports/bench/{t}.details.json").write_text("{}")
+    (tmp_path / "build/bench/.cpu.x.tmp").mkdir()   # someone else's litter: not this function's job
+    patterns = [f"{tmp_path}/build/bench/{{key}}", f"{tmp_path}/reports/bench/{{key}}.json",
+                f"{tmp_path}/reports/bench/{{key}}.details.json", f"{tmp_path}/build/deploy/{{key}}"]
+    gone = prune_dropped(patterns, {"cpu"})
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in gone) == [
+        "build/bench/cuda", "reports/bench/cuda.details.json", "reports/bench/cuda.json"]
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert "build/bench/cpu/outputs.jsonl" in left and "reports/bench/cpu.details.json" in left
+    assert "reports/bench/cpu.json" in left and "build/bench/.cpu.x.tmp" in left
+    assert prune_dropped(patterns, {"cpu"}) == []

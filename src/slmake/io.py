@@ -78,6 +78,26 @@ def sweep_litter(*roots: str | Path) -> list[Path]:
     return gone
 
 
+def prune_dropped(patterns: list[str], keep: set[str]) -> list[Path]:
+    """Remove the outputs of keys no longer in ``keep``; each pattern names one key's output, as
+    'build/bench/{key}' (a folder) or 'reports/bench/{key}.json' (a file). DVC leaves a removed
+    `foreach` stage's outputs in the workspace, and a stage that depends on the parent folder
+    (monitor on build/bench) would then hash files no clone has. DVC's cache keeps them."""
+    gone = []
+    for pattern in patterns:
+        parent, _, name = pattern.rpartition("/")
+        prefix, _, suffix = name.partition("{key}")
+        root = Path(parent)
+        for p in sorted(root.iterdir()) if root.is_dir() else []:
+            if p.name.startswith(".") or not (p.name.startswith(prefix) and p.name.endswith(suffix)):
+                continue
+            key = p.name[len(prefix):len(p.name) - len(suffix)]
+            if key and "." not in key and key not in keep and p.is_dir() == (suffix == ""):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                gone.append(p)
+    return gone
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder; on success it replaces ``path`` whole, on error it vanishes.
