@@ -3,7 +3,9 @@
 ``slmake serve`` decodes under the response schema's grammar; evaluate and bench decode under the
 same grammar (``eval.constrained``), so the accuracy a build reports is the served one. One GBNF
 text per schema, built once (``gbnf_for``): llama.cpp's own JSON-Schema converter for a JSON answer,
-``text_grammar.text_gbnf`` for a plain-text answer. Each runtime then enforces that same text:
+``text_grammar.text_gbnf`` for a plain-text answer (one leading space allowed: a label written as one
+word-start token, SentencePiece's ``▁network``, is matched by its bytes " network" in llama.cpp and
+llguidance alike). Each runtime then enforces that same text:
 
 * llama.cpp: its grammar sampler (runtimes/llamacpp.py).
 * transformers and ONNX Runtime GenAI: llguidance masks the logits in slmake's own greedy loop

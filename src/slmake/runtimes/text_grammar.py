@@ -14,6 +14,14 @@ the converter's output would be text surgery on a format that changes between ll
 * ``minLength`` / ``maxLength``: that many characters (code points, as JSON Schema counts them).
 * ``anyOf`` / ``oneOf`` of those: an alternation.
 
+One space may come first (``root ::= " "? ...``): grammars match the bytes of token pieces, and a
+model whose tokenizer marks word starts (SentencePiece's ``▁network``, byte-level BPE's
+``Ġnetwork``) writes a label as ONE such piece, i.e. as " network". The decoder drops that mark at
+the start (SentencePiece) and text answers are compared and validated stripped (metrics.score,
+serve), so it is the same answer; without the optional space the grammar forced the label spelled
+in word-internal pieces (``n`` ``et`` ``work``), a token sequence the model was never trained on.
+Only the one word-boundary space: two spaces, or a trailing one, stay outside the grammar.
+
 The grammar may be looser than the schema (keywords it cannot express, e.g. ``not``, ``format``,
 a length next to a pattern), never the only check: every answer is validated against the schema
 afterwards, and an invalid one is refused. ``TextGrammarUnsupported`` says when nothing in the
@@ -29,6 +37,7 @@ from .llama_backend import load_llama_cpp
 
 ANY_CHAR = r"[^\x00]"          # a text answer may hold any character (newlines too) but NUL
 CHAR = "text-char"
+LEAD = '" "?'                  # the word-start mark a label's first token may carry (see above)
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,8 @@ def text_gbnf(schema: dict) -> str:
     if expr is None:
         raise TextGrammarUnsupported(f"nothing in the response schema constrains a text answer "
                                      f"({_short(schema)}): answers are validated only")
+    if not expr.startswith(CHAR + "*"):    # an unanchored pattern allows any lead already
+        expr = f"{LEAD} {expr}"
     return "\n".join([f"root ::= {expr}", *(f"{k} ::= {v}" for k, v in rules.items())]) + "\n"
 
 
