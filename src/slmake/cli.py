@@ -12,6 +12,7 @@ from .checks import InvalidSpec, load_spec
 from .doctor import add_parser as add_doctor
 from .io import write_text_atomic
 from .monitor.cli import add_parser as add_monitor_parser
+from .search import add_parser as add_search
 from .serve.cli import add_parser as add_serve
 from .spec import SpecError
 from .toolchain import versions
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     add_monitor_parser(sub)
     add_serve(sub)
     add_doctor(sub)
+    add_search(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

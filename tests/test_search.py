@@ -1,0 +1,168 @@
+"""`slmake search` (issue 19 items 1, 3, 6) without DVC: the decisions never read a test-split
+figure; an Optuna search resumes from its journal after a kill; a failed trial is recorded with its
+reason and the search goes on. `dvc exp run` is replaced here (only here) by a fake that commits
+what a real one would (params.yaml, bench figures) under the experiment's ref; tests/
+test_search_e2e.py runs real experiments."""
+
+import json
+import os
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slmake.search import run_search, search_file
+from slmake.search.rows import objective_values, pick_test_figure, trial_rows
+from slmake.search.trial import Ledger, exp_ref
+from slmake.selection import pareto, pick
+from slmake.spec import SpecError
+
+ROOT = Path(__file__).resolve().parents[1]
+GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+
+
+def _bench(val: dict[str, float], test: dict[str, float]) -> dict:
+    sizes = {"gguf_f16": 6.3, "gguf_q8_0": 3.4, "gguf_q4_k_m": 2.0}
+    return {"metrics": {"cpu": {a: {"val_exact_match": v, "exact_match": test[a], "size_mb": sizes[a],
+                                    "decode_tok_s": 3000.0 + 100 * i, "val_delta": 0.0, "val_delta_ci95": 0.01}
+                                for i, (a, v) in enumerate(sorted(val.items()))}},
+            "details": {"cpu": {a: {"status": "ok"} for a in val}}}
+
+
+def test_no_decision_reads_a_test_figure():
+    """Trials whose test figures are permuted (and made extreme) give the same rows, objective
+    values, Pareto front and pick; only the pick's test figure, read after the pick, differs."""
+    rng = random.Random(0)
+    arts = ["gguf_f16", "gguf_q8_0", "gguf_q4_k_m"]
+    vals = [{a: round(rng.random(), 3) for a in arts} for _ in range(4)]
+    tests = [{a: round(rng.random(), 3) for a in arts} for _ in range(4)]
+    shuffled = [dict(zip(arts, rng.sample(list(t.values()), 3))) for t in reversed(tests)]
+
+    def decide(test_figs, constraints):
+        per_trial = [trial_rows(f"s-{i}", {"cpu": _bench(v, t)}) for i, (v, t) in enumerate(zip(vals, test_figs))]
+        values = [objective_values(pick(rows, constraints).row) for rows in per_trial]
+        rows = pareto([r for rows in per_trial for r in rows])
+        best = pick(rows, constraints).row
+        return rows, values, best
+
+    for constraints in ({}, {"max_size_mb": 4.0}, {"min_decode_tok_s": 3150.0}):
+        a, b = decide(tests, constraints), decide(shuffled, constraints)
+        assert a == b
+        assert a[2] is not None and not any("exact_match" in r for r in a[0])  # val_exact_match only
+        ext = decide([{k: 1.0 for k in t} if i % 2 else {k: 0.0 for k in t} for i, t in enumerate(tests)], constraints)
+        assert ext == a
+    i = int(a[2]["experiment"].split("-")[1])
+    assert pick_test_figure({"cpu": _bench(vals[i], tests[i])}, "cpu", a[2]["artifact"]) == tests[i][a[2]["artifact"]]
+
+
+def test_search_file_names_its_problems(tmp_path):
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search/a.yaml").write_text("# @package _global_\ntrain:\n  lr: 0.1\n")
+    (tmp_path / "search/b.yaml").write_text("# @package _global_\nhydra: {}\n")
+    with pytest.raises(SpecError, match=r"a.yaml: top-level key\(s\) \['train'\]"):
+        search_file(tmp_path, "a")
+    with pytest.raises(SpecError, match=r"name the search to run \(a, b\)"):
+        search_file(tmp_path, None)
+    with pytest.raises(SpecError, match=r"c.yaml: no such search \(defined: a, b\)"):
+        search_file(tmp_path, "c")
+
+
+class FakeDvc:
+    """Stands in for `dvc exp run --temp -n NAME -S ...`: commits params.yaml (the overrides) and
+    reports/bench/cpu{,.details}.json under refs/exps/<baseline>/NAME, as DVC would. Validation
+    accuracy peaks at train.lr=0.002; test accuracy is its negative (a search reading it would go
+    the wrong way). ``kill_at``: raise KeyboardInterrupt on that call (the driver killed mid-trial);
+    ``fail_at``: that call's trial exits 1 with an error."""
+
+    def __init__(self, kill_at=None, fail_at=None):
+        self.calls, self.kill_at, self.fail_at = [], kill_at, fail_at
+
+    def __call__(self, repo, name, overrides, log, force=False):
+        self.calls.append(list(overrides))
+        if len(self.calls) == self.kill_at:
+            raise KeyboardInterrupt
+        if len(self.calls) == self.fail_at:
+            return 1, "Running stage 'train':\nERROR: failed to reproduce 'train': loss is nan"
+        o = dict(x.split("=", 1) for x in overrides)
+        lr, quant = float(o["train.lr"]), o.get("targets.cpu.gguf.quants", "[q8_0]").strip("[]")
+        val = round(0.9 - abs(lr - 0.002) * 100, 4)
+        art = f"gguf_{quant}"
+        figures = {art: (val, {"q8_0": 3.4, "q4_k_m": 2.0}[quant]), "onnx_int4": (round(val - 0.01, 4), 2.5)}
+        bench = {"cpu": {a: {"val_exact_match": v, "exact_match": round(1 - v, 4), "decode_tok_s": 3000.0, "size_mb": mb,
+                             "val_delta": 0.0, "val_delta_ci95": 0.01} for a, (v, mb) in figures.items()}}
+        files = {"params.yaml": yaml.safe_dump({"train": {"lr": lr}, "targets": {"cpu": {}}}),
+                 "reports/bench/cpu.json": json.dumps(bench), "reports/bench/cpu.details.json": json.dumps({"cpu": {}})}
+        env = dict(os.environ, GIT_INDEX_FILE=str(Path(repo) / ".git/fake-index"))
+        run = lambda *a, **k: subprocess.run([*GIT, *a], cwd=repo, env=env, check=True, capture_output=True,  # noqa: E731
+                                             text=True, **k).stdout.strip()
+        run("read-tree", "HEAD")
+        for path, text in files.items():
+            blob = run("hash-object", "-w", "--stdin", input=text)
+            run("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
+        head = run("rev-parse", "HEAD")
+        commit = run("commit-tree", run("write-tree"), "-p", head, "-m", name)
+        run("update-ref", f"refs/exps/{head[:2]}/{head[2:]}/{name}", commit)
+        return 0, "Running stage 'train':\nStage 'curate' is cached - skipping run, checking out outputs\n"
+
+
+@pytest.fixture
+def project(tmp_path):
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    (tmp_path / "conf/search/t.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: slmake_optuna\n"
+        "hydra:\n  sweeper:\n    sampler: tpe\n    n_trials: 4\n    params:\n"
+        "      train.lr: choice(0.001, 0.002, 0.004)\n      targets.cpu.gguf.quants: choice([q8_0], [q4_k_m])\n"
+        "search:\n  constraints:\n    max_size_mb: 3.0\n")
+    (tmp_path / ".gitignore").write_text("/.slmake/\n")
+    subprocess.run("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init",
+                   shell=True, cwd=tmp_path, check=True)
+    return tmp_path
+
+
+@pytest.mark.slow  # ~4 s: Hydra multiruns and Optuna studies, no DVC
+def test_optuna_search_resumes_after_a_kill_and_records_a_failure(project, capsys):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    killed = FakeDvc(kill_at=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(project, "t", run_exp=killed)
+    journal = project / ".slmake/search/t/optuna.journal"
+    assert journal.exists() and len(Ledger(project / ".slmake/search/t/trials.jsonl").records()) == 2
+    interrupted = killed.calls[2]
+
+    fake = FakeDvc(fail_at=2)
+    run_search(project, "t", run_exp=fake)
+    assert fake.calls[0] == interrupted  # the trial the kill stopped runs first
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    (study,) = storage.get_all_studies()
+    trials = storage.get_all_trials(study._study_id)
+    states = [t.state for t in trials]
+    assert states.count(TrialState.RUNNING) == 0
+    assert trials[2].state == TrialState.FAIL and trials[2].user_attrs["reason"].startswith("interrupted")
+    counted = [t for t in trials if not str(t.user_attrs.get("reason", "")).startswith("interrupted")]
+    assert len(counted) == 4  # the budget: 4 trials in the whole study, the interrupted one not counted
+    records = Ledger(project / ".slmake/search/t/trials.jsonl").records()
+    assert [r["trial"] for r in records] == [0, 1, 3, 4] and all(
+        exp_ref(project, r["baseline"], r["experiment"]) for r in records if r["status"] != "failed")
+    failed = [r for r in records if r["status"] == "failed"]  # recorded with its reason, the search went on
+    assert len(failed) == 1 and "loss is nan" in failed[0]["reason"] and failed[0]["overrides"] == fake.calls[1]
+    rows = [r for rec in records if rec["status"] != "failed" for r in rec["rows"]]
+    # search.constraints.max_size_mb 3.0 rules out q8_0 (3.4 MB), whose validation accuracy is higher
+    best = max((r for r in rows if r["size_mb"] <= 3.0), key=lambda r: r["val_exact_match"])
+    assert max(r["val_exact_match"] for r in rows) > best["val_exact_match"]
+    out = capsys.readouterr().out
+    md = (project / "reports/search/t.md").read_text()
+    csv = (project / "reports/search/t.csv").read_text().splitlines()
+    assert csv[0] == "experiment,target,artifact,val_exact_match,size_mb,decode_tok_s,delta,delta_low,refused,pareto,pick"
+    assert "★" in md and "← pick" in md and "search_t_accuracy_vs_size" in (project / "reports/search/dvc.yaml").read_text()
+    picked = [ln.split(",") for ln in csv[1:] if ln.endswith(",True")]
+    assert len(picked) == 1 and picked[0][0] == best["experiment"] and picked[0][2] == best["artifact"]
+    assert f"dvc exp apply {best['experiment']}" in out
+    # the pick's test figure (1 - val in the fake) is reported, once, after the pick
+    assert out.count("scored once, after the pick") == 1
+    assert f"after the pick): **{round(1 - best['val_exact_match'], 4)}**" in out
