@@ -12,6 +12,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`-n 2`, .ci/run's slow tier) each worker gets its own share of the cores,
+    inherited by every stage, server and tool it starts: thread keys left null (the tests' specs)
+    then resolve to that share (process_setup.resolve_threads), so two workers never put two
+    spinning thread pools on one core. An e2e test spends about half its time on one core
+    (DVC, imports, subprocess starts): two pinned workers fill the other."""
+    worker = getattr(config, "workerinput", None)
+    if worker is None or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus, n, count = sorted(os.sched_getaffinity(0)), int(worker["workerid"][2:]), int(worker["workercount"])
+    if count <= len(cpus):
+        share = len(cpus) // count
+        os.sched_setaffinity(0, cpus[n * share:(n + 1) * share])
+
+
 def pytest_collection_modifyitems(items):
     """An e2e test is a slow test too: `pytest -m "not slow"` is the unit tier (.ci/run)."""
     for item in items:
@@ -33,12 +48,13 @@ def tiny_reference(tmp_path_factory):
     e2e_utils.tiny_llama: what the cuda and intel_npu target tests compare their artifacts with."""
     from e2e_utils import NEW, PROMPTS, tiny_llama
     from slmake.base_model import load_tokenizer
+    from slmake.process_setup import resolve_threads
     from slmake.runtimes.hf import HFRunner
 
     model = tiny_llama(tmp_path_factory.mktemp("model"))
     tok = load_tokenizer(model)
     ids = [tok(p)["input_ids"] for p in PROMPTS]
-    ref = HFRunner(model, threads=2)
+    ref = HFRunner(model, threads=resolve_threads(None))
     want = [ref.generate(i, NEW).tokens for i in ids]
     ref.close()
     return model, ids, want

@@ -56,7 +56,7 @@ TEXTS = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(10)) for i 
 # What the target tests run a tiny model's artifacts on (conftest.py's `tiny_reference`).
 PROMPTS = ["the cat sat on the", "blue house near a tree", "money transfer to my account", "x", "dog ran",
            "red card bank near my house on the mat"]
-BENCH = {"threads": 2, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": None}
+BENCH = {"threads": None, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": None}
 NEW = 16  # greedy tokens per prompt
 
 
@@ -98,12 +98,12 @@ def build_ctx(merged: Path, out: Path, data: Path | None = None):
 MICRO = {
     "model": {"scratch": {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 256, "num_layers": 2,
                           "num_heads": 2, "num_kv_heads": 2,
-                          "pretrain": {"steps": 300, "batch_size": 8, "block_size": 64, "lr": 0.003, "threads": 2}}},
+                          "pretrain": {"steps": 300, "batch_size": 8, "block_size": 64, "lr": 0.003, "threads": None}}},
     "data": {"source": "data/micro.jsonl"},
-    "train": {"max_steps": 150, "batch_size": 8, "lr": 0.005, "threads": 2, "lora": {"r": 8, "alpha": 16}},
+    "train": {"max_steps": 150, "batch_size": 8, "lr": 0.005, "threads": None, "lora": {"r": 8, "alpha": 16}},
     "eval": {"limit": 24},
     "targets": {"cpu": {"gguf": {"quants": ["f16", "q8_0", "q4_k_m"]}, "onnx_genai": {"precisions": ["int4"]}}},
-    "bench": {"threads": 2, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": 12},
+    "bench": {"threads": None, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": 12},
 }
 
 

@@ -20,9 +20,9 @@ BANKING77 = ROOT.parent / "shared/datasets/banking77/train.csv"
 SMALL = {
     "model": {"scratch": {"vocab_size": 768, "hidden_size": 128, "intermediate_size": 256, "num_layers": 2,
                           "num_heads": 2, "num_kv_heads": 2,
-                          "pretrain": {"steps": 300, "batch_size": 8, "block_size": 64, "lr": 0.003, "threads": 2}}},
+                          "pretrain": {"steps": 300, "batch_size": 8, "block_size": 64, "lr": 0.003, "threads": None}}},
     "data": {"source": "data/banking77_10_intents.csv"},
-    "train": {"max_steps": 200, "batch_size": 16, "lr": 0.004, "threads": 2, "lora": {"r": 16, "alpha": 32}},
+    "train": {"max_steps": 200, "batch_size": 16, "lr": 0.004, "threads": None, "lora": {"r": 16, "alpha": 32}},
     "eval": {"limit": 60, "max_new_tokens": 12},
 }
 

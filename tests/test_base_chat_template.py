@@ -98,7 +98,7 @@ def test_modelfile_and_serve_contract_follow_the_chat_template(tmp_path, monkeyp
     (tmp_path / "build/check.data.json").write_text(json.dumps({"chat_template": SMOLLM_CHAT}))
     spec = {"model": {"name": "smollm2"}, "data": {"name": "d", "prompt_template": "chat_template",
                                                     "response_schema": {"type": "object"}},
-            "train": {"max_length": 256}, "eval": {"max_new_tokens": 32}, "bench": {"threads": 2}}
+            "train": {"max_length": 256}, "eval": {"max_new_tokens": 32}, "bench": {"threads": None}}
     text = deploy.modelfile(SMOLLM, "model.gguf", spec)
     assert ('TEMPLATE """<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face'
             '<|im_end|>\n<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n"""') in text

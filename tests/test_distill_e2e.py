@@ -23,13 +23,13 @@ TICKETS = (ROOT / "data/it_tickets/tickets.jsonl").read_text().splitlines()
 STUDENT = {   # smaller than the micro teacher (hidden 128): hidden 64
     "model": {"scratch": {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_layers": 2,
                           "num_heads": 2, "num_kv_heads": 2,
-                          "pretrain": {"steps": 150, "batch_size": 8, "block_size": 64, "lr": 0.005, "threads": 2}}},
+                          "pretrain": {"steps": 150, "batch_size": 8, "block_size": 64, "lr": 0.005, "threads": None}}},
     # the micro teacher rarely says refuse/escalate: curation's negatives rule warns (fails by default)
     "data": {"source": "data/gold.jsonl", "negatives": {"on_violation": "warn"}},
-    "train": {"max_steps": 150, "batch_size": 8, "lr": 0.01, "threads": 2, "lora": {"r": 8, "alpha": 16}},
-    "eval": {"limit": 40, "threads": 2, "max_new_tokens": 48},
+    "train": {"max_steps": 150, "batch_size": 8, "lr": 0.01, "threads": None, "lora": {"r": 8, "alpha": 16}},
+    "eval": {"limit": 40, "threads": None, "max_new_tokens": 48},
     "distill": {"inputs": {"path": "data/raw.jsonl"}, "labelled": "data/gold.jsonl", "few_shot": 1,
-                "ceiling_limit": 60, "teacher": {"threads": 2, "max_new_tokens": 40},
+                "ceiling_limit": 60, "teacher": {"threads": None, "max_new_tokens": 40},
                 "review": {"sample_size": 20, "min_accept": 0.5}},
 }
 
@@ -125,7 +125,7 @@ def test_hf_and_gguf_teachers_agree(micro_repo, tmp_path):
     for kind, path in (("hf", micro_repo / "build/train/merged"),
                        ("gguf", micro_repo / "build/compile/cpu/gguf_f16/model.gguf")):
         cfg = json.loads(json.dumps(base))
-        cfg["teacher"].update(kind=kind, path=str(path), threads=2, max_new_tokens=32)
+        cfg["teacher"].update(kind=kind, path=str(path), threads=None, max_new_tokens=32)
         runs[kind] = run(cfg, data, tmp_path / kind)
     hf, gguf = runs["hf"], runs["gguf"]
     assert hf["ceiling"]["n"] == gguf["ceiling"]["n"] == 30 and hf["inputs"]["read"] == 20

@@ -29,12 +29,12 @@ ARTIFACT = "cpu/gguf_q8_0"
 SPEC = {
     "model": {"scratch": {"vocab_size": 512, "hidden_size": 128, "intermediate_size": 256, "num_layers": 2,
                           "num_heads": 2, "num_kv_heads": 2,
-                          "pretrain": {"steps": 300, "batch_size": 8, "block_size": 64, "lr": 0.003, "threads": 2}}},
+                          "pretrain": {"steps": 300, "batch_size": 8, "block_size": 64, "lr": 0.003, "threads": None}}},
     "data": {"source": "data/micro.jsonl"},
-    "train": {"max_steps": 500, "batch_size": 16, "lr": 0.005, "threads": 2, "lora": {"r": 8, "alpha": 16}},
+    "train": {"max_steps": 500, "batch_size": 16, "lr": 0.005, "threads": None, "lora": {"r": 8, "alpha": 16}},
     "eval": {"limit": None},                 # all 70 test rows: the bench answers are monitor's label baseline
     "targets": {"cpu": {"gguf": {"quants": ["q8_0"]}, "onnx_genai": {"precisions": []}}},
-    "bench": {"threads": 2, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": None},
+    "bench": {"threads": None, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": None},
 }
 
 
@@ -64,7 +64,7 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "slmake.cli", "serve", ARTIFACT, "--port", str(self.port), "--threads", "2",
+            [sys.executable, "-m", "slmake.cli", "serve", ARTIFACT, "--port", str(self.port),
              "--request-log", "logs/requests.jsonl"], cwd=repo, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60
         while time.time() < deadline:

@@ -22,6 +22,7 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 from slmake import base_model, gguf_tokenizer  # noqa: E402
+from slmake.process_setup import resolve_threads  # noqa: E402
 from slmake.targets import cpu  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +127,7 @@ def _greedy(folder: Path, gguf: Path, prompts: list[list[int]], n: int = 8) -> t
     from slmake.runtimes.hf import HFRunner
     from slmake.runtimes.llamacpp import LlamaCppRunner
 
-    hf, cpp = HFRunner(folder, threads=2), LlamaCppRunner(gguf, threads=2)
+    hf, cpp = HFRunner(folder, threads=resolve_threads(None)), LlamaCppRunner(gguf, threads=resolve_threads(None))
     try:
         return [hf.generate(p, n).tokens for p in prompts], [cpp.generate(p, n).tokens for p in prompts]
     finally:
@@ -167,7 +168,7 @@ def test_family_round_trip(family, tmp_path, monkeypatch):
     # a few LoRA steps, then the cpu target's export
     monkeypatch.setenv("PYTHONHASHSEED", "0")
     cfg = {"method": "lora", "epochs": 1, "max_steps": 3, "batch_size": 4, "grad_accum": 1, "lr": 0.01,
-           "warmup_ratio": 0.0, "max_length": 64, "threads": 2, "save_steps": 0, "processes": 1,
+           "warmup_ratio": 0.0, "max_length": 64, "threads": None, "save_steps": 0, "processes": 1,
            "lora": {"r": 4, "alpha": 8, "dropout": 0.0,
                     "target_modules": ["qkv_proj", "o_proj"] if family == "phi3" else ["q_proj", "v_proj"]}}
     train_mod.train(cfg, base, data, tmp_path / "train", None, 0)

@@ -79,7 +79,7 @@ def _client(engine, log=None):
 
 def _spec(fmt, schema):
     return {"model": {"name": "tiny"}, "train": {"max_length": 256}, "eval": {"max_new_tokens": BUDGET},
-            "bench": {"threads": 2},
+            "bench": {"threads": None},
             "data": {"name": "d", "prompt_template": "### T\n{instruction}\n### A\n", "response_format": fmt,
                      "response_schema": schema, "label_field": None, "pii": None}}
 

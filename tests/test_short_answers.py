@@ -218,7 +218,7 @@ def test_bench_report_and_cost_table_carry_numbers_for_one_token_answers(task, c
     spec["data"].update(response_format="text", response_schema={"type": "string", "enum": ["dog", "red"]},
                         label_field=None)
     spec["eval"]["max_new_tokens"] = 8
-    spec["bench"].update(threads=2, warmup=1, repeats=2, speed_prompts=3, decode_tokens=16)
+    spec["bench"].update(threads=None, warmup=1, repeats=2, speed_prompts=3, decode_tokens=16)
     (root / "params.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     for stage in (["bench.py", "cpu"], ["report.py"]):
         res = subprocess.run([sys.executable, str(ROOT / "stages" / stage[0]), *stage[1:]], cwd=root,

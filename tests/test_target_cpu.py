@@ -128,7 +128,7 @@ def test_llama_cpp_greedy_equals_transformers_fp32(built, tmp_path):
 
 def test_onnx_int4_generates(built):
     model, out, arts = built
-    runner = cpu.open_runner(arts["onnx_int4"], out, {"threads": 2})
+    runner = cpu.open_runner(arts["onnx_int4"], out, {"threads": 1})
     try:
         for ids in _prompt_ids(model):
             g = runner.generate(ids, 12)
