@@ -1,5 +1,6 @@
-"""evaluate: base + merged fp32 models on the test split -> reports/evaluate.json + build/evaluate/
-(the reference outputs every artifact is compared with, and the tokenizer that encodes prompts)"""
+"""evaluate: base + merged fp32 models on the test and validation splits -> reports/evaluate.json (test
+figures, and val_exact_match / val_valid / val_n: what a search selects on) + build/evaluate/ (the
+reference outputs every artifact is compared with, per split, and the tokenizer that encodes prompts)"""
 
 import json
 from pathlib import Path
@@ -12,7 +13,7 @@ ev, data = params["eval"], params["data"]
 process_setup.setup(threads=ev["threads"], seed=params["seed"])
 
 from slmake.base_model import load_tokenizer  # noqa: E402
-from slmake.evaluate import encode_prompts, evaluate_model, test_rows  # noqa: E402
+from slmake.evaluate import encode_prompts, evaluate_model, test_rows, val_figures, val_rows  # noqa: E402
 from slmake.io import atomic_dir, write_json_atomic  # noqa: E402
 from slmake.runtimes.guide import Guide, decode_constraint  # noqa: E402
 
@@ -28,16 +29,32 @@ run = {"max_new_tokens": ev["max_new_tokens"], "response_schema": schema, "batch
        "guide": guide}
 base_m, _, _ = evaluate_model(base, tok, rows, prompts, desc="evaluate base", **run)
 ft_m, tokens, texts = evaluate_model(merged, tok, rows, prompts, desc="evaluate fine-tuned", **run)
+# the validation split, decoded the same way (eval.limit spreads it the same way): what selection reads
+vrows = val_rows(Path("build/data"), ev["limit"])
+vprompts = encode_prompts(tok, vrows)
+vtokens, vtexts = [], []
+if vrows:
+    base_v, _, _ = evaluate_model(base, tok, vrows, vprompts, desc="evaluate base (val)", **run)
+    ft_v, vtokens, vtexts = evaluate_model(merged, tok, vrows, vprompts, desc="evaluate fine-tuned (val)", **run)
+    base_m.update(val_figures(base_v))
+    ft_m.update(val_figures(ft_v))
 
 with atomic_dir("build/evaluate") as tmp:
-    with open(tmp / "reference.jsonl", "w", encoding="utf-8") as f:
-        for r, p, t, x in zip(rows, prompts, tokens, texts):
-            f.write(json.dumps({"id": r["id"], "prompt_ids": p, "tokens": t, "text": x,
-                                "expected": r["response"]}, ensure_ascii=False) + "\n")
+    for name, split in (("reference.jsonl", zip(rows, prompts, tokens, texts)),
+                        ("val_reference.jsonl", zip(vrows, vprompts, vtokens, vtexts))):
+        with open(tmp / name, "w", encoding="utf-8") as f:
+            for r, p, t, x in split:
+                f.write(json.dumps({"id": r["id"], "prompt_ids": p, "tokens": t, "text": x,
+                                    "expected": r["response"]}, ensure_ascii=False) + "\n")
     tok.save_pretrained(str(tmp / "tokenizer"))
 write_json_atomic("reports/evaluate.json", {"base": base_m, "finetuned": ft_m})
 print(f"evaluate: base exact_match {base_m['exact_match']:.3f} -> fine-tuned {ft_m['exact_match']:.3f} "
       f"(valid {ft_m['valid']:.3f}, n={ft_m['n']})")
+if vrows:
+    print(f"evaluate: validation split: base exact_match {base_m['val_exact_match']:.3f} -> fine-tuned "
+          f"{ft_m['val_exact_match']:.3f} (valid {ft_m['val_valid']:.3f}, n={ft_m['val_n']})")
+else:
+    print("evaluate: no validation split (data.split.val gave no rows): no val_* figures to select on")
 if guide is not None:
     print(f"evaluate: decoded under the response schema's grammar, as served; free decode: fine-tuned "
           f"exact_match {ft_m['exact_match_free']:.3f}, valid {ft_m['valid_free']:.3f}")

@@ -12,6 +12,7 @@ from slmake.report import (
     cost_markdown,
     cost_rows,
     end_shares,
+    gate_markdown,
     load_rps,
     markdown,
     plot_csv,
@@ -19,7 +20,7 @@ from slmake.report import (
 )
 from slmake.summary import summary
 
-params = stage_params("targets", "model", "data", "cost")
+params = stage_params("targets", "model", "data", "cost", "bench")
 rows = collect(Path("reports/bench"), sorted(params["targets"]))
 evaluation = json.loads(Path("reports/evaluate.json").read_text())
 curation = json.loads(Path("reports/curation.json").read_text())
@@ -36,8 +37,9 @@ t0 = perf_counter()
 charts = report_charts(rows, evaluation["finetuned"]["exact_match"], Path("reports/train/plots/metrics"),
                        Path("reports/charts"))
 charts_s = perf_counter() - t0
+gate = gate_markdown(rows, params["bench"].get("max_drop"))   # what deploy refused (bench.max_drop)
 md = markdown(rows, evaluation, curation, params["model"]["name"], params["data"]["name"],
-              charts + "\n" + cost_markdown(lines, cost))
+              (gate + "\n" if gate else "") + charts + "\n" + cost_markdown(lines, cost))
 if "distill" in curation:  # distill on: the teacher's ceiling beside the student
     from slmake.distill.report import markdown as distill_markdown
 

@@ -103,7 +103,9 @@ MICRO = {
     "train": {"max_steps": 150, "batch_size": 8, "lr": 0.005, "threads": None, "lora": {"r": 8, "alpha": 16}},
     "eval": {"limit": 24},
     "targets": {"cpu": {"gguf": {"quants": ["f16", "q8_0", "q4_k_m"]}, "onnx_genai": {"precisions": ["int4"]}}},
-    "bench": {"threads": None, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": 12},
+    # max_drop: no quality gate here, 12 bench rows cannot resolve 2 points (a build with a gate and a
+    # broken artifact: test_pipeline_e2e::test_quality_gate_refuses_a_broken_artifact)
+    "bench": {"threads": None, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": 12, "max_drop": None},
 }
 
 

@@ -34,7 +34,8 @@ SPEC = {
     "train": {"max_steps": 500, "batch_size": 16, "lr": 0.005, "threads": None, "lora": {"r": 8, "alpha": 16}},
     "eval": {"limit": None},                 # all 70 test rows: the bench answers are monitor's label baseline
     "targets": {"cpu": {"gguf": {"quants": ["q8_0"]}, "onnx_genai": {"precisions": []}}},
-    "bench": {"threads": None, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": None},
+    "bench": {"threads": None, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": None,
+              "max_drop": None},   # no quality gate: ~70 rows cannot resolve 2 points (test_gate, test_pipeline_e2e)
 }
 
 

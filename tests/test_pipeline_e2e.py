@@ -106,6 +106,62 @@ def test_bench_only_change_reruns_only_bench_and_report(repo):
         sh("dvc repro", repo)
 
 
+def test_quality_gate_refuses_a_broken_artifact(repo):
+    """Issue 19.4: gguf_q8_0 with its embedding and output weights zeroed (it loads, and answers the same
+    whatever the prompt) is benchmarked on both splits, refused by deploy's gate (bench.max_drop) with its
+    Δ and interval in refused.json and report.md, and never picked by `slmake serve`; the others ship."""
+    import subprocess
+    import sys
+
+    from gguf import GGUFReader
+
+    from slmake.gate import gate
+    from slmake.serve.package import pick_package
+
+    original = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["bench"]["max_drop"] = 0.1   # the micro build's 12 bench rows resolve no finer
+    # restored afterwards with the cached outputs (dvc checkout): no second bench run
+    saved = {p: p.read_bytes() for p in [repo / "dvc.lock", *(repo / "reports").rglob("*")] if p.is_file()}
+    gguf = repo / "build/compile/cpu/gguf_q8_0/model.gguf"
+    data = bytearray(gguf.read_bytes())
+    for t in GGUFReader(gguf).tensors:
+        if t.name in ("token_embd.weight", "output.weight"):
+            data[t.data_offset:t.data_offset + t.n_bytes] = bytes(t.n_bytes)
+    gguf.unlink()              # a new file: the DVC cache's copy stays intact
+    gguf.write_bytes(bytes(data))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        sh("dvc repro -s bench@cpu deploy@cpu report", repo)
+        bench = _bench(repo, "cpu")
+        assert all(r["val_n"] == 12 and r["n"] == 12 for r in bench.values())   # bench.limit on both splits
+        broken = bench["gguf_q8_0"]
+        assert broken["val_delta"] < 0 and broken["val_delta_low"] < -0.1, broken
+        refused = json.loads((repo / "build/deploy/cpu/refused.json").read_text())
+        assert refused["max_drop"] == 0.1 and "gguf_q8_0" in refused["refused"], refused
+        assert refused["refused"]["gguf_q8_0"]["delta"] == broken["val_delta"]
+        # deploy followed the gate: a package for every artifact it passed, none for the refused
+        want = {n for n, v in gate(bench, 0.1).items() if v["verdict"] == "pass"}
+        assert "gguf_f16" in want   # f16 of the fp32 model answers as it does
+        assert {p.name for p in (repo / "build/deploy/cpu").iterdir() if p.is_dir()} == want
+        report = (repo / "reports/report.md").read_text()
+        assert "## Quality gate" in report and "| cpu/gguf_q8_0 | val |" in report
+        picked = pick_package(repo / "build/deploy")
+        assert picked.name != "cpu/gguf_q8_0" and "validation accuracy" in picked.why
+        # `slmake serve` with no argument: the pick under params.yaml's search.constraints, or why none
+        params["search"]["constraints"]["max_size_mb"] = 0.001
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        res = subprocess.run([sys.executable, "-m", "slmake.cli", "serve", "--port", "1"], cwd=repo,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and "no artifact meets the constraints (max_size_mb 0.001)" in res.stderr, res.stderr
+    finally:
+        (repo / "params.yaml").write_text(original)
+        for p, content in saved.items():
+            p.write_bytes(content)
+        sh("dvc checkout --force", repo)
+    assert sh("dvc status", repo).stdout.strip().endswith("up to date."), sh("dvc status", repo).stdout
+
+
 def test_rebuild_gives_identical_artifacts(repo):
     """Every artifact (GGUF and ONNX) and the whole compile output: logs live outside it, and the
     ONNX builder no longer stamps the repo's git HEAD, so a forced rebuild leaves bench up to date."""

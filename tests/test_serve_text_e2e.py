@@ -39,7 +39,8 @@ TEXT_MICRO = {
     "train": {"max_steps": 60, "batch_size": 8, "lr": 0.002, "threads": None},       # full fine-tuning
     "eval": {"limit": 12, "max_new_tokens": 12},
     "targets": {"cpu": {"gguf": {"quants": ["f16"]}, "onnx_genai": {"precisions": []}}},
-    "bench": {"threads": None, "warmup": 0, "repeats": 1, "speed_prompts": 1, "limit": None},
+    "bench": {"threads": None, "warmup": 0, "repeats": 1, "speed_prompts": 1, "limit": None,
+              "max_drop": None},   # no quality gate: 12 rows cannot resolve 2 points (test_gate, test_pipeline_e2e)
 }
 
 

@@ -4,7 +4,9 @@ A child process per artifact gives an honest peak RSS (the parent reads it with 
 runtime that crashes from taking the others down. Figures: load time, time to first token and request
 latency (prompt in, whole answer out: p50 and p95) on the task's own answers, decode tokens/s, peak
 RSS, size, task accuracy on the test split, and parity with the fp32 reference (share of prompts with
-identical greedy tokens).
+identical greedy tokens). The validation split is scored the same way (``val_exact_match``, ``val_delta``
+with its interval ``val_delta_ci95`` and lower bound ``val_delta_low``): what a search selects on (slmake.selection), the test split's
+figures being reported, never selected on.
 
 Decode speed is timed apart from the task's answers, as ``llama-bench``'s tg test does: each speed
 prompt generates ``bench.decode_tokens`` tokens with end-of-generation suppressed, so a task whose
@@ -48,7 +50,7 @@ from .targets.base import Artifact, Skipped
 
 # the figures `dvc exp show` shows per artifact; everything else is in the details file
 METRICS = ("exact_match", "delta", "valid", "parity", "decode_tok_s", "ttft_ms", "request_ms_p50",
-           "request_ms_p95", "peak_rss_mb", "size_mb")
+           "request_ms_p95", "peak_rss_mb", "size_mb", "val_exact_match", "val_delta", "val_delta_low")
 DECODE_TOKENS = 64            # conf/bench's default, for callers that build the bench settings themselves
 SIMULATOR_DECODE_TOKENS = 8   # a simulator that takes seconds per token (bench_limit) times this many at most
 
@@ -175,6 +177,8 @@ def _worker(job: dict) -> dict:
         limit, speed_prompts, repeats = min(limit or cap, cap), 1, 1
         decode_tokens = min(decode_tokens, SIMULATOR_DECODE_TOKENS)
     reference = evenly_spaced(read_jsonl(ref_dir / "reference.jsonl"), limit)
+    val_path = ref_dir / "val_reference.jsonl"   # bench.limit spreads the validation split the same way
+    val_reference = evenly_spaced(read_jsonl(val_path), limit) if val_path.is_file() else []
 
     t0 = time.perf_counter()
     try:
@@ -191,21 +195,22 @@ def _worker(job: dict) -> dict:
     try:
         if phase in ("accuracy", "all"):   # only this pass decodes text
             tok = Tokenizer.from_file(str(ref_dir / "tokenizer" / "tokenizer.json"))
-            gens = [runner.generate(r["prompt_ids"], max_new) for r in reference]
-            if guide is not None:
-                free_tokens = [g.tokens for g in gens]
-                free_texts = [tok.decode(t, skip_special_tokens=True) for t in free_tokens]
-                for i, r in enumerate(reference):
-                    if not _accepts(runner, guide, gens[i], tok):
-                        gens[i] = runner.generate(r["prompt_ids"], max_new, constraint=guide)
-                result.update(free_figures(free_texts, [r["expected"] for r in reference], job["response_schema"],
-                                           [g.tokens for g in gens], free_tokens))
-            outs = [g.tokens for g in gens]
-            texts = [tok.decode(t, skip_special_tokens=True) for t in outs]
+            gens, outs, texts, free = _answers(runner, guide, reference, max_new, tok, job["response_schema"])
+            result.update(free)
             expected = [r["expected"] for r in reference]
             task = score(texts, expected, job["response_schema"])
             ref_texts = [tok.decode(r["tokens"], skip_special_tokens=True) for r in reference]
             result.update(paired_delta(exact_hits(texts, expected), exact_hits(ref_texts, expected)))
+            if val_reference:   # the validation split, decoded the same way: what selection reads
+                _, _, vtexts, _ = _answers(runner, guide, val_reference, max_new, tok, job["response_schema"])
+                vexpected = [r["expected"] for r in val_reference]
+                vtask = score(vtexts, vexpected, job["response_schema"])
+                vref = [tok.decode(r["tokens"], skip_special_tokens=True) for r in val_reference]
+                vdelta = paired_delta(exact_hits(vtexts, vexpected), exact_hits(vref, vexpected))
+                result.update({"val_exact_match": vtask["exact_match"], "val_valid": vtask["valid"],
+                               "val_n": vtask["n"], "val_delta": vdelta["delta"],
+                               "val_delta_ci95": vdelta["delta_ci95"],
+                               "val_delta_low": round(vdelta["delta"] - vdelta["delta_ci95"], 4)})
             result.update({
                 "parity": parity(outs, [r["tokens"] for r in reference]),
                 "exact_match": task["exact_match"],
@@ -239,6 +244,23 @@ def _worker(job: dict) -> dict:
     finally:
         runner.close()
     return result
+
+
+def _answers(runner, guide, reference: list[dict], max_new: int, tok, response_schema: dict):
+    """(generations, their tokens, their texts, free figures) for the reference rows, decoded as served:
+    freely, then again under ``guide`` where the runtime's grammar rejects the free answer."""
+    gens = [runner.generate(r["prompt_ids"], max_new) for r in reference]
+    free = {}
+    if guide is not None:
+        free_tokens = [g.tokens for g in gens]
+        free_texts = [tok.decode(t, skip_special_tokens=True) for t in free_tokens]
+        for i, r in enumerate(reference):
+            if not _accepts(runner, guide, gens[i], tok):
+                gens[i] = runner.generate(r["prompt_ids"], max_new, constraint=guide)
+        free = free_figures(free_texts, [r["expected"] for r in reference], response_schema,
+                            [g.tokens for g in gens], free_tokens)
+    outs = [g.tokens for g in gens]
+    return gens, outs, [tok.decode(t, skip_special_tokens=True) for t in outs], free
 
 
 def _accepts(runner, guide, gen, tok) -> bool:

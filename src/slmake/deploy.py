@@ -1,5 +1,9 @@
 """Deploy packages: every built artifact of a target, ready to serve.
 
+Only artifacts that pass the quality gate (slmake.gate: the lower bound of their Δ-vs-fp32 interval
+stays >= -``bench.max_drop``) are packaged; ``build/deploy/<target>/refused.json`` lists the others
+with their Δ, interval and reason.
+
 ``build/deploy/<target>/<artifact>/`` holds the artifact (hard-linked, else copied), the tokenizer,
 ``serve.json`` (what ``slmake serve`` needs: runtime entry, prompt template, response schema,
 limits), a Hugging Face model card (``README.md`` with a ``model-index`` of the measured figures),
@@ -22,6 +26,7 @@ import yaml
 from .charts import accuracy_size  # matplotlib loads only when a chart is drawn
 from .chat_template import CHAT, resolved
 from .compile import MANIFEST_GLOB, manifest_path
+from .gate import DEFAULT_MAX_DROP, gate, refused
 from .io import atomic_dir, sha256_tree, write_json_atomic, write_text_atomic
 from .runtimes.llamacpp import load_llama_cpp
 
@@ -31,15 +36,21 @@ GO_PROMPT = "{{ .Prompt }}"
 
 def package_target(target: str, compile_dir: Path, bench_dir: Path, evaluate_dir: Path, data_dir: Path,
                    data_card: Path, spec: dict, out_root: Path) -> list[str]:
-    """Write one package per built artifact of ``target``; return their names."""
+    """Write one package per built artifact of ``target`` that passes the quality gate (slmake.gate,
+    ``bench.max_drop``); return their names. The refused ones are listed, with their Δ and interval,
+    in ``<out_root>/<target>/refused.json`` instead of a package."""
     listing = json.loads((compile_dir / "artifacts.json").read_text())
     figures = _load(bench_dir / f"{target}.json").get(target, {})
     details = _load(bench_dir / f"{target}.details.json").get(target, {})
+    max_drop = spec["bench"].get("max_drop", DEFAULT_MAX_DROP)
+    verdicts = gate({e["name"]: {**details.get(e["name"], {}), **figures.get(e["name"], {})}
+                     for e in listing["artifacts"] if e["status"] == "built"}, max_drop)
     data_sha = sha256_tree(data_dir)
     made = []
     with atomic_dir(out_root / target) as tmp:
+        write_json_atomic(tmp / "refused.json", {"max_drop": max_drop, "refused": refused(verdicts)})
         for entry in listing["artifacts"]:
-            if entry["status"] != "built":
+            if entry["status"] != "built" or verdicts[entry["name"]]["verdict"] == "refused":
                 continue
             name = entry["name"]
             pkg = tmp / name
@@ -48,6 +59,7 @@ def package_target(target: str, compile_dir: Path, bench_dir: Path, evaluate_dir
             shutil.copytree(evaluate_dir / "tokenizer", pkg / "tokenizer")
             manifest = _load(manifest_path(compile_dir / entry["path"], name))
             contract = serve_contract(target, entry, spec, figures.get(name, {}), details.get(name, {}))
+            contract["gate"] = verdicts[name]   # why it ships: its Δ interval vs bench.max_drop
             # not write_json_atomic: it sorts keys, and the schema's property order is the order the
             # model was trained to answer in (the grammar keeps it)
             write_text_atomic(pkg / "serve.json", json.dumps(contract, indent=2, ensure_ascii=False) + "\n")

@@ -1,4 +1,7 @@
-"""Evaluate the base and the fine-tuned fp32 models on the test split.
+"""Evaluate the base and the fine-tuned fp32 models on the test split, and on the validation split.
+
+The validation figures (``val_exact_match``, ``val_valid``, ``val_n``) are what a search decides on
+(slmake.selection); the test split's are reported, never selected on.
 
 The fine-tuned model's greedy outputs (token ids and text) become the reference every compiled
 artifact is compared with: parity = share of prompts whose greedy output is identical.
@@ -23,6 +26,18 @@ from .runtimes.hf import HFRunner
 def test_rows(splits: Path, limit: int | None) -> list[dict]:
     """The test split, or ``limit`` rows spread evenly over it."""
     return evenly_spaced(read_jsonl(splits / "test.jsonl"), limit)
+
+
+def val_rows(splits: Path, limit: int | None) -> list[dict]:
+    """The validation split, or ``limit`` rows spread evenly over it (eval.limit, as for the test
+    split); [] when curate wrote none."""
+    path = splits / "val.jsonl"
+    return evenly_spaced(read_jsonl(path), limit) if path.is_file() else []
+
+
+def val_figures(metrics: dict) -> dict:
+    """A split's metrics as the ``val_`` keys reports/evaluate.json carries beside the test ones."""
+    return {"val_exact_match": metrics["exact_match"], "val_valid": metrics["valid"], "val_n": metrics["n"]}
 
 
 def encode_prompts(tokenizer, rows: list[dict]) -> list[list[int]]:

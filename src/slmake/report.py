@@ -10,12 +10,14 @@ import statistics
 from pathlib import Path
 
 from .cost import cost_row, request_seconds
+from .gate import verdict
 from .io import read_jsonl
 
 COLUMNS = [("target", "target"), ("artifact", "artifact"), ("runtime", "runtime"), ("status", "status"),
            ("size_mb", "size MB"), ("load_s", "load s"), ("ttft_ms", "TTFT ms"), ("decode_tok_s", "tok/s"),
            ("request_ms_p50", "request ms p50"), ("request_ms_p95", "p95"),
-           ("peak_rss_mb", "RSS MB"), ("exact_match", "accuracy"), ("exact_match_free", "accuracy free"),
+           ("peak_rss_mb", "RSS MB"), ("exact_match", "accuracy"), ("val_exact_match", "val accuracy"),
+           ("exact_match_free", "accuracy free"),
            ("delta", "Δ vs fp32"), ("valid", "valid JSON"), ("valid_free", "valid free"), ("parity", "parity"),
            ("n", "n")]
 
@@ -62,6 +64,29 @@ def _cell(v) -> str:
     return str(v)
 
 
+def gate_markdown(rows: list[dict], max_drop: float | None) -> str:
+    """The quality gate's section: which artifacts deploy refused (slmake.gate), with their Δ and interval."""
+    verdicts = {f"{r['target']}/{r['artifact']}": verdict(r, max_drop) for r in rows
+                if r.get("status") in ("ok", "failed")}
+    if not verdicts:
+        return ""
+    bar = "no gate (`bench.max_drop: null`)" if max_drop is None else (
+        f"an artifact ships when the lower bound of its Δ-vs-fp32 95 % interval is ≥ −{max_drop:.3f} "
+        "(`bench.max_drop`), on the validation split: the test split decides nothing")
+    out = [f"## Quality gate\n\nDeploy packages what passes: {bar}.\n"]
+    bad = {k: v for k, v in verdicts.items() if v["verdict"] == "refused"}
+    if not bad:
+        out.append(f"Every benchmarked artifact passed ({len(verdicts)}).\n")
+        return "\n".join(out)
+    out.append("**Refused** (no package; `build/deploy/<target>/refused.json` lists them too):\n\n"
+               "| artifact | split | Δ vs fp32 | 95 % interval | reason |\n|---|---|---|---|---|")
+    for k, v in bad.items():
+        d, ci = v["delta"], v["delta_ci95"]
+        cells = (f"{d:+.3f}", f"[{d - ci:+.3f}, {d + ci:+.3f}]") if d is not None else ("–", "–")
+        out.append(f"| {k} | {v['split'] or '–'} | {cells[0]} | {cells[1]} | {v['reason']} |")
+    return "\n".join(out) + "\n"
+
+
 def markdown(rows: list[dict], evaluation: dict, curation: dict, model: str, data: str, cost: str = "") -> str:
     out = io.StringIO()
     out.write(f"# slmake report: {model} on {data}\n\n")
@@ -74,6 +99,10 @@ def markdown(rows: list[dict], evaluation: dict, curation: dict, model: str, dat
     for name, m in (("base", b), ("fine-tuned", f)):
         out.write(f"| {name} | {m['exact_match']:.3f} | {_cell(m.get('exact_match_free'))} | {m['valid']:.3f} "
                   f"| {_cell(m.get('valid_free'))} | {m['n']} |\n")
+    if f.get("val_exact_match") is not None:   # what selection reads; the table above is the test split
+        out.write(f"\nValidation split (what a search or `slmake serve`'s pick decides on): base "
+                  f"{_cell(b.get('val_exact_match'))}, fine-tuned {_cell(f['val_exact_match'])} "
+                  f"(valid {_cell(f.get('val_valid'))}, n {f.get('val_n')}).\n")
     out.write("\n")
     out.write("| " + " | ".join(h for _, h in COLUMNS) + " |\n")
     out.write("|" + "---|" * len(COLUMNS) + "\n")
@@ -92,6 +121,7 @@ def markdown(rows: list[dict], evaluation: dict, curation: dict, model: str, dat
     out.write("\nAccuracy = exact match of the parsed JSON response on the test split, decoded as served: "
               "under the response schema's grammar where serve enforces it (`eval.constrained`; accuracy "
               "free / valid free = the same model decoded without it, – when decoding was free anyway); "
+              "val accuracy = the same on the validation split (what selection reads); "
               "Δ vs fp32 = accuracy "
               "minus the fine-tuned fp32 model's on the same prompts, ± the half-width of its 95 % interval "
               "(paired: only prompts one of the two got right count; a Δ inside it is not distinguishable "

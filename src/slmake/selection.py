@@ -6,7 +6,7 @@ A row is one (experiment, artifact) with the figures a decision may use::
 
 ``delta`` / ``delta_low`` are the artifact's accuracy minus the fp32 reference's **on the validation
 split** and the lower bound of its paired 95 % interval (``rows_from_bench`` fills them from bench's
-``val_delta`` / ``val_delta_ci95``); ``refused`` says the deploy quality gate kept it out.
+``val_delta`` / ``val_delta_low``); ``refused`` says the deploy quality gate kept it out.
 
 Nothing here reads a test-split figure: every function first projects a row onto ``ROW_KEYS``, so a
 row may carry ``exact_match`` (the test split's accuracy) and still no decision can depend on it
@@ -115,7 +115,8 @@ def pick(rows: list[dict], constraints: dict | None = None) -> Pick:
             allowed.append((r, v))
     said = ", ".join(f"{k} {v}" for k, v in sorted(constraints.items())) or "no constraints"
     if not allowed:
-        return Pick(None, f"no artifact meets the constraints ({said}) out of {len(rows)}", excluded)
+        why = f"no artifact meets the constraints ({said})" if constraints else "no artifact qualifies"
+        return Pick(None, f"{why} out of {len(rows)}", excluded)
     best, v = min(allowed, key=lambda rv: _key(rv[1]))
     tps = _num(v["decode_tok_s"])
     why = (f"highest validation accuracy {_num(v['val_exact_match']):.3f} of {len(allowed)} allowed "
@@ -129,9 +130,10 @@ def rows_from_bench(figures: dict[str, dict], experiment: str | None = None,
     report.load_bench gives them): the validation figures only."""
     rows = []
     for name, f in sorted(figures.items()):
-        delta, ci = _num(f.get("val_delta")), _num(f.get("val_delta_ci95"))
+        delta, ci, low = _num(f.get("val_delta")), _num(f.get("val_delta_ci95")), _num(f.get("val_delta_low"))
+        if low is None and delta is not None and ci is not None:
+            low = round(delta - ci, 4)
         rows.append({"experiment": experiment, "artifact": name, "val_exact_match": f.get("val_exact_match"),
                      "size_mb": f.get("size_mb"), "decode_tok_s": f.get("decode_tok_s"), "delta": delta,
-                     "delta_low": round(delta - ci, 4) if delta is not None and ci is not None else None,
-                     "refused": name in refused})
+                     "delta_low": low, "refused": name in refused})
     return rows

@@ -8,14 +8,15 @@ from pathlib import Path
 
 from ..data.ner import NerUnavailable
 from .engine import Engine
-from .package import PackageError, resolve
+from .package import PackageError, resolve, spec_constraints
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server on a built artifact (a deploy package)")
     p.add_argument("package", nargs="?", default=None,
-                   help="<target>/<artifact> (e.g. cpu/gguf_q4_k_m) or a package folder; "
-                        "default: the best-accuracy cpu artifact under build/deploy")
+                   help="<target>/<artifact> (e.g. cpu/gguf_q4_k_m) or a package folder; default: the pick "
+                        "among the deployed artifacts benchmarked on this machine (highest validation "
+                        "accuracy under params.yaml's search.constraints)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=os.environ.get("SLMAKE_API_KEY"),
@@ -46,10 +47,15 @@ def run(args) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        package = resolve(args.package)
+        package = resolve(args.package, constraints=spec_constraints() if args.package is None else None)
     except PackageError as e:
         print(f"slmake serve: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:   # search.constraints names a constraint selection does not know
+        print(f"slmake serve: params.yaml search.constraints: {e}", file=sys.stderr)
+        return 2
+    if package.why:
+        print(f"slmake serve: serving {package.name}, {package.why}", file=sys.stderr, flush=True)
     c = package.contract
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"slmake serve: warning: listening on {args.host} without an API key", file=sys.stderr)

@@ -1,10 +1,12 @@
-"""Find a deploy package by name (``cpu/gguf_q4_k_m``) or folder, or pick the default one."""
+"""Find a deploy package by name (``cpu/gguf_q4_k_m``) or folder, or pick one (slmake.selection)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..selection import pick
 
 DEPLOY_ROOT = Path("build/deploy")
 
@@ -17,6 +19,7 @@ class PackageError(Exception):
 class Package:
     folder: Path
     contract: dict            # serve.json, written by the deploy stage
+    why: str | None = None    # why it was picked, when no package was named
 
     @property
     def name(self) -> str:
@@ -27,16 +30,13 @@ def available(root: Path = DEPLOY_ROOT) -> list[Path]:
     return sorted(p.parent for p in root.glob("*/*/serve.json"))
 
 
-def resolve(name: str | None, root: Path = DEPLOY_ROOT) -> Package:
-    """``name``: a package folder, ``<target>/<artifact>``, or None for the best-accuracy CPU
-    artifact (ties: the smaller one)."""
+def resolve(name: str | None, root: Path = DEPLOY_ROOT, constraints: dict | None = None) -> Package:
+    """``name``: a package folder, ``<target>/<artifact>``, or None for the pick: slmake.selection.pick
+    over the packages deploy shipped (the quality gate passed them) and bench ran on this machine, by
+    validation accuracy (then smaller, then faster) under ``constraints`` (search.constraints). The
+    test split's accuracy plays no part."""
     if name is None:
-        cpu = [load(p) for p in available(root) if p.parent.name == "cpu"]
-        cpu = [p for p in cpu if p.contract["figures"].get("exact_match") is not None]
-        if not cpu:
-            raise PackageError(f"no benchmarked cpu package under {root}/cpu; run `dvc repro` first, "
-                               f"or name one of: {_names(root)}")
-        return max(cpu, key=lambda p: (p.contract["figures"]["exact_match"], -p.contract["figures"].get("size_mb", 0)))
+        return pick_package(root, constraints)
     folder = Path(name)
     if not (folder / "serve.json").is_file():
         folder = root / name
@@ -44,6 +44,36 @@ def resolve(name: str | None, root: Path = DEPLOY_ROOT) -> Package:
         raise PackageError(f"{name!r} is not a deploy package (no serve.json in {name} or {root / name}); "
                            f"available: {_names(root)}")
     return load(folder)
+
+
+def pick_package(root: Path = DEPLOY_ROOT, constraints: dict | None = None) -> Package:
+    """The package slmake.selection.pick chooses (its ``why`` set), or PackageError saying why none."""
+    packages = {p.name: p for p in map(load, available(root))}
+    here = [p for p in packages.values() if p.contract.get("status") == "ok"]   # benchmarked on this machine
+    if not here:
+        raise PackageError(f"no package under {root} was benchmarked on this machine; run `dvc repro` first, "
+                           f"or name one of: {_names(root)}")
+    rows = [{"experiment": None, "artifact": p.name, "val_exact_match": p.contract["figures"].get("val_exact_match"),
+             "size_mb": p.contract["figures"].get("size_mb"), "decode_tok_s": p.contract["figures"].get("decode_tok_s"),
+             "delta": p.contract["figures"].get("val_delta"), "delta_low": p.contract["figures"].get("val_delta_low"),
+             "refused": (p.contract.get("gate") or {}).get("verdict") == "refused"} for p in here]
+    chosen = pick(rows, constraints)
+    if chosen.row is None:
+        raise PackageError(f"{chosen.why}: " + "; ".join(chosen.excluded)
+                           + " (a build from before validation scoring needs `dvc repro`; or name a package)")
+    package = packages[chosen.row["artifact"]]
+    package.why = f"the pick: {chosen.why}"
+    return package
+
+
+def spec_constraints(params: Path = Path("params.yaml")) -> dict:
+    """search.constraints of the project's params.yaml ({} when there is none)."""
+    if not params.is_file():
+        return {}
+    import yaml
+
+    spec = yaml.safe_load(params.read_text()) or {}
+    return dict((spec.get("search") or {}).get("constraints") or {})
 
 
 def load(folder: Path) -> Package:
