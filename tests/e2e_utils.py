@@ -124,7 +124,7 @@ def build_micro(repo: Path) -> Path:
     # is refused and logged in netguard.log, which test_pipeline_e2e asserts stays empty
     guard = ROOT / "tests/netguard"
     t0 = time.perf_counter()
-    out = sh(f"env PYTHONPATH={guard} SLMAKE_NETGUARD_LOG={repo / 'netguard.log'} dvc repro", repo)
+    out = sh(f"env PYTHONPATH={guard}${{PYTHONPATH:+:$PYTHONPATH}} SLMAKE_NETGUARD_LOG={repo / 'netguard.log'} dvc repro", repo)
     (repo / "first_repro.seconds").write_text(f"{time.perf_counter() - t0:.1f}\n")  # vs `dvc pull` (test_remote_e2e)
     (repo / "netguard.log").touch()
     sh("git add -A && git -c user.email=t@t -c user.name=t commit -qm built", repo)

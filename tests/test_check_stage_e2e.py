@@ -28,7 +28,7 @@ def repo(tmp_path_factory):
     make_project(repo, {"data": {"source": "data/micro.jsonl"}, "model": {"hf": {"path": str(model)}}},
                  defaults={"model": "hf_local"})
     # dvc and every stage it runs under the socket guard (tests/netguard): see test_nothing_phones_home
-    sh(f"env PYTHONPATH={GUARD} SLMAKE_NETGUARD_LOG={root / 'net.log'} dvc repro base", repo)
+    sh(f"env PYTHONPATH={GUARD}${{PYTHONPATH:+:$PYTHONPATH}} SLMAKE_NETGUARD_LOG={root / 'net.log'} dvc repro base", repo)
     return repo
 
 

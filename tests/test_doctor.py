@@ -205,7 +205,7 @@ def test_dvc_repro_killed_while_writing_is_repaired_by_doctor(built, tmp_path, w
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(KILLER)
     reference = _outs(repo)
-    env = {**ENV, "KILL_AT": f"{what}:{n}", "PYTHONPATH": str(hook)}
+    env = {**ENV, "KILL_AT": f"{what}:{n}", "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))}
     killed = _run(["dvc", "repro", "-f"], repo, env=env)
     assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr[-2000:])
     broken = "dvc.lock" if what == "lock" else ".dvc/tmp/rwlock"
