@@ -103,6 +103,79 @@ if ! converter_ok; then
   echo "llama-cpp-python==$VERSION" > "$STAMP"
 fi
 
+# 2b. llama.cpp's own tools: llama-imatrix (importance matrix for task-calibrated quantization),
+#     llama-quantize (the quantizer that takes it) and llama-server (continuous batching, slots).
+#     llama-cpp-python ships none of them. They are compiled from the same sdist, against the
+#     libllama / libllama-common / libggml that step 1 installed (a tiny CMake wrapper imports them):
+#     only the tools' own sources plus the server's and mtmd's are compiled (~4.7 CPU-min), not a
+#     second libllama or ggml. The binaries go to llama_cpp/lib beside the ggml-cpu-<variant>
+#     backends (ggml loads backends from the executable's directory), linked into <venv>/bin.
+#     No network at build time: LLAMA_USE_PREBUILT_UI=OFF (llama-server without its web UI), no curl.
+SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')"
+LIBDIR="$SITE/llama_cpp/lib"
+BINDIR="$("$PY" -c 'import sys, os; print(os.path.join(sys.prefix, "bin"))')"
+TOOLS="llama-imatrix llama-quantize llama-server"
+TOOLS_STAMP="$(dirname "$STAMP")/llama-cpp-tools.build"
+tools_run() {  # each binary loads its libraries and starts (quantize has no --version); linked into <venv>/bin
+  for t in $TOOLS; do "$LIBDIR/$t" --help 2>&1 | grep -qi "usage" && [[ -L "$BINDIR/$t" ]] || return 1; done
+}
+tools_ok() { [[ "$(cat "$TOOLS_STAMP" 2>/dev/null)" == "$(cat "$BUILD_STAMP") $TOOLS" ]] && tools_run; }
+if ! tools_ok; then
+  echo "llama_cpp.sh: building $TOOLS from the llama-cpp-python==$VERSION sdist against its installed libraries"
+  sdist
+  mkdir -p "$TMP/tools-cmake"
+  cat > "$TMP/tools-cmake/CMakeLists.txt" <<'CMAKEEOF'
+cmake_minimum_required(VERSION 3.21)
+project(slmake_llama_tools C CXX)
+set(LLAMA_SRC "" CACHE PATH "the sdist's vendor/llama.cpp")
+set(SITE "" CACHE PATH "site-packages holding lib/libllama*.so and lib/cmake/{llama,ggml}")
+set(PROJECT_SOURCE_DIR "${LLAMA_SRC}")   # the tools' CMake files address the source tree through it
+set(BUILD_SHARED_LIBS OFF)               # mtmd, server-context, cpp-httplib: linked into the tools
+set(LLAMA_BUILD_COMMON ON)               # vendor/: cpp-httplib for the server
+set(LLAMA_BUILD_TOOLS OFF)               # tools/mtmd: the library only, no CLIs
+set(LLAMA_BUILD_UI OFF)
+set(LLAMA_USE_PREBUILT_UI OFF)           # no download at build time
+set(LLAMA_TOOLS_INSTALL OFF)
+set(LLAMA_VERSION_MAJOR 0)
+set(LLAMA_VERSION_BASE 0.0.0)
+set(CMAKE_POSITION_INDEPENDENT_CODE ON)
+find_package(Threads REQUIRED)
+find_package(llama REQUIRED PATHS "${SITE}/lib/cmake/llama" NO_DEFAULT_PATH)   # imports llama, ggml::*
+add_library(ggml ALIAS ggml::ggml)
+function(llama_add_compile_flags)
+endfunction()
+function(license_add_file)
+endfunction()
+add_subdirectory("${LLAMA_SRC}/vendor" vendor)
+add_library(llama-common SHARED IMPORTED)   # built and installed by llama-cpp-python's build
+set_target_properties(llama-common PROPERTIES
+    IMPORTED_LOCATION "${SITE}/lib/libllama-common.so"
+    INTERFACE_INCLUDE_DIRECTORIES "${LLAMA_SRC}/common"
+    INTERFACE_COMPILE_DEFINITIONS "LLAMA_SUBPROCESS"   # as that build (the Linux default)
+    INTERFACE_LINK_LIBRARIES "llama;vendor::nlohmann;vendor::sheredom;Threads::Threads")
+add_subdirectory("${LLAMA_SRC}/tools/mtmd" mtmd)
+add_subdirectory("${LLAMA_SRC}/tools/ui" ui)
+add_subdirectory("${LLAMA_SRC}/tools/server" server)
+add_subdirectory("${LLAMA_SRC}/tools/imatrix" imatrix)
+add_subdirectory("${LLAMA_SRC}/tools/quantize" quantize)
+set_target_properties(llama-imatrix llama-quantize llama-server PROPERTIES
+    BUILD_WITH_INSTALL_RPATH TRUE INSTALL_RPATH "$ORIGIN;$ORIGIN/../../lib"
+    LINK_OPTIONS "-Wl,--disable-new-dtags")   # DT_RPATH: also finds libllama's own ggml deps
+CMAKEEOF
+  GEN=(); command -v ninja >/dev/null && GEN=(-G Ninja)
+  cmake -S "$TMP/tools-cmake" -B "$TMP/tools-build" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
+    -DLLAMA_SRC="$SDIST/vendor/llama.cpp" -DSITE="$SITE" >"$TMP/tools.log" 2>&1 &&
+  cmake --build "$TMP/tools-build" -j "$(nproc)" --target $TOOLS >>"$TMP/tools.log" 2>&1 ||
+    { tail -n 40 "$TMP/tools.log"; echo "llama_cpp.sh: building $TOOLS FAILED (log above)" >&2; exit 1; }
+  mkdir -p "$BINDIR"
+  for t in $TOOLS; do
+    install -m 755 "$(find "$TMP/tools-build" -type f -name "$t" | head -n 1)" "$LIBDIR/$t.partial"
+    mv -f "$LIBDIR/$t.partial" "$LIBDIR/$t" && ln -sfn "$LIBDIR/$t" "$BINDIR/$t"
+  done
+  tools_run || { echo "llama_cpp.sh: the built $TOOLS do not run" >&2; exit 1; }
+  echo "$(cat "$BUILD_STAMP") $TOOLS" > "$TOOLS_STAMP"
+fi
+
 # 3. smoke test: convert a random tiny Llama, quantize it, generate with llama.cpp, read it with
 #    transformers (which parses GGUF through the gguf package we just installed).
 if ! "$PY" - >"$TMP/smoke.log" 2>&1 <<'EOF'
