@@ -23,7 +23,10 @@ from slmake.targets.base import Artifact, Skipped  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 INT4 = yaml.safe_load((ROOT / "conf/targets/cpu.yaml").read_text())["cpu"]["onnx_genai"].get("int4", {})
-SETTINGS = {"gguf": {"quants": ["f16", "q8_0", "q4_k_m"]}, "onnx_genai": {"precisions": ["int4"], "int4": INT4}}
+# imatrix null: q4_k_m and iq4_xs are quantized with an importance matrix from the train split
+SETTINGS = {"gguf": {"quants": ["f16", "q8_0", "q4_k_m", "iq4_xs"], "imatrix": {"enabled": None, "max_prompts": 64}},
+            "onnx_genai": {"precisions": ["int4"], "int4": INT4}}
+WORDS = "the a cat dog sat on mat ran red blue house tree bank money card transfer my account near".split()
 PROMPTS = ["the cat sat on the", "blue house near a tree", "money transfer to my account", "x"]
 BENCH = {"threads": 1}
 pytestmark = pytest.mark.slow  # builds every cpu artifact of a tiny model once per module (~20 s)
@@ -36,8 +39,7 @@ def _tiny_llama(root: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizerFast
 
-    words = "the a cat dog sat on mat ran red blue house tree bank money card transfer my account near".split()
-    texts = [" ".join(words[(i * 7 + j * 3) % len(words)] for j in range(10)) for i in range(400)]
+    texts = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(10)) for i in range(400)]
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_prefix=str(root / "tokenizer"), vocab_size=300, model_type="bpe",
         remove_extra_whitespaces=False, byte_fallback=True, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
@@ -59,11 +61,21 @@ def _tiny_llama(root: Path) -> Path:
     return model_dir
 
 
+def _train_split(root: Path) -> Path:
+    """A curated-looking train split (prompt + response rows) for the importance matrix."""
+    import json
+
+    rows = [{"prompt": f"### Ticket\n{' '.join(WORDS[(i * 5 + j) % len(WORDS)] for j in range(12))}\n### Triage\n",
+             "response": WORDS[i % len(WORDS)]} for i in range(200)]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     model = _tiny_llama(tmp_path_factory.mktemp("model"))
-    out = tmp_path_factory.mktemp("cpu")
-    arts = cpu.compile(build_ctx(model, out), SETTINGS)
+    out, data = tmp_path_factory.mktemp("cpu"), _train_split(tmp_path_factory.mktemp("data"))
+    arts = cpu.compile(build_ctx(model, out, data), SETTINGS)
     return model, out, {a.name: a for a in arts}
 
 
@@ -80,11 +92,16 @@ def _sha(path: Path) -> str:
 
 def test_every_artifact_built(built):
     _, out, arts = built
-    assert list(arts) == ["gguf_f16", "gguf_q8_0", "gguf_q4_k_m", "onnx_int4"]
+    assert list(arts) == ["gguf_f16", "gguf_q8_0", "gguf_q4_k_m", "gguf_iq4_xs", "onnx_int4"]
     for a in arts.values():
         assert a.status == "built", a.reason
         assert (out / a.path).exists()
     assert arts["gguf_q4_k_m"].notes["tensor_types"].get("q4_k", 0) > 0   # hidden 256: real K-quants
+    assert arts["gguf_iq4_xs"].notes["tensor_types"].get("iq4_xs", 0) > 0
+    for name in ("gguf_q4_k_m", "gguf_iq4_xs"):   # calibrated on the train split only
+        imat = arts[name].notes["imatrix"]
+        assert imat["prompts"] == 64 and imat["chunks"] >= 2 and imat["tool"] == "llama-imatrix"
+    assert "imatrix" not in arts["gguf_q8_0"].notes
     assert (out / "onnx_int4" / "genai_config.json").is_file()
     assert not list(out.rglob("*.partial"))
 
@@ -94,7 +111,7 @@ def test_gguf_loads_in_llama_cpp_and_transformers(built):
 
     model, out, arts = built
     ids = _prompt_ids(model)[0]
-    for name in ("gguf_f16", "gguf_q8_0", "gguf_q4_k_m"):
+    for name in ("gguf_f16", "gguf_q8_0", "gguf_q4_k_m", "gguf_iq4_xs"):
         runner = cpu.open_runner(arts[name], out, BENCH)
         try:
             assert runner.generate(ids, 4).tokens
@@ -161,9 +178,9 @@ def test_missing_toolchains_fail_softly(built, tmp_path, monkeypatch):
     monkeypatch.setenv(cpu.CONVERTER_ENV, str(tmp_path / "nowhere" / "convert_hf_to_gguf.py"))
     monkeypatch.setitem(sys.modules, "onnxruntime_genai", None)     # find_spec -> None, as if absent
     arts = cpu.compile(build_ctx(model, tmp_path / "a"), SETTINGS)
-    assert [a.status for a in arts] == ["failed"] * 4
+    assert [a.status for a in arts] == ["failed"] * 5
     assert "llama_cpp.sh" in arts[0].reason and "gguf_f16" in arts[1].reason
-    assert "onnxruntime-genai" in arts[3].reason
+    assert "onnxruntime-genai" in arts[4].reason
     with pytest.raises(Skipped):
         cpu.open_runner(arts[0], tmp_path / "a", BENCH)
     # quantizer missing while the converter works: only the quantized types fail
@@ -173,6 +190,12 @@ def test_missing_toolchains_fail_softly(built, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
     q = cpu._quantize(ctx, f16, "q8_0")
     assert q.status == "failed" and "llama-cpp-python" in q.reason
+    # no train split to calibrate on: the imatrix types fail and say why, the others still build
+    monkeypatch.setitem(sys.modules, "llama_cpp", llama_cpp)
+    monkeypatch.delenv(cpu.CONVERTER_ENV)
+    arts = cpu.compile(build_ctx(model, tmp_path / "c"), {**SETTINGS, "onnx_genai": {"precisions": []}})
+    assert [a.status for a in arts] == ["built", "built", "failed", "failed"]
+    assert "importance matrix" in arts[2].reason and "train.jsonl" in arts[2].reason
 
 
 def test_bad_inputs_raise(tmp_path):
@@ -188,5 +211,28 @@ def test_conversion_and_quantization_are_deterministic(built, tmp_path):
     ctx = build_ctx(model.resolve(), tmp_path)
     again = cpu._convert(ctx, "f16")
     assert _sha(tmp_path / again.path) == _sha(out / arts["gguf_f16"].path)
-    q = cpu._quantize(ctx, again, "q4_k_m")
-    assert _sha(tmp_path / q.path) == _sha(out / arts["gguf_q4_k_m"].path)
+    q = cpu._quantize(ctx, again, "q8_0")
+    assert _sha(tmp_path / q.path) == _sha(out / arts["gguf_q8_0"].path)
+
+
+def test_imatrix_quantization_is_deterministic_and_calibrated(built, tmp_path, monkeypatch):
+    """Same train split -> same importance matrix and quant bytes, at 1 thread as at 2; the matrix
+    is what changes the quant (vs the plain quantizer), and the split's text is what it was made of."""
+    from slmake.targets.cpu import imatrix
+
+    model, out, arts = built
+    (tmp_path / "data").mkdir()
+    data = _train_split(tmp_path / "data")
+    monkeypatch.setattr(imatrix, "THREADS", 1)
+    ctx = build_ctx(model.resolve(), tmp_path / "a", data)
+    f16 = Artifact("gguf_f16", "gguf", "f16", "gguf_f16/model.gguf", "llama.cpp")
+    shutil.copytree(out / "gguf_f16", tmp_path / "a" / "gguf_f16")
+    imat = imatrix.compute(tmp_path / "a" / f16.path, data / "train.jsonl", ctx.logs, 64)
+    assert imat[1]["sha256"] == arts["gguf_q4_k_m"].notes["imatrix"]["sha256"]
+    q = cpu._quantize(ctx, f16, "q4_k_m", imat)
+    assert _sha(tmp_path / "a" / q.path) == _sha(out / arts["gguf_q4_k_m"].path)
+    shutil.copytree(out / "gguf_f16", tmp_path / "b" / "gguf_f16")
+    plain = cpu._quantize(build_ctx(model.resolve(), tmp_path / "b"), f16, "q4_k_m")
+    assert _sha(tmp_path / "b" / plain.path) != _sha(out / arts["gguf_q4_k_m"].path)
+    text, n = imatrix.calibration_text(data / "train.jsonl", 3)
+    assert n == 3 and text.count("### Triage") == 3

@@ -39,6 +39,7 @@ from ..tools import (
 from ..tools import (
     run_tool as _run,
 )
+from . import imatrix
 
 TARGET = TargetInfo(
     name="cpu",
@@ -51,7 +52,9 @@ TARGET = TargetInfo(
 
 CONVERTED = ("f32", "f16", "bf16")              # written by the converter itself
 QUANTIZED = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1",
-             "q4_k_m": "Q4_K_M", "q5_k_m": "Q5_K_M", "q6_k": "Q6_K"}   # quantized from gguf_f16
+             "q4_k_m": "Q4_K_M", "q5_k_m": "Q5_K_M", "q6_k": "Q6_K",   # quantized from gguf_f16
+             "q2_k": "Q2_K", "q3_k_m": "Q3_K_M", "iq4_xs": "IQ4_XS", "iq4_nl": "IQ4_NL", "iq3_xxs": "IQ3_XXS",
+             "iq3_s": "IQ3_S", "iq2_xs": "IQ2_XS", "iq2_xxs": "IQ2_XXS"}
 INSTALL_HINT = "run `bash requirements/llama_cpp.sh <venv>/bin/python`"
 CONVERTER = "convert_hf_to_gguf.py"           # installed by requirements/llama_cpp.sh
 CONVERTER_ENV = "SLMAKE_LLAMA_CPP_CONVERTER"   # path to another convert_hf_to_gguf.py (optional)
@@ -72,13 +75,18 @@ def probe() -> Probe:
 def validate_settings(settings: dict) -> list[str]:
     if not settings["gguf"]["quants"] and not settings["onnx_genai"]["precisions"]:
         return ["targets.cpu: nothing to build: gguf.quants and onnx_genai.precisions are both empty"]
+    enabled = settings["gguf"].get("imatrix", {}).get("enabled")
+    needs = [q for q in settings["gguf"]["quants"] if q in imatrix.REQUIRED]
+    if enabled is False and needs:
+        return [f"targets.cpu.gguf.imatrix.enabled: false, but gguf.quants has {needs}, which llama.cpp only "
+                "quantizes with an importance matrix; set it to null or true, or drop those types"]
     return []
 
 
 def compile(ctx: BuildContext, settings: dict) -> list[Artifact]:
     check_merged(ctx.merged)
     quants, precisions = settings["gguf"]["quants"], settings["onnx_genai"]["precisions"]
-    arts = _gguf(ctx, quants) if quants else []
+    arts = _gguf(ctx, quants, settings["gguf"].get("imatrix", {})) if quants else []
     for p in precisions:
         arts.append(build_ort_genai(ctx, p, "cpu", _int4_options(settings, p)))
         ctx.done(arts[-1])
@@ -105,17 +113,22 @@ def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
 
 # --- GGUF -------------------------------------------------------------------------------------
 
-def _gguf(ctx: BuildContext, quants: list[str]) -> list[Artifact]:
+def _gguf(ctx: BuildContext, quants: list[str], calib: dict) -> list[Artifact]:
     """Convert f16/f32/bf16 with the converter, then quantize every other type from gguf_f16
-    (llama.cpp's standard route); gguf_f16 is deleted afterwards when it was not asked for."""
+    (llama.cpp's standard route), with an importance matrix from the train split where
+    ``gguf.imatrix`` asks for one; gguf_f16 is deleted afterwards when it was not asked for."""
     need = [t for t in CONVERTED if t in quants or (t == "f16" and any(q in QUANTIZED for q in quants))]
     made: dict[str, Artifact] = {}
     for t in need:
         made[t] = _convert(ctx, t)
         if t in quants:
             ctx.done(made[t])
+    imat: tuple[Path | None, dict] | None = None
     for q in (q for q in quants if q in QUANTIZED):
-        made[q] = _quantize(ctx, made["f16"], q)
+        if imatrix.uses_imatrix(q, calib.get("enabled")) and imat is None and made["f16"].status == "built":
+            imat = imatrix.compute(ctx.out / made["f16"].path, ctx.data / "train.jsonl", ctx.logs,
+                                   calib.get("max_prompts", 256))
+        made[q] = _quantize(ctx, made["f16"], q, imat if imatrix.uses_imatrix(q, calib.get("enabled")) else None)
         ctx.done(made[q])
     if "f16" in made and "f16" not in quants:
         shutil.rmtree(ctx.out / "gguf_f16", ignore_errors=True)
@@ -141,10 +154,12 @@ def _convert(ctx: BuildContext, outtype: str) -> Artifact:
     return art
 
 
-def _quantize(ctx: BuildContext, f16: Artifact, quant: str) -> Artifact:
+def _quantize(ctx: BuildContext, f16: Artifact, quant: str, imat: tuple[Path | None, dict] | None = None) -> Artifact:
     art = Artifact(f"gguf_{quant}", "gguf", quant, f"gguf_{quant}/model.gguf", "llama.cpp")
     if f16.status != "built":
         return _failed(art, f"needs gguf_f16, which failed: {f16.reason}")
+    if imat is not None:
+        return _quantize_imatrix(ctx, art, f16, quant, *imat)
     try:
         llama_cpp = load_llama_cpp()
     except Exception as e:  # ImportError, or OSError when libllama.so does not load
@@ -165,6 +180,28 @@ def _quantize(ctx: BuildContext, f16: Artifact, quant: str) -> Artifact:
     fallbacks = Counter(f"{a}->{b}" for _, a, b in _FALLBACK.findall(log.read_text(errors="replace")))
     art.notes = {"tool": "llama_cpp.llama_model_quantize", "quantized_from": "gguf_f16", **_tensor_types(dest)}
     if fallbacks:  # K-quants need rows divisible by 256; llama.cpp silently picks another type
+        art.notes["fallbacks"] = dict(sorted(fallbacks.items()))
+    return art
+
+
+def _quantize_imatrix(ctx: BuildContext, art: Artifact, f16: Artifact, quant: str, imat: Path | None,
+                      notes: dict) -> Artifact:
+    """llama-quantize with the train split's importance matrix (the C API takes it only as a C++ map)."""
+    if imat is None:
+        return _failed(art, f"needs an importance matrix (targets.cpu.gguf.imatrix), which failed: {notes['error']}")
+    dest = ctx.out / art.path
+    shutil.rmtree(dest.parent, ignore_errors=True)
+    dest.parent.mkdir(parents=True)
+    log, tmp = ctx.logs / f"quantize_{quant}.log", dest.with_name("model.gguf.partial")
+    rc, error = imatrix.quantize(ctx.out / f16.path, tmp, QUANTIZED[quant], imat, log)
+    if rc != 0 or not tmp.is_file():
+        shutil.rmtree(dest.parent, ignore_errors=True)
+        return _failed(art, f"llama-quantize exited {rc}: {error}")
+    os.replace(tmp, dest)
+    fallbacks = Counter(f"{a}->{b}" for _, a, b in _FALLBACK.findall(log.read_text(errors="replace")))
+    art.notes = {"tool": "llama-quantize --imatrix", "quantized_from": "gguf_f16", "imatrix": notes,
+                 **_tensor_types(dest)}
+    if fallbacks:
         art.notes["fallbacks"] = dict(sorted(fallbacks.items()))
     return art
 
