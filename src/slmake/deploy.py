@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from .chat_template import CHAT, resolved
 from .compile import MANIFEST_GLOB, manifest_path
 from .gate import DEFAULT_MAX_DROP, gate, refused
 from .io import atomic_dir, sha256_tree, write_json_atomic, write_text_atomic
+from .runtimes.guide import decode_constraint
 from .runtimes.llamacpp import load_llama_cpp
 
 PROMPT_SLOT = "{instruction}"
@@ -65,12 +67,15 @@ def package_target(target: str, compile_dir: Path, bench_dir: Path, evaluate_dir
             write_text_atomic(pkg / "serve.json", json.dumps(contract, indent=2, ensure_ascii=False) + "\n")
             if entry["format"] == "gguf":
                 write_text_atomic(pkg / "Modelfile", modelfile(pkg / entry["path"], entry["path"], spec))
+                for file, text in llama_server_files(contract, entry, spec).items():
+                    write_text_atomic(pkg / file, text)
+                os.chmod(pkg / LLAMA_SERVER_SH, 0o755)
             chart = _accuracy_size_chart(target, figures, details, name)
             if chart:
                 write_text_atomic(pkg / "accuracy_size.svg", chart)
             card = model_card(contract, spec, entry, "accuracy_size.svg" if chart else None)
             write_text_atomic(pkg / "README.md", card)
-            write_text_atomic(pkg / "SERVE.md", serve_commands(contract, entry))
+            write_text_atomic(pkg / "SERVE.md", serve_commands(contract, entry, spec))
             if data_card.is_file():
                 shutil.copyfile(data_card, pkg / "data_card.md")
             write_json_atomic(pkg / "lineage.json", {
@@ -119,15 +124,20 @@ def go_template(prompt_template: str) -> str:
     becomes ``{{ .Prompt }}``; literal text is escaped so Go prints it unchanged."""
     if '"""' in prompt_template:
         raise ValueError('data.prompt_template contains """, which an Ollama Modelfile cannot quote')
+    before, after = template_parts(prompt_template)
+
+    def esc(text: str) -> str:   # Go template literal text: only "{{" starts an action
+        return text.replace("{{", '{{ "{{" }}')
+    return esc(before) + GO_PROMPT + esc(after)
+
+
+def template_parts(prompt_template: str) -> tuple[str, str]:
+    """The literal text before and after the spec template's one ``{instruction}`` slot."""
     literal = prompt_template.replace("{{", "\0l").replace("}}", "\0r")
     if literal.count(PROMPT_SLOT) != 1 or re.search(r"[{}]", literal.replace(PROMPT_SLOT, "")):
         raise ValueError(f"data.prompt_template {prompt_template!r}: expected exactly one {PROMPT_SLOT} slot")
     before, after = literal.split(PROMPT_SLOT)
-
-    def esc(text: str) -> str:   # Go template literal text: only "{{" starts an action
-        text = text.replace("\0l", "{").replace("\0r", "}")   # Python's {{ }} are literal { }
-        return text.replace("{{", '{{ "{{" }}')
-    return esc(before) + GO_PROMPT + esc(after)
+    return tuple(s.replace("\0l", "{").replace("\0r", "}") for s in (before, after))   # Python's {{ }}: { }
 
 
 def stop_strings(gguf: Path) -> list[str]:
@@ -160,6 +170,67 @@ def modelfile(gguf: Path, rel_path: str, spec: dict) -> str:
              f"PARAMETER num_ctx {num_ctx}",
              f"PARAMETER num_predict {spec['eval']['max_new_tokens']}"]
     return "\n".join(lines) + "\n"
+
+
+# --- llama.cpp's llama-server -------------------------------------------------------------------
+
+LLAMA_SERVER_SH = "llama-server.sh"
+LLAMA_SERVER_SLOTS = 4   # parallel slots (continuous batching); the context is split between them
+
+
+def llama_server_args(contract: dict, entry: dict, spec: dict, slots: int = LLAMA_SERVER_SLOTS) -> list[str]:
+    """llama-server's arguments for this package (run from the package folder), from the spec that
+    also writes the Modelfile: the model, greedy decoding as bench ran it, the answer budget, one
+    slot's context = the Modelfile's num_ctx, the training template as a chat template (for
+    /v1/chat/completions; /completion and /v1/completions take the rendered prompt as is), and the
+    response schema as the default constraint of every request (--json-schema-file; a text answer's
+    grammar as --grammar-file). llama-server stops on the GGUF's end-of-generation tokens, the
+    Modelfile's stop strings."""
+    per_slot = -(-(spec["train"]["max_length"] + spec["eval"]["max_new_tokens"]) // 64) * 64
+    args = ["-m", entry["path"], "--host", "127.0.0.1", "--port", "8080", "--parallel", str(slots),
+            "-c", str(per_slot * slots), "-n", str(spec["eval"]["max_new_tokens"]),
+            "--temp", "0", "--top-k", "1", "--repeat-penalty", "1", "--jinja", "--chat-template-file",
+            "llama-server.jinja", "--no-webui"]
+    if contract.get("threads"):
+        args += ["-t", str(contract["threads"]), "-tb", str(contract["threads"])]
+    gbnf, _ = _constraint(contract)
+    if gbnf is not None:
+        args += (["--grammar-file", "answer.gbnf"] if contract["response_format"] == "text"
+                 else ["--json-schema-file", "response_schema.json"])
+    return args
+
+
+def llama_server_files(contract: dict, entry: dict, spec: dict) -> dict[str, str]:
+    """The files the llama-server command reads, and the command itself as ``llama-server.sh``."""
+    before, after = template_parts(contract["prompt_template"])
+    files = {"llama-server.jinja": "{{- " + _jinja_str(before) + " + messages[-1]['content'] + "
+                                   + _jinja_str(after) + " -}}\n"}
+    gbnf, _ = _constraint(contract)
+    if gbnf is not None:
+        if contract["response_format"] == "text":
+            files["answer.gbnf"] = gbnf
+        else:
+            files["response_schema.json"] = json.dumps(contract["response_schema"], indent=2, ensure_ascii=False) + "\n"
+    command = " ".join(shlex.quote(a) for a in llama_server_args(contract, entry, spec))
+    files[LLAMA_SERVER_SH] = (
+        "#!/bin/sh\n"
+        f"# llama.cpp's llama-server on {contract['name']} ({LLAMA_SERVER_SLOTS} slots, continuous batching),\n"
+        "# generated by slmake deploy from the spec that wrote the Modelfile. llama-server: built by\n"
+        "# requirements/llama_cpp.sh (<venv>/bin), or set LLAMA_SERVER. Extra arguments override these.\n"
+        f'cd "$(dirname "$0")" && exec "${{LLAMA_SERVER:-llama-server}}" {command} "$@"\n')
+    return files
+
+
+def _constraint(contract: dict) -> tuple[str | None, str | None]:
+    return decode_constraint(contract.get("constrained"), contract.get("response_schema"),
+                             contract.get("response_format", "json"))
+
+
+def _jinja_str(text: str) -> str:
+    """A Jinja string literal (llama.cpp's own Jinja engine reads the escapes \\ \" \n \r \t)."""
+    for a, b in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
+        text = text.replace(a, b)
+    return f'"{text}"'
 
 
 # --- model card -------------------------------------------------------------------------------
@@ -213,7 +284,7 @@ def model_card(contract: dict, spec: dict, entry: dict, chart: str | None = None
             + "See `SERVE.md` for the commands, `data_card.md` for the data, `lineage.json` for what went in.\n")
 
 
-def serve_commands(contract: dict, entry: dict) -> str:
+def serve_commands(contract: dict, entry: dict, spec: dict) -> str:
     name = contract["name"]
     out = [f"# Serving {name}", "",
            "OpenAI-compatible API (greedy, prompt template and response schema applied by the server):", "",
@@ -226,7 +297,11 @@ def serve_commands(contract: dict, entry: dict) -> str:
         out += ["Ollama (the Modelfile carries the training prompt template and stop tokens):", "",
                 f"    ollama create {tag} -f Modelfile", f"    ollama run {tag} \"<raw input>\"", "",
                 "llama-cpp-python's own server (send prompts already rendered with the template in README.md):", "",
-                f"    python -m llama_cpp.server --model {entry['path']} --n_ctx 0", ""]
+                f"    python -m llama_cpp.server --model {entry['path']} --n_ctx 0", "",
+                f"llama.cpp's llama-server ({LLAMA_SERVER_SLOTS} parallel slots, continuous batching; the response "
+                "schema constrains every request; /v1/chat/completions applies the training template, "
+                "/completion and /v1/completions take the rendered prompt), as `./llama-server.sh`:", "",
+                "    llama-server " + " ".join(shlex.quote(a) for a in llama_server_args(contract, entry, spec)), ""]
     return "\n".join(out)
 
 
