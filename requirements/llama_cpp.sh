@@ -116,8 +116,12 @@ LIBDIR="$SITE/llama_cpp/lib"
 BINDIR="$("$PY" -c 'import sys, os; print(os.path.join(sys.prefix, "bin"))')"
 TOOLS="llama-imatrix llama-quantize llama-server"
 TOOLS_STAMP="$(dirname "$STAMP")/llama-cpp-tools.build"
-tools_run() {  # each binary loads its libraries and starts (quantize has no --version); linked into <venv>/bin
-  for t in $TOOLS; do "$LIBDIR/$t" --help 2>&1 | grep -qi "usage" && [[ -L "$BINDIR/$t" ]] || return 1; done
+tools_run() {  # each binary loads its libraries and prints its usage (quantize's --help exits 1); in <venv>/bin
+  local t out
+  for t in $TOOLS; do
+    out="$("$LIBDIR/$t" --help 2>&1 || true)"
+    [[ "$out" == *[Uu]sage* && -L "$BINDIR/$t" ]] || return 1
+  done
 }
 tools_ok() { [[ "$(cat "$TOOLS_STAMP" 2>/dev/null)" == "$(cat "$BUILD_STAMP") $TOOLS" ]] && tools_run; }
 if ! tools_ok; then
