@@ -27,11 +27,25 @@ def pytest_configure(config):
         os.sched_setaffinity(0, cpus[n * share:(n + 1) * share])
 
 
+# The slow tier's longest units of work (setup + calls, `--durations` in CI), handed out first so
+# that the two xdist workers start with them instead of ending on them.
+LONGEST_FIRST = ("test_loop_e2e.py", "micro_repo", "test_kill_recovery.py")
+
+
 def pytest_collection_modifyitems(items):
-    """An e2e test is a slow test too: `pytest -m "not slow"` is the unit tier (.ci/run)."""
+    """An e2e test is a slow test too: `pytest -m "not slow"` is the unit tier (.ci/run). Under
+    `--dist loadgroup` (.ci/run's slow tier) every file is one unit of work, so its module fixtures
+    are built once, and the files that share the session's micro build (`micro_repo`) are one unit,
+    so it is built once."""
+    shared = {i.path for i in items if "micro_repo" in getattr(i, "fixturenames", ())}
+    group = {}
     for item in items:
         if item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.slow)
+        group[item.nodeid] = "micro_repo" if item.path in shared else item.path.name
+        item.add_marker(pytest.mark.xdist_group(group[item.nodeid]))
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda i: rank.get(group[i.nodeid], len(rank)))
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 points of each stage of the real pipeline, re-run it, and check that it recovers (a) with the
 hashes of an uninterrupted build (b) and no temp litter under build/ or reports/ (c).
 
-Per stage: two kills while the stage script runs (`dvc repro -f -s S`, delays a seeded fraction of
+Per stage: a kill while the stage script runs (`dvc repro -f -s S`, delay a seeded fraction of
 the stage's duration in the uninterrupted build), one after the script ended (in DVC's hashing,
 caching and dvc.lock writing), `dvc repro`; then a kill while it runs, one in the `dvc repro` that
 reruns it (DVC restores base..compile from its run cache instead, so another forced run), and
@@ -281,11 +281,10 @@ def test_kills_at_random_points_recover_with_identical_hashes_and_no_litter(tmp_
         recoveries.append({"stage": stage, "how": how})
 
     for stage in STAGES:
-        # Two kills while the stage builds, then a run that completes the stage's script (with the
-        # litter of both kills present) and is killed in DVC's commit (hashing, caching, dvc.lock,
+        # A kill while the stage builds, then a run that completes the stage's script (with the
+        # litter of that kill present) and is killed in DVC's commit (hashing, caching, dvc.lock,
         # git add): its outputs are complete, so `dvc repro` must find them up to date (bench's
         # timings aside), identical to the uninterrupted build.
-        kill(stage, forced(stage))
         kill(stage, forced(stage))
         kill(stage, forced(stage), after_script=True)
         assert not _litter(repo, dvc=False), _litter(repo)  # the stage's own cleanup (atomic_dir, curate)
@@ -318,4 +317,4 @@ def test_kills_at_random_points_recover_with_identical_hashes_and_no_litter(tmp_
           f"  wall {time.monotonic() - began:.0f} s")
     for line in kills + recoveries:
         print("  ", line)
-    assert len(kills) >= 20 and min(per_stage.values()) >= 3, per_stage
+    assert len(kills) >= 18 and min(per_stage.values()) >= 3, per_stage

@@ -31,7 +31,7 @@ SPEC = {
                           "num_heads": 2, "num_kv_heads": 2,
                           "pretrain": {"steps": 300, "batch_size": 8, "block_size": 64, "lr": 0.003, "threads": None}}},
     "data": {"source": "data/micro.jsonl"},
-    "train": {"max_steps": 500, "batch_size": 16, "lr": 0.005, "threads": None, "lora": {"r": 8, "alpha": 16}},
+    "train": {"max_steps": 300, "batch_size": 16, "lr": 0.005, "threads": None, "lora": {"r": 8, "alpha": 16}},
     "eval": {"limit": None},                 # all 70 test rows: the bench answers are monitor's label baseline
     "targets": {"cpu": {"gguf": {"quants": ["q8_0"]}, "onnx_genai": {"precisions": []}}},
     "bench": {"threads": None, "warmup": 0, "repeats": 1, "speed_prompts": 2, "limit": None,
