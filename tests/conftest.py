@@ -1,4 +1,5 @@
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -30,22 +31,37 @@ def pytest_configure(config):
 # The slow tier's longest units of work (setup + calls, `--durations` in CI), handed out first so
 # that the two xdist workers start with them instead of ending on them.
 LONGEST_FIRST = ("test_loop_e2e.py", "micro_repo", "test_kill_recovery.py")
+# the test files that take the session's micro build (built once per worker that runs one of them)
+MICRO_FILES = {p.name for p in Path(__file__).parent.glob("test_*.py")
+               if re.search(r"def \w+\([^)]*\bmicro_repo\b", p.read_text())}
+
+
+def _unit(nodeid: str) -> str:
+    """A test's unit of work under xdist: its file, or "micro_repo" for the files sharing that build."""
+    name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return "micro_repo" if name in MICRO_FILES else name
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """One worker runs a whole unit (its module fixtures, or the micro build, are built once), units
+    in collection order (the longest first, below). xdist's own `loadgroup` would do this with marks,
+    but it renames node ids through an attribute pytest 9 no longer has."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    return ByUnit(config, log)
 
 
 def pytest_collection_modifyitems(items):
-    """An e2e test is a slow test too: `pytest -m "not slow"` is the unit tier (.ci/run). Under
-    `--dist loadgroup` (.ci/run's slow tier) every file is one unit of work, so its module fixtures
-    are built once, and the files that share the session's micro build (`micro_repo`) are one unit,
-    so it is built once."""
-    shared = {i.path for i in items if "micro_repo" in getattr(i, "fixturenames", ())}
-    group = {}
+    """An e2e test is a slow test too: `pytest -m "not slow"` is the unit tier (.ci/run)."""
     for item in items:
         if item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.slow)
-        group[item.nodeid] = "micro_repo" if item.path in shared else item.path.name
-        item.add_marker(pytest.mark.xdist_group(group[item.nodeid]))
     rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda i: rank.get(group[i.nodeid], len(rank)))
+    items.sort(key=lambda i: rank.get(_unit(i.nodeid), len(rank)))
 
 
 @pytest.fixture(scope="session")
