@@ -21,7 +21,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from slmake import bench  # noqa: E402
 from slmake.io import read_jsonl  # noqa: E402
 from slmake.metrics import score  # noqa: E402
 from slmake.targets import cpu  # noqa: E402
@@ -30,7 +29,7 @@ from slmake.targets.cpu import imatrix  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import record  # noqa: E402
-from int4_accuracy import _contract, _row  # noqa: E402
+from int4_accuracy import _bench_artifact, _contract, _row  # noqa: E402
 
 
 def main() -> None:
@@ -70,13 +69,8 @@ def main() -> None:
             (ctx.out / art.path).replace(ctx.out / name / "model.gguf")
             size = (ctx.out / name / "model.gguf").stat().st_size
             entry = {**art.to_dict(), "name": f"gguf_{name}", "path": f"{name}/model.gguf", "size_bytes": size}
-            job = {"target": "cpu", "artifact": entry, "compile_dir": str(ctx.out), "reference_dir": str(ref_dir),
-                   "bench": {"limit": args.limit, "speed_prompts": 2, "repeats": 1, "warmup": 1,
-                             "threads": args.threads},
-                   "max_new_tokens": max_new, "response_schema": schema}
-            res = bench._run_child(job)
-            if res.get("status") != "ok":
-                print(f"{name}: {res.get('status')}: {res.get('reason')}")
+            res = _bench_artifact("cpu", entry, ctx.out, ref_dir, args, max_new, schema, name)
+            if res is None:
                 continue
             rows.append({**_row(name, mode, res, size, mode, 18), "tensor_types": art.notes.get("tensor_types")})
     (args.work / "rows.json").write_text(json.dumps({"fp32_exact_match": fp32, "imatrix": imat[1], "rows": rows},

@@ -122,12 +122,8 @@ def main() -> None:
         entry = {"name": "onnx_int4", "format": "onnx-genai", "precision": "int4", "path": "onnx_int4",
                  "runtime": "onnxruntime-genai", "status": "built", "reason": "", "notes": {},
                  "size_bytes": sum(f.stat().st_size for f in (out / "onnx_int4").rglob("*") if f.is_file())}
-        job = {"target": "cpu", "artifact": entry, "compile_dir": str(out), "reference_dir": str(ref_dir),
-               "bench": {"limit": args.limit, "speed_prompts": 2, "repeats": 1, "warmup": 1, "threads": args.threads},
-               "max_new_tokens": max_new, "response_schema": schema}
-        res = bench._run_child(job)
-        if res.get("status") != "ok":
-            print(f"{name}: {res.get('status')}: {res.get('reason')}")
+        res = _bench_artifact("cpu", entry, out, ref_dir, args, max_new, schema, name)
+        if res is None:
             continue
         rows.append(_row(name, opts, res, entry["size_bytes"], ' '.join(opts) or '(builder defaults)', 18))
     if args.json:
@@ -166,17 +162,26 @@ def _intel_npu(name: str, override: dict, args, merged: Path, ref_dir: Path, sch
                  "path": "ov_int4_sym", "runtime": "openvino-genai", "status": "built", "reason": "",
                  "notes": notes}
         (out / f"notes_{suffix}.json").write_text(json.dumps(notes))
-        job = {"target": "intel_npu", "artifact": entry, "compile_dir": str(out), "reference_dir": str(ref_dir),
-               "bench": {"limit": args.limit, "speed_prompts": 2, "repeats": 1, "warmup": 1,
-                         "threads": args.threads},
-               "max_new_tokens": max_new, "response_schema": schema}
-        res = bench._run_child(job)
-        if res.get("status") != "ok":
-            print(f"{name} {suffix}: {res.get('status')}: {res.get('reason')}")
+        res = _bench_artifact("intel_npu", entry, out, ref_dir, args, max_new, schema, f"{name} {suffix}")
+        if res is None:
             continue
         rows.append({**_row(f"{name}:{suffix}", override, res, size, json.dumps(override), 28),
                      "export_args": notes.get("export_args"), "weight_types": notes.get("weight_types")})
     return rows
+
+
+def _bench_artifact(target: str, entry: dict, compile_dir: Path, ref_dir: Path, args, max_new: int,
+                    schema, label: str) -> dict | None:
+    """Bench one artifact in bench's own child process (as the bench stage does), scored against the
+    fp32 reference in ``ref_dir``; None (and a line naming ``label``) when it did not run."""
+    job = {"target": target, "artifact": entry, "compile_dir": str(compile_dir), "reference_dir": str(ref_dir),
+           "bench": {"limit": args.limit, "speed_prompts": 2, "repeats": 1, "warmup": 1, "threads": args.threads},
+           "max_new_tokens": max_new, "response_schema": schema}
+    res = bench._run_child(job)
+    if res.get("status") != "ok":
+        print(f"{label}: {res.get('status')}: {res.get('reason')}")
+        return None
+    return res
 
 
 def _row(candidate: str, options, res: dict, size_bytes: int, described: str, width: int) -> dict:
