@@ -166,3 +166,13 @@ def test_optuna_search_resumes_after_a_kill_and_records_a_failure(project, capsy
     # the pick's test figure (1 - val in the fake) is reported, once, after the pick
     assert out.count("scored once, after the pick") == 1
     assert f"after the pick): **{round(1 - best['val_exact_match'], 4)}**" in out
+
+
+def test_a_row_is_refused_exactly_when_the_trials_gate_refuses_its_artifact():
+    bench = _bench({"gguf_f16": 0.5, "gguf_q4_k_m": 0.6}, {"gguf_f16": 0.5, "gguf_q4_k_m": 0.6})
+    bench["metrics"]["cpu"]["gguf_q4_k_m"].update(val_delta=-0.1, val_delta_ci95=0.02)  # low -0.12
+    gated = {r["artifact"]: r["refused"] for r in trial_rows("s-0", {"cpu": bench}, max_drop=0.02)}
+    assert gated == {"gguf_f16": False, "gguf_q4_k_m": True}
+    assert not any(r["refused"] for r in trial_rows("s-0", {"cpu": bench}, max_drop=None))  # no gate
+    assert pick(trial_rows("s-0", {"cpu": bench}, max_drop=None), {}).row["artifact"] == "gguf_q4_k_m"
+    assert pick(trial_rows("s-0", {"cpu": bench}, max_drop=0.02), {}).row["artifact"] == "gguf_f16"

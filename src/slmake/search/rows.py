@@ -9,6 +9,7 @@ the pick is made (tests/test_search.py permutes the test figures and gets the sa
 
 from __future__ import annotations
 
+from ..gate import gate, refused
 from ..selection import rows_from_bench
 
 OBJECTIVES = ("val_exact_match", "size_mb", "decode_tok_s")
@@ -28,14 +29,14 @@ def merged_figures(files: dict[str, dict], target: str) -> dict[str, dict]:
     return merged
 
 
-def trial_rows(experiment: str, bench: dict[str, dict]) -> list[dict]:
+def trial_rows(experiment: str, bench: dict[str, dict], max_drop: float | None = None) -> list[dict]:
     """One row per benchmarked artifact of one trial. ``bench``: {target: {"details": ..., "metrics":
-    ...}}. An artifact bench skipped (no validation figure) has no row."""
+    ...}}; ``max_drop``: the trial's bench.max_drop, so a row is refused exactly when the trial's
+    deploy refused its artifact (slmake.gate). An artifact bench skipped (no validation figure) has no row."""
     rows = []
     for target in sorted(bench):
         figures = merged_figures(bench[target], target)
-        refused = {name for name, f in figures.items() if f.get("refused")}
-        for row in rows_from_bench(figures, experiment, refused):
+        for row in rows_from_bench(figures, experiment, set(refused(gate(figures, max_drop)))):
             if row["val_exact_match"] is not None:
                 rows.append({**row, "target": target})
     return rows

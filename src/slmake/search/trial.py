@@ -56,12 +56,17 @@ def exp_run(repo: Path, name: str, overrides: list[str], log: Path, force: bool 
     return res.returncode, out
 
 
-def read_bench(repo: Path, commit: str) -> dict[str, dict]:
-    """{target: {"metrics": reports/bench/<target>.json, "details": <target>.details.json}} of an
-    experiment's commit, for the targets its params.yaml names."""
+def read_params(repo: Path, commit: str) -> dict:
+    """An experiment's params.yaml, as its commit holds it."""
     import yaml
 
-    params = yaml.safe_load(git(repo, "show", f"{commit}:params.yaml")) or {}
+    return yaml.safe_load(git(repo, "show", f"{commit}:params.yaml")) or {}
+
+
+def read_bench(repo: Path, commit: str, params: dict | None = None) -> dict[str, dict]:
+    """{target: {"metrics": reports/bench/<target>.json, "details": <target>.details.json}} of an
+    experiment's commit, for the targets its params.yaml (``params``, read when not given) names."""
+    params = read_params(repo, commit) if params is None else params
     out = {}
     for target in params.get("targets") or {}:
         files = {}
@@ -168,7 +173,8 @@ class TrialRunner:
         if commit is None:
             return self._record(rec, status="failed", reason=f"dvc exp run succeeded but no experiment {name!r} exists")
         try:
-            rows = trial_rows(name, read_bench(self.repo, commit))
+            params = read_params(self.repo, commit)
+            rows = trial_rows(name, read_bench(self.repo, commit, params), (params.get("bench") or {}).get("max_drop"))
         except (RuntimeError, ValueError) as e:
             return self._record(rec, status="failed", reason=f"reading its figures: {e}")
         rec.update(commit=commit, rows=rows)
