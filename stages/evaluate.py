@@ -13,7 +13,7 @@ ev, data = params["eval"], params["data"]
 process_setup.setup(threads=ev["threads"], seed=params["seed"])
 
 from slmake.base_model import load_tokenizer  # noqa: E402
-from slmake.evaluate import encode_prompts, evaluate_model, test_rows, val_figures, val_rows  # noqa: E402
+from slmake.evaluate import encode_prompts, evaluate_splits, test_rows, val_figures, val_rows  # noqa: E402
 from slmake.io import atomic_dir, write_json_atomic  # noqa: E402
 from slmake.runtimes.guide import Guide, decode_constraint  # noqa: E402
 
@@ -27,17 +27,23 @@ gbnf, why_free = decode_constraint(ev.get("constrained"), schema, data.get("resp
 guide = Guide(gbnf, (merged / "tokenizer.json").read_text(encoding="utf-8")) if gbnf else None
 run = {"max_new_tokens": ev["max_new_tokens"], "response_schema": schema, "batch_size": ev["batch_size"],
        "guide": guide}
-base_m, _, _ = evaluate_model(base, tok, rows, prompts, desc="evaluate base", **run)
-ft_m, tokens, texts = evaluate_model(merged, tok, rows, prompts, desc="evaluate fine-tuned", **run)
 # the validation split, decoded the same way (eval.limit spreads it the same way): what selection reads
 vrows = val_rows(Path("build/data"), ev["limit"])
 vprompts = encode_prompts(tok, vrows)
+
+
+def splits(name: str) -> list:
+    """The test split, then the validation split when there is one: one model load for both."""
+    return [(rows, prompts, f"evaluate {name}")] + ([(vrows, vprompts, f"evaluate {name} (val)")] if vrows else [])
+
+
+(base_m, _, _), *base_val = evaluate_splits(base, tok, splits("base"), **run)
+(ft_m, tokens, texts), *ft_val = evaluate_splits(merged, tok, splits("fine-tuned"), **run)
 vtokens, vtexts = [], []
 if vrows:
-    base_v, _, _ = evaluate_model(base, tok, vrows, vprompts, desc="evaluate base (val)", **run)
-    ft_v, vtokens, vtexts = evaluate_model(merged, tok, vrows, vprompts, desc="evaluate fine-tuned (val)", **run)
-    base_m.update(val_figures(base_v))
-    ft_m.update(val_figures(ft_v))
+    base_m.update(val_figures(base_val[0][0]))
+    ft_m.update(val_figures(ft_val[0][0]))
+    vtokens, vtexts = ft_val[0][1:]
 
 with atomic_dir("build/evaluate") as tmp:
     for name, split in (("reference.jsonl", zip(rows, prompts, tokens, texts)),

@@ -91,16 +91,29 @@ def evaluate_model(folder: Path, tokenizer, rows: list[dict], prompts: list[list
     """(metrics, tokens, texts) as served: decoded under ``guide``'s grammar when there is one, with
     the free decode's figures beside (``exact_match_free``, ``valid_free``, ``constrained_changed``:
     share of prompts the grammar changed)."""
+    return evaluate_splits(folder, tokenizer, [(rows, prompts, desc)], max_new_tokens, response_schema,
+                           threads, batch_size, guide)[0]
+
+
+def evaluate_splits(folder: Path, tokenizer, splits: list[tuple[list[dict], list[list[int]], str]],
+                    max_new_tokens: int, response_schema: dict, threads: int | None = None,
+                    batch_size: int = 1, guide=None) -> list[tuple[dict, list, list]]:
+    """``evaluate_model`` for each (rows, prompts, desc) split, on one load of the model: each
+    split is decoded exactly as alone (greedy, per batch), so sharing the runner changes no byte."""
     runner = HFRunner(folder, threads=threads)
     try:
-        tokens, free = generate_as_served(runner, prompts, max_new_tokens, desc, batch_size, guide)
+        decoded = [generate_as_served(runner, prompts, max_new_tokens, desc, batch_size, guide)
+                   for _, prompts, desc in splits]
     finally:
         runner.close()
-    texts = [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
-    expected = [r["response"] for r in rows]
-    metrics = score(texts, expected, response_schema)
-    metrics["constrained"] = guide is not None
-    if guide is not None:
-        free_texts = [tokenizer.decode(t, skip_special_tokens=True) for t in free]
-        metrics.update(free_figures(free_texts, expected, response_schema, tokens, free))
-    return metrics, tokens, texts
+    results = []
+    for (rows, _, _), (tokens, free) in zip(splits, decoded):
+        texts = [tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+        expected = [r["response"] for r in rows]
+        metrics = score(texts, expected, response_schema)
+        metrics["constrained"] = guide is not None
+        if guide is not None:
+            free_texts = [tokenizer.decode(t, skip_special_tokens=True) for t in free]
+            metrics.update(free_figures(free_texts, expected, response_schema, tokens, free))
+        results.append((metrics, tokens, texts))
+    return results
