@@ -176,3 +176,55 @@ def test_a_row_is_refused_exactly_when_the_trials_gate_refuses_its_artifact():
     assert not any(r["refused"] for r in trial_rows("s-0", {"cpu": bench}, max_drop=None))  # no gate
     assert pick(trial_rows("s-0", {"cpu": bench}, max_drop=None), {}).row["artifact"] == "gguf_q4_k_m"
     assert pick(trial_rows("s-0", {"cpu": bench}, max_drop=0.02), {}).row["artifact"] == "gguf_f16"
+
+
+def test_launch_plan_divides_the_cores_and_clones_off_this_process(monkeypatch):
+    """search.parallel / --parallel: the basic launcher becomes Hydra's joblib launcher, a batch of N
+    trials shares this machine's cores (SLMAKE_PARALLEL_JOBS=N); submitit/Ray trials run in clones."""
+    from slmake.search import launch
+
+    basic = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+    assert launch.plan(basic, None, optuna=False) == launch.Plan("basic", 1, (), 1, False)
+    p = launch.plan(basic, 2, optuna=True)
+    assert (p.kind, p.jobs, p.clone) == ("joblib", 2, False)
+    assert p.overrides == ("hydra/launcher=joblib", "hydra.sweeper.n_jobs=2", "hydra.launcher.n_jobs=2",
+                           "hydra.launcher.prefer=processes")
+    assert launch.trial_env(2) == {"SLMAKE_PARALLEL_JOBS": "2"} and launch.trial_env(1) == {}
+    joblib = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+    assert launch.plan(joblib, None, optuna=False, n_jobs=3).jobs == 3       # the launcher's own n_jobs
+    monkeypatch.setattr(launch, "cores", lambda: 4)
+    assert launch.plan(joblib, None, optuna=False, n_jobs=-1).parallel == 4  # joblib's -1: every core
+    local = launch.plan("hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", 2, optuna=False)
+    assert local == launch.Plan("submitit_local", 2, ("hydra.sweeper.max_batch_size=2",), 2, True)
+    slurm = launch.plan("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", 8, optuna=True)
+    assert (slurm.jobs, slurm.clone) == (1, True) and "hydra.launcher.array_parallelism=8" in slurm.overrides
+    assert launch.plan("hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher", 2, optuna=False).clone
+    for bad in (0, -1, "2", True):
+        with pytest.raises(SpecError, match=r"search\.parallel: .*expected a positive integer"):
+            launch.plan(basic, bad, optuna=False)
+
+
+def test_a_clone_launcher_names_the_missing_remote(tmp_path):
+    from slmake.search import launch
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc/config").write_text("")
+    with pytest.raises(SpecError, match=r"search.git_remote: the project has no git remote 'origin'"):
+        launch.resolve_remotes(tmp_path, None, None, "submitit_local")
+    subprocess.run(["git", "remote", "add", "origin", "../hub.git"], cwd=tmp_path, check=True)
+    with pytest.raises(SpecError, match=r"search.dvc_remote: the project has no default DVC remote"):
+        launch.resolve_remotes(tmp_path, None, None, "submitit_local")
+    (tmp_path / ".dvc/config").write_text("[core]\n    remote = store\n['remote \"store\"']\n    url = ../store\n")
+    with pytest.raises(SpecError, match=r"search.dvc_remote: no DVC remote named 'other' \(defined: store\)"):
+        launch.resolve_remotes(tmp_path, None, "other", "submitit_local")
+    r = launch.resolve_remotes(tmp_path, None, None, "submitit_local")
+    # relative local paths made absolute (git's from the project, DVC's from .dvc/): a clone elsewhere reaches them
+    assert r == launch.Remotes("origin", str(tmp_path.parent / "hub.git"), "store", str(tmp_path / "store"))
+
+
+def test_search_file_search_block_keys(tmp_path):
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search/a.yaml").write_text("# @package _global_\nsearch:\n  parallel: 2\n  paralel: 3\n")
+    with pytest.raises(SpecError, match=r"a.yaml: search.paralel: unknown key"):
+        search_file(tmp_path, "a")

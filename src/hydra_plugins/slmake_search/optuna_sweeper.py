@@ -34,6 +34,7 @@ class SlmakeOptunaSweeperConf:
     seed: int = 0                                       # the sampler's seed: same trials in the same order
     objectives: List[str] = field(default_factory=lambda: ["val_exact_match"])  # noqa: UP006
     n_trials: int = 8                                   # trials in the whole study, resumed ones included
+    n_jobs: int = 1                                     # trials asked and launched together (search.parallel)
     timeout: Optional[float] = None                     # noqa: UP045 -- seconds of this run: no new trial after it
     storage: Optional[str] = None                       # noqa: UP045 -- the journal file (slmake search sets it)
     study_name: Optional[str] = None                    # noqa: UP045
@@ -159,10 +160,10 @@ def tell(study, trial, result: Any, objectives: list[str]) -> str:
 class SlmakeOptunaSweeper(Sweeper):
     def __init__(self, sampler: str = "tpe", seed: int = 0, objectives: list[str] | None = None, n_trials: int = 8,
                  timeout: float | None = None, storage: str | None = None, study_name: str | None = None,
-                 params: dict[str, str] | None = None) -> None:
+                 params: dict[str, str] | None = None, n_jobs: int = 1) -> None:
         self.sampler_name, self.seed = sampler, seed
         self.objectives = list(objectives or ["val_exact_match"])
-        self.n_trials, self.timeout = int(n_trials), timeout
+        self.n_trials, self.timeout, self.n_jobs = int(n_trials), timeout, max(1, int(n_jobs))
         self.storage, self.study_name = storage, study_name
         self.params = dict(params or {})
         self.launcher = self.config = self.hydra_context = None
@@ -191,15 +192,22 @@ class SlmakeOptunaSweeper(Sweeper):
             if self.timeout is not None and time.monotonic() - start >= self.timeout:
                 log.info(f"wall-time budget of {self.timeout:g} s spent: no new trial")
                 break
-            trial = study.ask(fixed_distributions=space)
-            overrides = [f"{k}={v}" for k, v in trial.params.items()] + [f"{k}={v}" for k, v in fixed.items()]
-            trial.set_user_attr("overrides", overrides)
-            ret = self.launcher.launch([overrides], initial_job_idx=trial.number)[0]
-            try:
-                result = ret.return_value
-            except Exception as e:  # the job raised: a failed trial, recorded, the search goes on
-                result = e
-            state = tell(study, trial, result, self.objectives)
-            log.info(f"trial {trial.number}: {state}")
-            results.append(result)
+            # n_jobs trials at once (the launcher runs them in parallel); their numbers are consecutive,
+            # which is how the launcher numbers the jobs of one launch
+            batch = [study.ask(fixed_distributions=space) for _ in range(min(self.n_jobs, self.n_trials - counted(study)))]
+            jobs = []
+            for trial in batch:
+                overrides = [f"{k}={v}" for k, v in trial.params.items()] + [f"{k}={v}" for k, v in fixed.items()]
+                trial.set_user_attr("overrides", overrides)
+                jobs.append(overrides)
+            assert [t.number for t in batch] == list(range(batch[0].number, batch[0].number + len(batch)))
+            rets = self.launcher.launch(jobs, initial_job_idx=batch[0].number)
+            for trial, ret in zip(batch, rets):
+                try:
+                    result = ret.return_value
+                except Exception as e:  # the job raised: a failed trial, recorded, the search goes on
+                    result = e
+                state = tell(study, trial, result, self.objectives)
+                log.info(f"trial {trial.number}: {state}")
+                results.append(result)
         return results

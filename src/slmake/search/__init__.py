@@ -18,12 +18,13 @@ from pathlib import Path
 
 from ..selection import pareto, pick
 from ..spec import SpecError, load_yaml
-from . import report
+from . import launch, report
 from .rows import pick_test_figure
-from .trial import Ledger, TrialRunner, git, read_bench
+from .trial import Ledger, TrialRunner, exp_ref, git, read_bench
 
 STATE = Path(".slmake/search")
 ALLOWED_TOP = {"defaults", "hydra", "search"}
+SEARCH_KEYS = {"constraints", "parallel", "git_remote", "dvc_remote"}  # a search file's `search:` block
 
 
 def search_file(conf: Path, name: str | None) -> tuple[str, Path]:
@@ -41,6 +42,11 @@ def search_file(conf: Path, name: str | None) -> tuple[str, Path]:
     if extra:
         raise SpecError(f"{path}: top-level key(s) {extra}: a search file sets only hydra.sweeper (a spec key "
                         "every trial shares goes in hydra.sweeper.params as a single value) and search.constraints")
+    block = data.get("search") or {}
+    extra = sorted(set(block) - SEARCH_KEYS) if isinstance(block, dict) else ["<not a mapping>"]
+    if extra:
+        raise SpecError(f"{path}: search.{extra[0]}: unknown key (a search file's search block holds "
+                        f"{', '.join(sorted(SEARCH_KEYS))})")
     return name, path
 
 
@@ -49,8 +55,10 @@ def _quote(v: str) -> str:
 
 
 def run_search(repo: Path, name: str | None = None, trials: int | None = None, timeout: float | None = None,
-               run_exp=None) -> int:
-    """Run (or resume) search ``name`` in ``repo``; ``run_exp`` replaces `dvc exp run` (unit tests only)."""
+               run_exp=None, parallel: int | None = None, launcher: str | None = None) -> int:
+    """Run (or resume) search ``name`` in ``repo``; ``run_exp`` replaces `dvc exp run` (unit tests only).
+    ``parallel``: trials at once (else search.parallel, else 1); ``launcher``: a hydra/launcher option
+    (joblib, submitit_local, submitit_slurm, ...) instead of the search file's (slmake.search.launch)."""
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
@@ -63,6 +71,7 @@ def run_search(repo: Path, name: str | None = None, trials: int | None = None, t
     state = repo / STATE / name
     state.mkdir(parents=True, exist_ok=True)
     overrides = [f"+search={name}", f"hydra.sweep.dir={_quote(state / 'hydra')}", "hydra.job.chdir=False"]
+    overrides += [f"hydra/launcher={launcher}"] if launcher else []
     t_start = time.time()
     with initialize_config_dir(config_dir=str(conf), version_base=None, job_name=f"search_{name}"):
         hydra = GlobalHydra.instance().hydra
@@ -70,6 +79,16 @@ def run_search(repo: Path, name: str | None = None, trials: int | None = None, t
         optuna = str(cfg.hydra.sweeper.get("_target_", "")).endswith("SlmakeOptunaSweeper")
         search_cfg = OmegaConf.to_container(cfg.search, resolve=True) if "search" in cfg else {}
         constraints = {k: v for k, v in ((search_cfg or {}).get("constraints") or {}).items() if v is not None}
+        target = str(cfg.hydra.launcher.get("_target_", ""))
+        how = launch.plan(target, parallel if parallel is not None else (search_cfg or {}).get("parallel"), optuna,
+                          n_jobs=cfg.hydra.launcher.get("n_jobs") if "n_jobs" in cfg.hydra.launcher else None)
+        overrides += list(how.overrides)
+        remotes = None
+        if how.clone:
+            remotes = launch.resolve_remotes(repo, (search_cfg or {}).get("git_remote"),
+                                             (search_cfg or {}).get("dvc_remote"), how.kind)
+            launch.publish_baseline(repo, remotes, baseline)
+            _sync(repo, remotes, Ledger(state / "trials.jsonl").records(baseline), baseline)  # a resumed search's
         if optuna:
             overrides += [f"hydra.sweeper.storage={_quote(state / 'optuna.journal')}",
                           f"hydra.sweeper.study_name={name}-{baseline[:12]}"]
@@ -78,14 +97,29 @@ def run_search(repo: Path, name: str | None = None, trials: int | None = None, t
         runner = TrialRunner(repo=repo, search=name, baseline=baseline, state=state, constraints=constraints,
                              max_trials=None if optuna else trials,
                              deadline=None if optuna or timeout is None else t_start + timeout,
-                             run_exp=run_exp)
+                             run_exp=run_exp, jobs=how.jobs, remotes=remotes)
+        where = (f"each in its own clone (git {remotes.git} {remotes.git_url}, DVC {remotes.dvc} {remotes.dvc_url})"
+                 if remotes else "in this project (dvc exp run --temp)")
         print(f"[slmake search] {name}: {'Optuna' if optuna else 'basic'} sweeper, baseline {baseline[:7]}, "
-              f"constraints {constraints or 'none'}; trials log to {state.relative_to(repo)}", flush=True)
+              f"constraints {constraints or 'none'}; {how.kind} launcher, {how.parallel} trial(s) at once "
+              f"({how.jobs} per machine's cores), {where}; trials log to {state.relative_to(repo)}", flush=True)
         hydra.multirun("config", runner, overrides)
-    return conclude(repo, name, baseline, constraints, time.time() - t_start)
+    if remotes:
+        _sync(repo, remotes, Ledger(state / "trials.jsonl").records(baseline), baseline)
+    return conclude(repo, name, baseline, constraints, time.time() - t_start, remotes=remotes)
 
 
-def conclude(repo: Path, name: str, baseline: str, constraints: dict, seconds: float) -> int:
+def _sync(repo: Path, remotes, records: list[dict], baseline: str) -> None:
+    """`dvc exp pull` (refs only) the experiments of trials that ran in their own clones and are not
+    here yet: `dvc exp show` lists them, the Pareto front and the pick read their commits."""
+    names = sorted({r["experiment"] for r in records if r["status"] in ("ok", "infeasible")
+                    and exp_ref(repo, baseline, r["experiment"]) is None})
+    err = launch.pull_experiments(repo, remotes, names, cache=False)
+    if err:
+        print(f"[slmake search] pulling the trials' experiments failed: {err}", flush=True)
+
+
+def conclude(repo: Path, name: str, baseline: str, constraints: dict, seconds: float, remotes=None) -> int:
     """Pareto front and pick over every trial of this search (this run's and a resumed run's), the
     pick's test figure, the report. Returns the exit code: 0 with a pick, 1 without."""
     records = Ledger(repo / STATE / name / "trials.jsonl").records(baseline)
@@ -102,6 +136,10 @@ def conclude(repo: Path, name: str, baseline: str, constraints: dict, seconds: f
         best = chosen.row
         best["pick"] = True
         rec = next(r for r in records if r["experiment"] == best["experiment"])
+        if remotes is not None:  # a trial run elsewhere: the pick's outputs into this cache, for dvc exp apply
+            err = launch.pull_experiments(repo, remotes, [best["experiment"]], cache=True)
+            summary += [f"Pulling the pick's outputs failed ({err}): `dvc exp pull {remotes.git} "
+                        f"{best['experiment']}` before applying it."] if err else []
         # the test split, read once: for the pick, after it is made
         test = pick_test_figure(read_bench(repo, rec["commit"]), best["target"], best["artifact"])
         summary += [f"**Pick: `{best['experiment']}` {best['target']}/{best['artifact']}** — {chosen.why}.",
@@ -122,7 +160,8 @@ def conclude(repo: Path, name: str, baseline: str, constraints: dict, seconds: f
 
 def cmd_search(args) -> int:
     try:
-        return run_search(Path(args.repo), args.name, trials=args.trials, timeout=args.timeout)
+        return run_search(Path(args.repo), args.name, trials=args.trials, timeout=args.timeout,
+                          parallel=args.parallel, launcher=args.launcher)
     except SpecError as e:
         print(f"slmake search: {e}", file=sys.stderr)
         return 2
@@ -136,5 +175,10 @@ def add_parser(sub) -> None:
     p.add_argument("name", nargs="?", help="conf/search/<name>.yaml (optional when there is only one)")
     p.add_argument("--trials", type=int, default=None, help="at most N trials in the search (resumed ones count)")
     p.add_argument("--timeout", type=float, default=None, help="wall-time budget in seconds: no trial starts after it")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="trials at once (default: search.parallel, else 1); on one machine they share its cores")
+    p.add_argument("--launcher", default=None,
+                   help="Hydra launcher (hydra/launcher option): joblib, submitit_local, submitit_slurm, ... "
+                        "(default: the search file's, else one process)")
     p.add_argument("--repo", default=".", help="the project (default: the current folder)")
     p.set_defaults(func=cmd_search)

@@ -16,12 +16,14 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io import write_text_atomic
 from ..selection import pick
+from . import launch
 from .rows import objective_values, trial_rows
 
 RAN = re.compile(r"^Running stage '([^']+)'", re.M)
@@ -41,14 +43,16 @@ def exp_ref(repo: Path, baseline: str, name: str) -> str | None:
     return out.strip() or None
 
 
-def exp_run(repo: Path, name: str, overrides: list[str], log: Path, force: bool = False) -> tuple[int, str]:
-    """`dvc exp run --temp -n name -S ...` in ``repo`` (the DVC boundary). Returns (exit code, output);
-    the output also goes to ``log``."""
-    cmd = [str(Path(sys.executable).parent / "dvc"), "exp", "run", "--temp", "-n", name]
+def exp_run(repo: Path, name: str, overrides: list[str], log: Path, force: bool = False, temp: bool = True,
+            env: dict | None = None) -> tuple[int, str]:
+    """`dvc exp run --temp -n name -S ...` in ``repo`` (the DVC boundary; without --temp in a trial's
+    own clone). ``env``: added to the environment (a parallel trial's SLMAKE_PARALLEL_JOBS). Returns
+    (exit code, output); the output also goes to ``log``."""
+    cmd = [str(Path(sys.executable).parent / "dvc"), "exp", "run"] + (["--temp"] if temp else []) + ["-n", name]
     cmd += ["--force"] if force else []
     for o in overrides:
         cmd += ["-S", o]
-    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    env = dict(os.environ, **(env or {}), PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     res = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
     out = res.stdout + res.stderr
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +131,8 @@ class TrialRunner:
     max_trials: int | None = None
     deadline: float | None = None      # time.time() after which no trial starts
     run_exp: object = None             # the DVC boundary (exp_run); a unit test replaces it
+    jobs: int = 1                      # trials sharing this machine's cores (slmake.search.launch.Plan)
+    remotes: object = None             # launch.Remotes: each trial in its own clone (launch.Plan.clone)
 
     @property
     def ledger(self) -> Ledger:
@@ -159,31 +165,66 @@ class TrialRunner:
             return self._record(rec, status="skipped", reason="budget: --timeout spent before this trial")
         print(f"[slmake search] trial {number} ({name}): {' '.join(overrides)}", flush=True)
         t0 = time.perf_counter()
+        if self.remotes is None:
+            return self._finish(rec, self.repo, *self._run_here(name, overrides), t0)
+        where = Path(tempfile.mkdtemp(prefix=f"slmake-{name}-")) / "project"
+        try:  # its own clone (launch.py): pull, run, read its figures, push the experiment
+            code, out = launch.prepare_clone(where, self.baseline, self.remotes)
+            if code == 0:
+                code, more = self._run_exp(where, name, overrides, temp=False)
+                out += "\n" + more
+            rec = self._finish(rec, where, code, out, t0, record=False)
+            if rec["status"] in ("ok", "infeasible"):  # the experiment reaches the driver through the remotes
+                code, more = launch.push_experiment(where, name, self.remotes)
+                out += "\n" + more
+                rec["seconds"] = round(time.perf_counter() - t0, 1)
+                if code != 0:
+                    rec.update(status="failed", reason=failure_reason(more))
+            write_text_atomic(self.state / "logs" / f"{name}.log", out)
+            return self._record(rec, status=rec.pop("status"), reason=rec.pop("reason", None))
+        finally:
+            launch.remove(where.parent)
+
+    def _run_exp(self, where: Path, name: str, overrides: list[str], temp: bool = True,
+                 force: bool = False) -> tuple[int, str]:
         run = self.run_exp or exp_run
-        force = exp_ref(self.repo, self.baseline, name) is not None  # a kill left it without a ledger line
+        kwargs = {"force": force} if temp else {"temp": False}
+        if launch.trial_env(self.jobs):
+            kwargs["env"] = launch.trial_env(self.jobs)
         try:
-            code, out = run(self.repo, name, overrides, self.state / "logs" / f"{name}.log", force=force)
+            return run(where, name, overrides, self.state / "logs" / f"{name}.log", **kwargs)
         except Exception as e:
-            code, out = 1, f"ERROR: {type(e).__name__}: {e}"
+            return 1, f"ERROR: {type(e).__name__}: {e}"
+
+    def _run_here(self, name: str, overrides: list[str]) -> tuple[int, str]:
+        force = exp_ref(self.repo, self.baseline, name) is not None  # a kill left it without a ledger line
+        return self._run_exp(self.repo, name, overrides, force=force)
+
+    def _finish(self, rec: dict, where: Path, code: int, out: str, t0: float, record: bool = True) -> dict:
+        """The trial's record from its `dvc exp run` (exit code, output) and the experiment it made in
+        ``where``; ``record``: append it to the ledger (else its status/reason are left in it)."""
+        done = self._record if record else (lambda r, status, reason=None, **extra: {**r, "status": status,
+                                                                                      "reason": reason, **extra})
+        name = rec["experiment"]
         rec.update(seconds=round(time.perf_counter() - t0, 1), stages_run=RAN.findall(out),
                    stages_cached=CACHED.findall(out))
         if code != 0:
-            return self._record(rec, status="failed", reason=failure_reason(out))
-        commit = exp_ref(self.repo, self.baseline, name)
+            return done(rec, status="failed", reason=failure_reason(out))
+        commit = exp_ref(where, self.baseline, name)
         if commit is None:
-            return self._record(rec, status="failed", reason=f"dvc exp run succeeded but no experiment {name!r} exists")
+            return done(rec, status="failed", reason=f"dvc exp run succeeded but no experiment {name!r} exists")
         try:
-            params = read_params(self.repo, commit)
-            rows = trial_rows(name, read_bench(self.repo, commit, params), (params.get("bench") or {}).get("max_drop"))
+            params = read_params(where, commit)
+            rows = trial_rows(name, read_bench(where, commit, params), (params.get("bench") or {}).get("max_drop"))
         except (RuntimeError, ValueError) as e:
-            return self._record(rec, status="failed", reason=f"reading its figures: {e}")
+            return done(rec, status="failed", reason=f"reading its figures: {e}")
         rec.update(commit=commit, rows=rows)
         if not rows:
-            return self._record(rec, status="failed", reason="no artifact has a validation figure (bench skipped them all?)")
+            return done(rec, status="failed", reason="no artifact has a validation figure (bench skipped them all?)")
         best = pick(rows, self.constraints)
         if best.row is None:
-            return self._record(rec, status="infeasible", reason=best.why)
-        return self._record(rec, status="ok", best=best.row["artifact"], values=objective_values(best.row))
+            return done(rec, status="infeasible", reason=best.why)
+        return done(rec, status="ok", best=best.row["artifact"], values=objective_values(best.row))
 
     def _record(self, rec: dict, *, status: str, reason: str | None = None, **extra) -> dict:
         rec.update(status=status, reason=reason, **extra)

@@ -1,0 +1,193 @@
+"""Where a search's trials run: Hydra's launchers (docs/guide/search.md, "Launchers").
+
+- Hydra's basic launcher (the default): one trial at a time, `dvc exp run --temp` in the project.
+- ``search.parallel: N`` (or ``--parallel N``) on this machine: Hydra's joblib launcher runs N
+  trials at once, each a `dvc exp run --temp` (its own temporary copy of the workspace, so DVC's
+  repository lock is never shared); every trial's null thread keys get cores // N (rounded down to
+  a power of two: SLMAKE_PARALLEL_JOBS=N, as a `dvc queue start -j N` worker's stages do).
+- Launchers whose jobs may run elsewhere (hydra-submitit-launcher's ``submitit_local`` and
+  ``submitit_slurm``, a Ray launcher): each trial runs in its own clone. It clones the project from
+  ``search.git_remote`` (a git remote of the project, default ``origin``), pulls the build's
+  outputs and DVC's run cache from ``search.dvc_remote`` (default: the project's default DVC
+  remote), runs `dvc exp run -n NAME -S ...` there and `dvc exp push`es the experiment (its git
+  ref to the git remote, its outputs and run cache to the DVC remote). The driver first pushes its
+  own build (`dvc push --run-cache`) and, at the end, `dvc exp pull`s every trial, so `dvc exp
+  show` lists them all and the pick's artifacts are in its cache for `dvc exp apply`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..process_setup import JOBS_ENV, cores
+from ..spec import SpecError
+
+
+def launcher_kind(target: str) -> str:
+    """basic | joblib | submitit_local | submitit_slurm | ray | other, from hydra.launcher._target_."""
+    t = str(target or "")
+    if t.endswith("BasicLauncher"):
+        return "basic"
+    if "joblib" in t:
+        return "joblib"
+    if "submitit" in t:
+        return "submitit_slurm" if t.endswith("SlurmLauncher") else "submitit_local"
+    if "ray" in t.lower():
+        return "ray"
+    return "other"
+
+
+@dataclass(frozen=True)
+class Plan:
+    kind: str              # launcher_kind after the plan (basic with parallel > 1 becomes joblib)
+    parallel: int          # trials at once
+    overrides: tuple       # Hydra overrides that make the launcher and sweeper run them so
+    jobs: int              # trials sharing one machine's cores (each trial's SLMAKE_PARALLEL_JOBS)
+    clone: bool            # each trial in its own clone, through the git + DVC remotes
+
+
+def plan(target: str, parallel: int | None, optuna: bool, n_jobs: int | None = None) -> Plan:
+    """How to run ``parallel`` trials at once with the launcher ``target`` (hydra.launcher._target_).
+    ``n_jobs``: a joblib launcher's own n_jobs, taken when ``parallel`` is not given."""
+    kind = launcher_kind(target)
+    if parallel is None:
+        parallel = (n_jobs if n_jobs and n_jobs > 0 else cores()) if kind == "joblib" else 1
+    if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
+        raise SpecError(f"search.parallel: {parallel!r}: expected a positive integer (trials run at once)")
+    over: list[str] = [f"hydra.sweeper.n_jobs={parallel}"] if optuna else []
+    if kind == "basic" and parallel > 1:
+        kind = "joblib"
+        over.insert(0, "hydra/launcher=joblib")
+    if kind == "joblib":
+        # processes: each job sets Hydra's global job config (HydraConfig), which threads would share
+        over += [f"hydra.launcher.n_jobs={parallel}", "hydra.launcher.prefer=processes"]
+    elif kind == "submitit_local" and not optuna:
+        over.append(f"hydra.sweeper.max_batch_size={parallel}")  # the local executor starts a whole batch at once
+    elif kind == "submitit_slurm":
+        over.append(f"hydra.launcher.array_parallelism={parallel}")
+    # SLURM gives each job its own allocation (its affinity mask is its cores); every other launcher
+    # here puts the trials on this machine (Ray: a local cluster), sharing its cores
+    jobs = 1 if kind == "submitit_slurm" else parallel
+    return Plan(kind, parallel, tuple(over), jobs, kind not in ("basic", "joblib"))
+
+
+@dataclass(frozen=True)
+class Remotes:
+    """What a trial in its own clone reaches: the git remote it clones and pushes its experiment to,
+    the DVC remote it pulls inputs from and pushes outputs to."""
+    git: str               # the git remote's name in the driver's project
+    git_url: str
+    dvc: str               # the DVC remote's name
+    dvc_url: str
+
+
+def _run(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+
+
+def _dvc() -> str:
+    return str(Path(sys.executable).parent / "dvc")
+
+
+def _local(url: str, base: Path) -> str:
+    """A relative local path made absolute (a clone elsewhere must reach it)."""
+    if "://" in url or (":" in url.split("/", 1)[0] and not Path(url).exists()):
+        return url  # a URL or scp-like host:path
+    return str((base / url).resolve())
+
+
+def resolve_remotes(repo: Path, git_remote: str | None, dvc_remote: str | None, kind: str) -> Remotes:
+    """The remotes of the driver's project that trials of launcher ``kind`` use; a missing one is
+    an error naming the setting."""
+    name = git_remote or "origin"
+    res = _run(["git", "remote", "get-url", name], repo)
+    if res.returncode != 0:
+        raise SpecError(f"search.git_remote: the project has no git remote {name!r}; with the {kind} launcher each "
+                        f"trial clones the project from it and pushes its experiment there (`git remote add {name} "
+                        "<url>`, or set search.git_remote)")
+    git_url = _local(res.stdout.strip(), repo)
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as r:
+        conf = r.config
+        dname = dvc_remote or conf["core"].get("remote")
+        if not dname:
+            raise SpecError(f"search.dvc_remote: the project has no default DVC remote; with the {kind} launcher each "
+                            "trial pulls the build and the run cache from it and pushes its outputs there "
+                            "(`dvc remote add -d NAME URL`, or set search.dvc_remote)")
+        if dname not in conf["remote"]:
+            raise SpecError(f"search.dvc_remote: no DVC remote named {dname!r} (defined: "
+                            f"{', '.join(conf['remote']) or 'none'})")
+        dvc_url = _local(str(conf["remote"][dname]["url"]), repo / ".dvc")
+    return Remotes(name, git_url, dname, dvc_url)
+
+
+def publish_baseline(repo: Path, remotes: Remotes, baseline: str) -> None:
+    """Make the search's commit and build reachable from a trial's clone: the commit must be on the
+    git remote (checked, not pushed: the user's branches are theirs), the build's outputs and run
+    cache are pushed to the DVC remote (`dvc push --run-cache`, a no-op for what is there)."""
+    res = _run(["git", "fetch", "-q", remotes.git], repo)
+    if res.returncode != 0:
+        raise SpecError(f"search.git_remote: `git fetch {remotes.git}` failed: {res.stderr.strip()[-400:]}")
+    held = _run(["git", "for-each-ref", "--contains", baseline, "--format=%(refname)", f"refs/remotes/{remotes.git}/"],
+                repo).stdout.strip()
+    if not held:
+        raise SpecError(f"search.git_remote: the search's commit {baseline[:7]} is not on git remote {remotes.git!r} "
+                        f"({remotes.git_url}); trials clone it from there: `git push {remotes.git} HEAD` first")
+    res = _run([_dvc(), "push", "-q", "--run-cache", "-r", remotes.dvc], repo)
+    if res.returncode != 0:
+        raise SpecError(f"search.dvc_remote: `dvc push --run-cache -r {remotes.dvc}` failed (trials pull the build from "
+                        f"it): {(res.stdout + res.stderr).strip()[-600:]}")
+
+
+def prepare_clone(where: Path, baseline: str, remotes: Remotes) -> tuple[int, str]:
+    """A trial's own workspace: a clone at ``baseline`` with the build's outputs and the run cache
+    pulled from the DVC remote. Returns (exit code, output)."""
+    steps = [(["git", "clone", "-q", "--no-checkout", remotes.git_url, str(where)], where.parent),
+             (["git", "checkout", "-q", "-B", "slmake-search-trial", baseline], where),
+             ([_dvc(), "remote", "add", "--local", "-f", "-d", remotes.dvc, remotes.dvc_url], where),
+             ([_dvc(), "pull", "--run-cache", "-r", remotes.dvc], where)]
+    out = []
+    for cmd, cwd in steps:
+        res = _run(cmd, cwd)
+        out.append("$ " + " ".join(cmd) + "\n" + res.stdout + res.stderr)
+        if res.returncode != 0:
+            return res.returncode, "\n".join(out) + f"\nERROR: preparing the trial's clone: `{' '.join(cmd[:3])}` failed"
+    return 0, "\n".join(out)
+
+
+def push_experiment(where: Path, name: str, remotes: Remotes) -> tuple[int, str]:
+    """`dvc exp push`: the experiment's git ref to the git remote, its outputs and the run cache
+    (so a later trial restores the stages this one ran) to the DVC remote."""
+    cmd = [_dvc(), "exp", "push", "-f", "--run-cache", "-r", remotes.dvc, remotes.git_url, name]
+    res = _run(cmd, where)
+    out = "$ " + " ".join(cmd) + "\n" + res.stdout + res.stderr
+    if res.returncode != 0:
+        out += f"\nERROR: dvc exp push to {remotes.git_url} failed"
+    return res.returncode, out
+
+
+def pull_experiments(repo: Path, remotes: Remotes, names: list[str], cache: bool) -> str | None:
+    """`dvc exp pull` the trials ``names`` into the driver's project (their refs; their outputs too
+    with ``cache``). Returns None, or the error."""
+    if not names:
+        return None
+    cmd = [_dvc(), "exp", "pull", "-f", "-r", remotes.dvc] + ([] if cache else ["--no-cache"]) + [remotes.git, *names]
+    res = _run(cmd, repo)
+    return None if res.returncode == 0 else f"`{' '.join(cmd[1:])}`: {(res.stdout + res.stderr).strip()[-400:]}"
+
+
+def trial_env(jobs: int) -> dict:
+    """The environment of a trial's `dvc exp run`: its share of the machine's cores."""
+    return {JOBS_ENV: str(jobs)} if jobs > 1 else {}
+
+
+def remove(where: Path) -> None:
+    shutil.rmtree(where, ignore_errors=True)
