@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -77,10 +78,11 @@ class FakeDvc:
     the wrong way). ``kill_at``: raise KeyboardInterrupt on that call (the driver killed mid-trial);
     ``fail_at``: that call's trial exits 1 with an error."""
 
-    def __init__(self, kill_at=None, fail_at=None):
-        self.calls, self.kill_at, self.fail_at = [], kill_at, fail_at
+    def __init__(self, kill_at=None, fail_at=None, sleep=0.0):
+        self.calls, self.kill_at, self.fail_at, self.sleep = [], kill_at, fail_at, sleep
 
-    def __call__(self, repo, name, overrides, log, force=False):
+    def __call__(self, repo, name, overrides, log, force=False, temp=True, env=None):
+        t0 = time.time()
         self.calls.append(list(overrides))
         if len(self.calls) == self.kill_at:
             raise KeyboardInterrupt
@@ -95,7 +97,11 @@ class FakeDvc:
                              "val_delta": 0.0, "val_delta_ci95": 0.01} for a, (v, mb) in figures.items()}}
         files = {"params.yaml": yaml.safe_dump({"train": {"lr": lr}, "targets": {"cpu": {}}}),
                  "reports/bench/cpu.json": json.dumps(bench), "reports/bench/cpu.details.json": json.dumps({"cpu": {}})}
-        env = dict(os.environ, GIT_INDEX_FILE=str(Path(repo) / ".git/fake-index"))
+        if self.sleep:  # a trial that takes a while: parallel ones overlap (and say so in calls.jsonl)
+            time.sleep(self.sleep)
+            with open(Path(repo) / ".slmake/calls.jsonl", "a") as f:
+                f.write(json.dumps({"name": name, "start": t0, "end": time.time(), "env": env, "pid": os.getpid()}) + "\n")
+        env = dict(os.environ, GIT_INDEX_FILE=str(Path(repo) / f".git/fake-index-{name}"))
         run = lambda *a, **k: subprocess.run([*GIT, *a], cwd=repo, env=env, check=True, capture_output=True,  # noqa: E731
                                              text=True, **k).stdout.strip()
         run("read-tree", "HEAD")
@@ -228,3 +234,18 @@ def test_search_file_search_block_keys(tmp_path):
     (tmp_path / "search/a.yaml").write_text("# @package _global_\nsearch:\n  parallel: 2\n  paralel: 3\n")
     with pytest.raises(SpecError, match=r"a.yaml: search.paralel: unknown key"):
         search_file(tmp_path, "a")
+
+
+@pytest.mark.slow  # ~6 s: Hydra's joblib launcher starts worker processes
+def test_parallel_search_runs_trials_at_once_sharing_the_cores(project):
+    """--parallel 2 with the Optuna sweeper: trials asked two at a time and run by Hydra's joblib
+    launcher in two processes at once, each `dvc exp run` told it shares the cores with one other."""
+    assert run_search(project, "t", run_exp=FakeDvc(sleep=1.5), parallel=2) == 0
+    calls = [json.loads(ln) for ln in (project / ".slmake/calls.jsonl").read_text().splitlines()]
+    assert len(calls) == 4 and all(c["env"] == {"SLMAKE_PARALLEL_JOBS": "2"} for c in calls)
+    by = {c["name"]: c for c in calls}
+    for a, b in (("t-000", "t-001"), ("t-002", "t-003")):  # one batch: both ran at once, in two processes
+        assert by[a]["start"] < by[b]["end"] and by[b]["start"] < by[a]["end"] and by[a]["pid"] != by[b]["pid"]
+    assert max(by["t-000"]["end"], by["t-001"]["end"]) <= min(by["t-002"]["start"], by["t-003"]["start"])
+    records = Ledger(project / ".slmake/search/t/trials.jsonl").records()
+    assert [r["status"] for r in records] == ["ok"] * 4
