@@ -1,13 +1,19 @@
-"""Load test: `slmake serve` against llama.cpp's own server (llama-cpp-python's) on the same GGUF.
+"""Load test: `slmake serve` (llama-server engine) against bare llama-server and the in-process engine.
 
 Closed-loop clients (each sends its next request when the previous one answered) at concurrency
-1, 4 and 16, a bounded number of requests each, on loopback. Prints requests/s, p50/p95/p99
-latency and errors per server and concurrency, and the ratio slmake / bare. slmake runs twice:
-with the response-schema grammar (its default) and without, so constrained decoding's cost is
-reported separately. The bare server gets the prompt already rendered with the training template,
-greedy settings (temperature 0, repeat penalty 1) and the same token budget and threads.
+1, 4 and 16 (`--levels`), a bounded number of requests each, on loopback. Three servers on the same
+GGUF, the same threads and the same response-schema grammar:
 
-    python benchmarks/serve_load.py [--artifact cpu/gguf_q4_k_m] [--requests 12] [--levels 1,4,16]
+- `slmake serve` with its default engine: llama.cpp's llama-server as a child with `--slots` parallel
+  slots (continuous batching), slmake's front in front (template, grammar per request, validation);
+- bare llama-server, started with exactly the child's arguments (slmake.serve.llama_server.server_args)
+  and the grammar as its default constraint, sent the prompt already rendered with the template;
+- `slmake serve --engine in_process`: one generation at a time with bench's runner.
+
+Prints requests/s, p50/p95/p99 latency and errors per server and concurrency, and the ratios to
+bare llama-server and to the in-process engine.
+
+    python benchmarks/serve_load.py [--artifact cpu/gguf_q4_k_m] [--requests 12] [--levels 1,4,16] [--slots 4]
 
 It also writes reports/serve_load.json (`--out`): slmake's default server's requests/s per
 concurrency, which the report's cost table uses instead of the bench estimate (`cost.load_report`;
@@ -22,6 +28,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -78,69 +85,92 @@ def run_level(url: str, bodies: list[dict], concurrency: int, per_client: int) -
 
 
 def main() -> int:
+    from slmake.process_setup import resolve_threads
+    from slmake.runtimes.guide import decode_constraint
+    from slmake.serve.llama_server import server_args
+    from slmake.toolchain import llama_cpp_tool
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifact", default="cpu/gguf_q4_k_m")
     ap.add_argument("--requests", type=int, default=12, help="requests per client")
     ap.add_argument("--levels", default="1,4,16")
+    ap.add_argument("--slots", type=int, default=4, help="llama-server's parallel slots (both llama-servers)")
     ap.add_argument("--out", default="reports/serve_load.json", help="results for the cost table ('' = none)")
     args = ap.parse_args()
     pkg = Path("build/deploy") / args.artifact
     contract = json.loads((pkg / "serve.json").read_text())
-    gguf = pkg / contract["artifact"]["path"]
     before, after = contract["prompt_template"].split("{instruction}")
     prompts = [json.loads(line)["prompt"] for line in Path("build/data/test.jsonl").read_text().splitlines()]
     raws = [p[len(before):len(p) - len(after)] for p in prompts]
-    budget, threads = contract["max_new_tokens"], contract["threads"]
+    budget, threads = contract["max_new_tokens"], resolve_threads(contract["threads"])
     levels = [int(x) for x in args.levels.split(",")]
+    binary = llama_cpp_tool("llama-server")
+    if binary is None:
+        raise SystemExit("llama-server is not built (requirements/llama_cpp.sh)")
+    gbnf, _ = decode_constraint(contract.get("constrained"), contract.get("response_schema"),
+                                contract.get("response_format", "json"))
+    grammar = Path(tempfile.mkdtemp()) / "answer.gbnf"
+    grammar.write_text(gbnf or "")
+    raw_bodies = [{"prompt": r, "max_tokens": budget} for r in raws]
 
-    servers = {
-        "llama.cpp server (bare)": ([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--n_threads",
-                                     str(threads), "--n_threads_batch", str(threads), "--n_ctx", "0"], "/v1/models",
-                                    [{"prompt": p, "max_tokens": budget, "temperature": 0, "repeat_penalty": 1.0}
-                                     for p in prompts]),
-        "slmake serve, no grammar": ([sys.executable, "-m", "slmake.cli", "serve", args.artifact, "--request-log", "",
-                                      "--no-schema-enforcement"], "/health",
-                                     [{"prompt": r, "max_tokens": budget} for r in raws]),
-        "slmake serve, schema grammar": ([sys.executable, "-m", "slmake.cli", "serve", args.artifact,
-                                          "--request-log", ""], "/health",
-                                         [{"prompt": r, "max_tokens": budget} for r in raws]),
+    def bare(port: int) -> list[str]:
+        return [str(binary), *server_args(pkg / contract["artifact"]["path"], port=port, slots=args.slots,
+                                          threads=threads, max_tokens=budget,
+                                          max_prompt_tokens=contract["max_prompt_tokens"]),
+                *(["--grammar-file", str(grammar)] if gbnf else [])]
+
+    def slmake(engine: str):
+        return lambda port: [sys.executable, "-m", "slmake.cli", "serve", args.artifact, "--request-log", "",
+                             "--engine", engine, "--slots", str(args.slots), "--threads", str(threads),
+                             "--port", str(port)]
+
+    new, old, bare_name = "slmake serve (llama-server engine)", "slmake serve (in-process engine)", "llama-server (bare)"
+    servers = {   # name: (command for a port, health path, request bodies)
+        bare_name: (bare, "/health", [{"prompt": p, "max_tokens": budget} for p in prompts]),
+        new: (slmake("llama_server"), "/health", raw_bodies),
+        old: (slmake("in_process"), "/health", raw_bodies),
     }
     table = {}
     for name, (cmd, health, bodies) in servers.items():
         port = free_port()
-        proc = start(cmd + ["--port", str(port)], port, health)
+        proc = start(cmd(port), port, health)
         try:
             run_level(f"http://127.0.0.1:{port}/v1/completions", bodies, 1, 2)   # warm-up
             for c in levels:
                 table[(name, c)] = r = run_level(f"http://127.0.0.1:{port}/v1/completions", bodies, c, args.requests)
-                print(f"{name:<30} c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f} ms  p95 {r['p95']:7.1f} ms  "
+                print(f"{name:<36} c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f} ms  p95 {r['p95']:7.1f} ms  "
                       f"p99 {r['p99']:7.1f} ms  errors {r['errors']}", flush=True)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    bare = "llama.cpp server (bare)"
     if args.out:
         from slmake.io import write_json_atomic
 
-        default = "slmake serve, schema grammar"
         write_json_atomic(args.out, {"results": [
             {"artifact": args.artifact, "server": name, "concurrency": c, "requests_per_s": round(r["rps"], 2),
              "p50_ms": round(r["p50"], 1), "p95_ms": round(r["p95"], 1), "p99_ms": round(r["p99"], 1),
-             "errors": r["errors"], "vs_bare": round(r["rps"] / table[(bare, c)]["rps"], 3)}
-            for (name, c), r in table.items() if name == default]})
+             "errors": r["errors"], "vs_bare": round(r["rps"] / table[(bare_name, c)]["rps"], 3)}
+            for (name, c), r in table.items() if name == new]})
     results = [{"server": name, "concurrency": c, "req/s": round(r["rps"], 1), "p50 ms": round(r["p50"], 1),
                 "p95 ms": round(r["p95"], 1), "p99 ms": round(r["p99"], 1), "errors": r["errors"],
-                "req/s vs bare": round(r["rps"] / table[(bare, c)]["rps"], 2)}
+                "req/s vs bare llama-server": round(r["rps"] / table[(bare_name, c)]["rps"], 2),
+                "req/s vs in-process": round(r["rps"] / table[(old, c)]["rps"], 2)}
                for (name, c), r in table.items()]
-    record("serve_load", {"artifact": args.artifact, "threads": threads, "max tokens": budget,
-                          "requests per client": args.requests, "results": results}, variant=args.artifact)
-    print(f"\n{args.artifact}, {threads} threads, {budget} max tokens, {args.requests} requests per client\n")
-    print("| server | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | req/s vs bare |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (name, c), r in table.items():
-        ratio = r["rps"] / table[(bare, c)]["rps"]
-        print(f"| {name} | {c} | {r['rps']:.1f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} | "
-              f"{r['errors']} | {ratio:.2f} |")
+    record("serve_load", {"artifact": args.artifact, "threads": threads, "slots": args.slots, "max tokens": budget,
+                          "requests per client": args.requests, "results": results,
+                          "goal": ">= 0.95x bare llama-server at every level, >= 2x the in-process engine at 16"},
+           variant=args.artifact, title="Serving: slmake serve (llama-server engine) vs bare llama-server and the "
+                                         "in-process engine",
+           notes=(f"{args.artifact}, {threads} runtime threads, {args.slots} slots, {budget}-token budget, grammar on "
+                  f"for all three, closed-loop clients x {args.requests} requests each on loopback; the clients share "
+                  "the cores with the servers. Bare llama-server runs with the child's exact arguments and gets the "
+                  "rendered prompt; slmake's front adds the template, tokenizer, per-request grammar and validation."))
+    print(f"\n{args.artifact}, {threads} threads, {args.slots} slots, {budget} max tokens, "
+          f"{args.requests} requests per client\n")
+    print("| server | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | vs bare llama-server | vs in-process |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in results:
+        print("| " + " | ".join(str(v) for v in row.values()) + " |")
     return 0
 
 

@@ -8,7 +8,8 @@
 - An API key (``Authorization: Bearer …``) when one is configured: 401 without it.
 - Request bodies above ``max_request_bytes`` get 413, malformed ones 400, answers that fail the
   response schema 422 — always an OpenAI-style JSON error, never a traceback.
-- Requests queue for the single runner; beyond ``max_queue`` waiting, 503 (retry later).
+- Requests queue for the engine's slots (one for the in-process engine, ``serve.slots`` for
+  llama-server, which batches the requests in its slots); beyond ``max_queue`` waiting, 503 (retry later).
 - ``max_tokens`` above the server's limit (the build's answer budget, or ``--max-tokens``) is served,
   not refused, as llama.cpp's server caps ``n_predict`` at its ``--n-predict``: the answer gets the
   limit, ``finish_reason`` is ``"length"`` where the limit cut it, and the response says so
@@ -17,6 +18,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 import uuid
@@ -30,7 +32,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .engine import Answer, Engine, InputError
+from .engine import Answer, Front, InputError
+from .llama_server import EngineError
 
 
 @dataclass
@@ -107,7 +110,10 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def create_app(engine: Engine, limits: Limits, telemetry=None) -> FastAPI:
+def create_app(engine: Front, limits: Limits, telemetry=None) -> FastAPI:
+    """``engine``: serve.engine.Engine (in process, one generation at a time) or
+    serve.llama_server.LlamaServerEngine (llama-server's slots; its ``answer_async`` is awaited, so
+    requests overlap and llama-server batches them)."""
     name = engine.package.name
     max_tokens = limits.max_tokens or engine.contract["max_new_tokens"]
     state = {"waiting": 0}
@@ -115,6 +121,8 @@ def create_app(engine: Engine, limits: Limits, telemetry=None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app):
         yield
+        if hasattr(engine, "aclose"):
+            await engine.aclose()
         engine.close()   # after uvicorn drained in-flight requests (SIGTERM / Ctrl-C)
 
     app = FastAPI(title="slmake serve", lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -168,14 +176,19 @@ def create_app(engine: Engine, limits: Limits, telemetry=None) -> FastAPI:
         return {"max_tokens_capped": {"requested": requested, "applied": max_tokens}}
 
     async def run(raw: str, budget: int, endpoint: str) -> Answer:
-        if state["waiting"] >= limits.max_queue:
+        if state["waiting"] >= limits.max_queue + engine.slots - 1:
             raise ApiError(503, f"server busy: {state['waiting']} requests already queued; retry later",
                            "server_busy")
         state["waiting"] += 1
         try:
-            ans = await anyio.to_thread.run_sync(engine.answer, raw, budget, time.perf_counter())
+            if hasattr(engine, "answer_async"):    # llama-server: requests overlap, its slots batch them
+                ans = await engine.answer_async(raw, budget, time.perf_counter())
+            else:                                  # in process: a worker thread waits for the runner
+                ans = await anyio.to_thread.run_sync(engine.answer, raw, budget, time.perf_counter())
         except InputError as e:
             raise ApiError(400, str(e), param="prompt") from None
+        except EngineError as e:
+            raise ApiError(503, f"the engine is unavailable: {e}", "server_error") from None
         finally:
             state["waiting"] -= 1
         if telemetry is not None:
@@ -194,6 +207,9 @@ def create_app(engine: Engine, limits: Limits, telemetry=None) -> FastAPI:
 
     @app.get("/health")
     async def health():
+        down = engine.health() if hasattr(engine, "health") else None
+        if down:
+            return JSONResponse({"status": "error", "model": name, "error": down}, status_code=503)
         return {"status": "ok", "model": name, "queued": state["waiting"]}
 
     @app.get("/metrics")
@@ -215,7 +231,10 @@ def create_app(engine: Engine, limits: Limits, telemetry=None) -> FastAPI:
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if not 1 <= len(prompts) <= limits.max_batch:
             raise ApiError(400, f"prompt must be a string or a list of 1..{limits.max_batch} strings", param="prompt")
-        answers = [await run(p, budget, "completions") for p in prompts]
+        answers = await asyncio.gather(*(run(p, budget, "completions") for p in prompts), return_exceptions=True)
+        for a in answers:   # together, so llama-server batches them; the first error answers the request
+            if isinstance(a, BaseException):
+                raise a
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": name, "usage": usage(answers),
                 "choices": [{"index": i, "text": a.text, "finish_reason": a.finish_reason, "logprobs": None}

@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 from ..data.ner import NerUnavailable
+from ..toolchain import llama_cpp_tool
 from .engine import Engine
-from .package import PackageError, resolve, spec_constraints
+from .llama_server import DEFAULT_SLOTS, ENGINES, EngineError, LlamaServerEngine, pick_engine
+from .package import PackageError, resolve, spec_constraints, spec_serve
 
 
 def add_parser(sub) -> None:
@@ -27,6 +29,14 @@ def add_parser(sub) -> None:
                         "served with this many (finish_reason \"length\" if it cut the answer)")
     p.add_argument("--max-queue", type=int, default=64, help="requests allowed to wait before 503")
     p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the bench setting)")
+    p.add_argument("--engine", choices=ENGINES, default=None,
+                   help="auto: llama.cpp's llama-server (continuous batching in parallel slots) for a GGUF "
+                        "package when it is built, else in process; llama_server: that or an error; in_process: "
+                        "one generation at a time in this process, any runtime (default: params.yaml's "
+                        "serve.engine, else auto)")
+    p.add_argument("--slots", type=int, default=None,
+                   help=f"llama-server's parallel slots: requests decoded together (default: params.yaml's "
+                        f"serve.slots, else {DEFAULT_SLOTS})")
     p.add_argument("--no-schema-enforcement", action="store_true",
                    help="decode without the response-schema grammar (answers are still validated)")
     p.add_argument("--request-log", default="logs/requests.jsonl",
@@ -40,10 +50,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import uvicorn
-
     from ..telemetry import Telemetry  # prometheus_client
-    from .app import Limits, create_app  # fastapi
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
@@ -59,7 +66,6 @@ def run(args) -> int:
     c = package.contract
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"slmake serve: warning: listening on {args.host} without an API key", file=sys.stderr)
-    engine = Engine(package, enforce_schema=not args.no_schema_enforcement, threads=args.threads)
     try:
         telemetry = Telemetry(c["name"], Path(args.request_log) if args.request_log else None,
                               max_bytes=args.log_max_bytes, backups=args.log_backups, pii=c.get("pii"),
@@ -67,14 +73,50 @@ def run(args) -> int:
     except NerUnavailable as e:
         print(f"slmake serve: {e} (or start with --log-names keep)", file=sys.stderr)
         return 2
+    spec = spec_serve()
+    choice = args.engine or spec.get("engine") or "auto"
+    slots = args.slots or spec.get("slots") or DEFAULT_SLOTS
+    binary = llama_cpp_tool("llama-server")
+    try:
+        kind, note = pick_engine(choice, c["artifact"].get("format"), binary)
+    except EngineError as e:
+        print(f"slmake serve: {e}", file=sys.stderr)
+        return 2
+    if note:
+        print(f"slmake serve: {note}", file=sys.stderr, flush=True)
+    try:
+        if kind == "llama_server":
+            engine = LlamaServerEngine(package, binary=binary, enforce_schema=not args.no_schema_enforcement,
+                                       threads=args.threads, slots=slots,
+                                       max_tokens=args.max_tokens or c["max_new_tokens"],
+                                       log=Path("logs") / f"llama-server-{args.port}.log")
+        else:
+            engine = Engine(package, enforce_schema=not args.no_schema_enforcement, threads=args.threads)
+    except (EngineError, ValueError) as e:
+        print(f"slmake serve: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _serve(args, engine, telemetry, kind)
+    finally:
+        engine.close()   # idempotent: the app's shutdown closed it already, unless uvicorn never started
+
+
+def _serve(args, engine, telemetry, kind: str) -> int:
+    import uvicorn
+
+    from .app import Limits, create_app  # fastapi
+
+    c = engine.contract
     limits = Limits(api_key=args.api_key or None, max_request_bytes=args.max_request_bytes,
                     max_tokens=args.max_tokens, max_queue=args.max_queue)
     app = create_app(engine, limits, telemetry)
     mode = "grammar-constrained" if engine.constrained else ("validated" if engine.schema else "free text")
     if engine.unconstrained_why:
         print(f"slmake serve: no grammar for the response schema: {engine.unconstrained_why}", file=sys.stderr)
-    print(f"slmake serve: {c['name']} ({c['artifact']['runtime']}; schema: {mode}) on http://{args.host}:{args.port}/v1",
-          file=sys.stderr, flush=True)
+    how = (f"llama-server, {engine.slots} slots, {engine.threads} threads" if kind == "llama_server"
+           else "in process")
+    print(f"slmake serve: {c['name']} ({c['artifact']['runtime']}; engine: {how}; schema: {mode}) "
+          f"on http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
     server = _draining_server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                               timeout_graceful_shutdown=30))
     server.run()

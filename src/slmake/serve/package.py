@@ -76,6 +76,16 @@ def spec_constraints(params: Path = Path("params.yaml")) -> dict:
     return dict((spec.get("search") or {}).get("constraints") or {})
 
 
+def spec_serve(params: Path = Path("params.yaml")) -> dict:
+    """serve.* of the project's params.yaml (engine, slots; {} when there is none)."""
+    if not params.is_file():
+        return {}
+    import yaml
+
+    spec = yaml.safe_load(params.read_text()) or {}
+    return dict(spec.get("serve") or {})
+
+
 def load(folder: Path) -> Package:
     try:
         contract = json.loads((folder / "serve.json").read_text())

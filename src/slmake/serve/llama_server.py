@@ -1,0 +1,324 @@
+"""Continuous batching for GGUF: `slmake serve`'s front over llama.cpp's own ``llama-server``.
+
+``llama-server`` (built by requirements/llama_cpp.sh from the llama.cpp source that llama-cpp-python
+and bench use; slmake.toolchain finds it) runs as a child process on a free loopback port with
+``slots`` parallel slots: requests that overlap are decoded together, one batch per step
+(continuous batching), instead of one after another. slmake's front stays in front of it exactly as
+with the in-process engine: the training template and tokenizer turn the raw input into the very
+ids bench decoded (sent as a token array, so llama.cpp's own tokenizer plays no part), the response
+schema's grammar (the GBNF bench decoded under) goes with every request, the answer comes back as
+token ids that slmake decodes and validates; the API key, limits, request log and metrics are the
+front's. The child's own key is random per start and passed in its environment, so nothing on the
+machine can reach the model around the front.
+
+Greedy as bench: temperature 0, top-k 1, repeat penalty 1, llama.cpp's grammar sampler (the argmax
+first, the whole vocabulary masked only when the grammar rejects it, as bench's runner does), flash
+attention off (llama-cpp-python's default, so the arithmetic is bench's), no prompt cache (a cached
+prefix is computed in another batch shape). A request decoded alone gives bench's tokens; decoded in
+a batch beside others, llama.cpp's batched matrix products may round differently and flip an
+answer whose two best tokens were tied to the last bits (1 of 200 on the default build at
+concurrency 16; none sequentially).
+
+The child dies with slmake: ``close`` terminates it (the server's shutdown after draining, on
+SIGTERM/SIGINT), and the kernel kills it if slmake itself dies without cleaning up (PR_SET_PDEATHSIG,
+Linux). It runs in its own session, so a terminal's Ctrl-C reaches slmake only, which drains the
+requests in flight before it stops the child.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .. import process_setup
+from .engine import Answer, Front
+from .package import Package
+
+DEFAULT_SLOTS = 4
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 10.0
+
+
+ENGINES = ("auto", "llama_server", "in_process")    # serve.engine, `slmake serve --engine`
+
+
+class EngineError(RuntimeError):
+    """llama-server could not be started, or could not answer; the message names its log file."""
+
+
+def pick_engine(choice: str, artifact_format: str | None, binary: Path | None) -> tuple[str, str | None]:
+    """("llama_server" | "in_process", a line for the user or None). ``auto`` (the default) takes
+    llama-server for a GGUF package when the binary is built and says why not otherwise;
+    ``llama_server`` insists (EngineError when it cannot); ``in_process`` serves any runtime."""
+    if choice not in ENGINES:
+        raise EngineError(f"serve.engine: {choice!r} is not one of {', '.join(ENGINES)}")
+    if choice == "in_process":
+        return "in_process", None
+    if artifact_format != "gguf":
+        if choice == "llama_server":
+            raise EngineError(f"serve.engine llama_server serves GGUF packages only (this one is "
+                              f"{artifact_format}); use --engine in_process or auto")
+        return "in_process", None
+    if binary is None:
+        missing = ("llama.cpp's llama-server is not built (requirements/llama_cpp.sh installs it beside "
+                   "llama-cpp-python; or set SLMAKE_LLAMA_CPP_BIN to a folder holding it)")
+        if choice == "llama_server":
+            raise EngineError(missing)
+        return "in_process", f"{missing}: serving in process, one request at a time (no batching)"
+    return "llama_server", None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def per_slot_context(max_prompt_tokens: int, max_tokens: int) -> int:
+    """One slot's context: the longest prompt the front lets through plus the answer budget,
+    rounded up to 64 (the Modelfile's num_ctx)."""
+    return -(-(max_prompt_tokens + max_tokens) // 64) * 64
+
+
+def server_args(model: Path, *, port: int, slots: int, threads: int, max_tokens: int,
+                max_prompt_tokens: int) -> list[str]:
+    """llama-server's arguments: the model, loopback, ``slots`` parallel slots over a context of
+    ``slots`` x one slot's, the answer budget as its cap, the threads, bench's greedy settings."""
+    return ["-m", str(model), "--host", "127.0.0.1", "--port", str(port), "--parallel", str(slots),
+            "-c", str(slots * per_slot_context(max_prompt_tokens, max_tokens)), "-n", str(max_tokens),
+            "-t", str(threads), "-tb", str(threads), "--temp", "0", "--top-k", "1", "--repeat-penalty", "1",
+            "-fa", "off", "--no-cache-prompt", "--cont-batching", "--no-webui",
+            "--threads-http", str(http_threads(slots)), "--poll", "0"]
+
+
+def connections(slots: int) -> int:
+    """The front's connections to llama-server: every slot busy and as many requests waiting in
+    llama-server's queue (so a slot that frees takes the next at once); the rest wait in the front."""
+    return 2 * slots
+
+
+def http_threads(slots: int) -> int:
+    """llama-server's HTTP threads: one per connection of the front (an HTTP thread serves one
+    keep-alive connection at a time: a connection beyond them waited for another's idle timeout,
+    5 s), and two for /health and the like."""
+    return connections(slots) + 2
+
+
+def request_body(ids: list[int], max_tokens: int, gbnf: str | None) -> dict:
+    """One /completion request: the prompt as token ids (bench's, BOS included), the budget, greedy,
+    the answer back as token ids, the grammar when the answer is constrained."""
+    body = {"prompt": ids, "n_predict": max_tokens, "temperature": 0.0, "top_k": 1, "repeat_penalty": 1.0,
+            "return_tokens": True, "cache_prompt": False, "stream": False}
+    if gbnf is not None:
+        body["grammar"] = gbnf
+    return body
+
+
+def parse_result(result: dict) -> tuple[list[int], str]:
+    """(the generated ids without the end-of-generation token, finish_reason) of a /completion
+    response. llama-server returns the end-of-generation id it stopped on; bench does not keep it."""
+    tokens = list(result.get("tokens") or [])
+    stop = result.get("stop_type")
+    if stop == "eos" and tokens:
+        tokens = tokens[:-1]
+    return tokens, ("length" if stop == "limit" else "stop")
+
+
+def timing(result: dict, latency_s: float) -> tuple[float, float]:
+    """(ttft_s, queue_s) from llama-server's timings: the prompt's time plus one token's is the time
+    to the first token once a slot had the request; what the whole latency has beyond the slot's
+    work is the wait for a slot (and the hop)."""
+    t = result.get("timings") or {}
+    prompt_s = float(t.get("prompt_ms") or 0) / 1000
+    work_s = prompt_s + float(t.get("predicted_ms") or 0) / 1000
+    ttft = prompt_s + float(t.get("predicted_per_token_ms") or 0) / 1000
+    return ttft, max(0.0, latency_s - work_s)
+
+
+def _die_with_parent() -> None:   # runs in the child between fork and exec
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: close() and the signal handlers still stop it
+        pass
+
+
+class LlamaServerEngine(Front):
+    """The front (prompt ids, grammar, validation) over a llama-server child with ``slots`` slots.
+    ``answer_async`` is what the HTTP layer awaits (requests overlap, llama-server batches them);
+    ``answer`` is the same for a caller without an event loop."""
+
+    def __init__(self, package: Package, *, binary: Path, enforce_schema: bool = True, threads: int | None = None,
+                 slots: int = DEFAULT_SLOTS, max_tokens: int | None = None, log: Path | None = None,
+                 start_timeout_s: float = START_TIMEOUT_S):
+        super().__init__(package, enforce_schema=enforce_schema)
+        c = package.contract
+        if slots < 1:
+            raise ValueError(f"serve.slots must be at least 1, not {slots}")
+        self.slots = slots
+        self.threads = threads or process_setup.resolve_threads(c["threads"])
+        self.max_tokens = max_tokens or c["max_new_tokens"]
+        self.constrained = self.gbnf is not None   # llama.cpp's grammar sampler, as bench's runner
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = Path(log) if log else Path("logs") / f"llama-server-{self.port}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self._key = secrets.token_urlsafe(24)
+        self._headers = {"Authorization": f"Bearer {self._key}"}
+        self._clients: dict = {}
+        self.command = [str(binary), *server_args(package.folder / c["artifact"]["path"], port=self.port,
+                                                  slots=slots, threads=self.threads, max_tokens=self.max_tokens,
+                                                  max_prompt_tokens=c["max_prompt_tokens"])]
+        env = {**os.environ, "LLAMA_API_KEY": self._key}   # not on the command line (ps shows that)
+        main = threading.current_thread() is threading.main_thread()   # PDEATHSIG follows the forking thread
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         env=env, start_new_session=True,   # a terminal's Ctrl-C reaches slmake
+                                         preexec_fn=_die_with_parent if main and sys.platform == "linux" else None)
+        try:
+            self._wait_ready(start_timeout_s)
+            self._check_grammar()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- the child process ---------------------------------------------------------------------
+
+    def _tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        return "\n".join("    " + line for line in text)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(timeout=2) as http:
+            while True:
+                if self.proc.poll() is not None:
+                    raise EngineError(f"llama-server exited with status {self.proc.returncode} while starting; "
+                                      f"its log, {self.log}, ends:\n{self._tail()}")
+                try:
+                    if http.get(f"{self.base}/health").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise EngineError(f"llama-server did not become ready within {timeout_s:.0f} s; its log, "
+                                      f"{self.log}, ends:\n{self._tail()}")
+                time.sleep(0.1)
+
+    def _check_grammar(self) -> None:
+        """Once at start, not a failed request each time: a grammar llama.cpp cannot compile."""
+        if not self.constrained:
+            return
+        try:
+            self._post(request_body(self.prompt_ids("x"), 1, self.gbnf))
+        except EngineError as e:
+            if self.health():
+                raise
+            self.constrained, self.unconstrained_why = False, str(e)
+
+    def health(self) -> str | None:
+        """None while the child runs, else why it does not."""
+        if self.proc.poll() is None:
+            return None
+        return f"llama-server exited with status {self.proc.returncode}; its log: {self.log}"
+
+    def close(self) -> None:
+        """Stop the child (SIGTERM, SIGKILL after STOP_TIMEOUT_S); idempotent."""
+        sync = self._clients.pop("sync", None)
+        if sync is not None:
+            sync.close()
+        proc = getattr(self, "proc", None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    async def aclose(self) -> None:
+        """The event loop's client sessions (before the loop ends)."""
+        for key, client in list(self._clients.items()):
+            if key != "sync":
+                await client.close()
+                del self._clients[key]
+
+    # --- requests --------------------------------------------------------------------------------
+
+    def _error(self, status: int | None, detail: str) -> EngineError:
+        why = self.health()
+        if why:
+            return EngineError(why)
+        return EngineError(f"llama-server answered {status}: {detail[:300]}" if status else
+                           f"llama-server did not answer ({detail}); its log: {self.log}")
+
+    def _result(self, response) -> dict:
+        if response.status_code != 200:
+            raise self._error(response.status_code, response.text)
+        return response.json()
+
+    def _post(self, body: dict) -> dict:
+        import httpx
+
+        client = self._clients.get("sync")
+        if client is None:
+            client = self._clients["sync"] = httpx.Client(base_url=self.base, headers=self._headers,
+                                                          timeout=httpx.Timeout(600, connect=5))
+        try:
+            return self._result(client.post("/completion", json=body))
+        except httpx.HTTPError as e:
+            raise self._error(None, f"{type(e).__name__}: {e}") from None
+
+    async def _apost(self, body: dict) -> dict:
+        """aiohttp, not httpx, here: its client costs the front about half the CPU per request, and on
+        a small box the front's CPU is taken from llama-server's."""
+        import asyncio
+
+        import aiohttp
+
+        loop = asyncio.get_running_loop()   # a session's connections belong to one event loop
+        session = self._clients.get(loop)
+        if session is None:
+            session = self._clients[loop] = aiohttp.ClientSession(
+                self.base, headers=self._headers, timeout=aiohttp.ClientTimeout(total=600, connect=5),
+                connector=aiohttp.TCPConnector(limit=connections(self.slots)))
+        try:
+            async with session.post("/completion", json=body) as response:
+                if response.status != 200:
+                    raise self._error(response.status, await response.text())
+                return await response.json()
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise self._error(None, f"{type(e).__name__}: {e}") from None
+
+    def _answer(self, ids: list[int], result: dict, max_tokens: int, t0: float) -> Answer:
+        tokens, finish = parse_result(result)
+        ttft, queued = timing(result, time.perf_counter() - t0)
+        return self.finish(ids, tokens, finish, max_tokens, t0, ttft, queued)
+
+    def _body(self, raw_input: str, max_tokens: int) -> tuple[list[int], dict]:
+        ids = self.request_ids(raw_input)
+        return ids, request_body(ids, max_tokens, self.gbnf if self.constrained else None)
+
+    def answer(self, raw_input: str, max_tokens: int, arrived: float | None = None) -> Answer:
+        t0 = time.perf_counter() if arrived is None else arrived
+        ids, body = self._body(raw_input, max_tokens)
+        return self._answer(ids, self._post(body), max_tokens, t0)
+
+    async def answer_async(self, raw_input: str, max_tokens: int, arrived: float | None = None) -> Answer:
+        t0 = time.perf_counter() if arrived is None else arrived
+        ids, body = self._body(raw_input, max_tokens)
+        return self._answer(ids, await self._apost(body), max_tokens, t0)

@@ -1,0 +1,100 @@
+"""The llama-server engine's pure parts and its start-up errors, without a model: which engine serves
+a package, what is asked of llama-server and read back from it, and what the user reads when the
+binary dies or never becomes ready (a fake binary; each test well under a second)."""
+
+from __future__ import annotations
+
+import itertools
+import stat
+from pathlib import Path
+
+import pytest
+
+from slmake.serve.llama_server import (
+    EngineError,
+    LlamaServerEngine,
+    parse_result,
+    per_slot_context,
+    pick_engine,
+    request_body,
+    server_args,
+    timing,
+)
+
+
+def test_pick_engine():
+    binary = Path("/opt/llama-server")
+    assert pick_engine("auto", "gguf", binary) == ("llama_server", None)
+    assert pick_engine("auto", "onnx-genai", binary) == ("in_process", None)      # llama-server loads GGUF only
+    assert pick_engine("in_process", "gguf", binary) == ("in_process", None)
+    kind, note = pick_engine("auto", "gguf", None)
+    assert kind == "in_process" and "llama-server is not built" in note and "one request at a time" in note
+    with pytest.raises(EngineError, match="not built"):
+        pick_engine("llama_server", "gguf", None)
+    with pytest.raises(EngineError, match="GGUF packages only"):
+        pick_engine("llama_server", "openvino-ir", binary)
+    with pytest.raises(EngineError, match="not one of auto, llama_server, in_process"):
+        pick_engine("vllm", "gguf", binary)
+
+
+def test_server_args_and_request_are_benchs_greedy_decoding():
+    args = server_args(Path("pkg/m.gguf"), port=9999, slots=4, threads=2, max_tokens=32, max_prompt_tokens=256)
+    opt = {a: b for a, b in itertools.pairwise(args)}
+    assert opt["-m"] == "pkg/m.gguf" and opt["--host"] == "127.0.0.1" and opt["--parallel"] == "4"
+    assert opt["-c"] == str(4 * per_slot_context(256, 32)) == str(4 * 320) and opt["-n"] == "32"
+    assert opt["-t"] == opt["-tb"] == "2" and opt["--temp"] == "0" and opt["--top-k"] == "1"
+    assert opt["-fa"] == "off" and "--no-cache-prompt" in args and "--api-key" not in args   # key: in the env
+    body = request_body([1, 5, 7], 16, "root ::= \"x\"")
+    assert body["prompt"] == [1, 5, 7] and body["n_predict"] == 16 and body["grammar"] == 'root ::= "x"'
+    assert body["return_tokens"] and body["temperature"] == 0 and not body["cache_prompt"]
+    assert "grammar" not in request_body([1], 16, None)
+
+
+def test_parse_result_drops_the_end_token_and_maps_the_stop():
+    assert parse_result({"tokens": [5, 6, 3], "stop_type": "eos"}) == ([5, 6], "stop")
+    assert parse_result({"tokens": [5, 6, 7], "stop_type": "limit"}) == ([5, 6, 7], "length")
+    assert parse_result({"tokens": [5], "stop_type": "word"}) == ([5], "stop")
+    ttft, queued = timing({"timings": {"prompt_ms": 4.0, "predicted_ms": 10.0, "predicted_per_token_ms": 1.0}}, 0.020)
+    assert ttft == pytest.approx(0.005) and queued == pytest.approx(0.006)
+    assert timing({}, 0.01) == (0.0, 0.01)
+
+
+def _package(tmp_path: Path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from slmake.serve.package import Package
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "printer": 1}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    return Package(tmp_path, {"name": "cpu/fake", "target": "cpu", "prompt_template": "{instruction}",
+                              "max_prompt_tokens": 64, "max_new_tokens": 8, "threads": 1, "tokenizer": "tokenizer.json",
+                              "response_schema": None, "response_format": "json", "figures": {},
+                              "artifact": {"name": "fake", "format": "gguf", "path": "m.gguf", "runtime": "llama.cpp"}})
+
+
+def _binary(tmp_path: Path, script: str) -> Path:
+    path = tmp_path / "llama-server"
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_a_child_that_dies_at_start_is_reported_with_its_log(tmp_path):
+    binary = _binary(tmp_path, 'echo "error: failed to load model m.gguf"\nexit 3\n')
+    log = tmp_path / "logs/llama-server.log"
+    with pytest.raises(EngineError) as e:
+        LlamaServerEngine(_package(tmp_path), binary=binary, threads=1, log=log)
+    assert "exited with status 3 while starting" in str(e.value) and str(log) in str(e.value)
+    assert "failed to load model m.gguf" in str(e.value)           # the log's tail, in the message
+
+
+def test_a_child_that_never_becomes_ready_is_stopped(tmp_path):
+    pid_file = tmp_path / "pid"
+    binary = _binary(tmp_path, f'echo $$ > {pid_file}\necho "loading"\nexec sleep 30\n')
+    with pytest.raises(EngineError, match="did not become ready within 0 s") as e:
+        LlamaServerEngine(_package(tmp_path), binary=binary, threads=1, log=tmp_path / "l.log", start_timeout_s=0.3)
+    assert "loading" in str(e.value)
+    pid = int(pid_file.read_text())
+    state = Path(f"/proc/{pid}/stat")
+    assert not state.exists() or state.read_text().split(") ")[1][0] == "Z"   # stopped, not left running
