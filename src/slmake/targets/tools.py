@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -136,9 +137,17 @@ def build_ort_genai(ctx: BuildContext, precision: str, provider: str, options: l
     try:
         with atomic_dir(ctx.out / art.path) as tmp, \
                 tempfile.TemporaryDirectory(prefix="slmake-ortgenai-") as work:  # the builder's -c cache and cwd
-            rc = run_tool([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(ctx.merged),
+            # the builder, with the config it is handed corrected per family (ort_genai_config)
+            report = Path(work) / "config_report.json"
+            rc = run_tool([sys.executable, "-m", "slmake.targets.ort_genai_config", "-i", str(ctx.merged),
                            "-o", str(tmp), "-p", precision, "-e", provider, "-c", str(Path(work) / "cache"),
-                           "--extra_options", "hf_token=false", *options], log, cwd=work)
+                           "--extra_options", "hf_token=false", *options], log, cwd=work,
+                          SLMAKE_ORT_GENAI_REPORT=str(report))
+            shim = json.loads(report.read_text()) if report.is_file() else {}
+            if "error" in shim:
+                raise ToolFailed(f"onnxruntime_genai.models.builder cannot build {ctx.merged}: {shim['error']}")
+            if shim.get("changes"):
+                art.notes["builder_config_changes"] = shim["changes"]
             if rc != 0 or not (tmp / "genai_config.json").is_file():
                 raise ToolFailed(f"onnxruntime_genai.models.builder exited {rc}: {last_error(log)}")
             problem = graph_problem(tmp / "model.onnx")
