@@ -204,7 +204,8 @@ def test_launch_plan_divides_the_cores_and_clones_off_this_process(monkeypatch):
     assert local == launch.Plan("submitit_local", 2, ("hydra.sweeper.max_batch_size=2",), 2, True)
     slurm = launch.plan("hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher", 8, optuna=True)
     assert (slurm.jobs, slurm.clone) == (1, True) and "hydra.launcher.array_parallelism=8" in slurm.overrides
-    assert launch.plan("hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher", 2, optuna=False).clone
+    ray = launch.plan("hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher", 2, optuna=False)
+    assert ray == launch.Plan("ray", 2, ("hydra.sweeper.max_batch_size=2",), 2, True)
     for bad in (0, -1, "2", True):
         with pytest.raises(SpecError, match=r"search\.parallel: .*expected a positive integer"):
             launch.plan(basic, bad, optuna=False)

@@ -66,8 +66,8 @@ def plan(target: str, parallel: int | None, optuna: bool, n_jobs: int | None = N
     if kind == "joblib":
         # processes: each job sets Hydra's global job config (HydraConfig), which threads would share
         over += [f"hydra.launcher.n_jobs={parallel}", "hydra.launcher.prefer=processes"]
-    elif kind == "submitit_local" and not optuna:
-        over.append(f"hydra.sweeper.max_batch_size={parallel}")  # the local executor starts a whole batch at once
+    elif kind in ("submitit_local", "ray") and not optuna:
+        over.append(f"hydra.sweeper.max_batch_size={parallel}")  # they start a whole launch at once
     elif kind == "submitit_slurm":
         over.append(f"hydra.launcher.array_parallelism={parallel}")
     # SLURM gives each job its own allocation (its affinity mask is its cores); every other launcher
