@@ -30,7 +30,7 @@ def pytest_configure(config):
 
 # The slow tier's longest units of work (setup + calls, `--durations` in CI), handed out first so
 # that the two xdist workers start with them instead of ending on them.
-LONGEST_FIRST = ("test_loop_e2e.py", "micro_repo", "test_kill_recovery.py")
+LONGEST_FIRST = ("test_loop_e2e.py", "micro_repo", "test_kill_recovery.py", "test_model_families.py")
 # the test files that take the session's micro build (built once per worker that runs one of them)
 MICRO_FILES = {p.name for p in Path(__file__).parent.glob("test_*.py")
                if re.search(r"def \w+\([^)]*\bmicro_repo\b", p.read_text())}
