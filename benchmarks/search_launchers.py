@@ -11,7 +11,7 @@ mode starts from its own copy of one micro build (the same run cache). Per mode:
 search, stages run / restored from the run cache, and the threads each trial's bench used (x trials
 at once <= cores: no oversubscription).
 
-    python benchmarks/search_launchers.py [--micro DIR] [--modes sequential,joblib,submitit] [--keep DIR]
+    python benchmarks/search_launchers.py [--micro DIR] [--modes sequential,joblib,submitit,ray] [--keep DIR]
 
 --micro: an already built micro project (tests/e2e_utils.build_micro) to copy, else one is built
 (~1.5 min on 2 cores).
@@ -20,6 +20,8 @@ at once <= cores: no oversubscription).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
@@ -50,7 +52,9 @@ NOTES = ("search s: wall time of `slmake search grid` (for submitit also the dri
          "when all its outputs are in the cache, and `dvc push/exp push --run-cache` does not push a run's "
          "`cache: false` outputs (train's and evaluate's metrics): so the submitit trials of the second batch "
          "retrain, where the in-project trials restore train and evaluate from the project's own cache.")
-MODES = {"sequential": [], "joblib": ["--parallel", "2"], "submitit": ["--launcher", "submitit_local", "--parallel", "2"]}
+MODES = {"sequential": [], "joblib": ["--parallel", "2"], "submitit": ["--launcher", "submitit_local", "--parallel", "2"],
+         "ray": ["--launcher", "ray", "--parallel", "2"]}
+DEFAULT = "sequential,joblib,submitit"  # ray: only where hydra-ray-launcher is installed (docs/guide/search.md)
 
 
 def prepare(micro: Path, work: Path, mode: str) -> Path:
@@ -59,11 +63,11 @@ def prepare(micro: Path, work: Path, mode: str) -> Path:
     sh("git checkout -q -- . && git clean -fdq && dvc checkout -q", repo)
     (repo / "conf/search").mkdir(exist_ok=True)
     (repo / "conf/search/grid.yaml").write_text(GRID)
-    if mode == "submitit":
+    if mode in ("submitit", "ray"):  # trials in clones: a git remote and a DVC remote
         sh(f"git init -q --bare {work / mode / 'hub.git'} && git remote add origin {work / mode / 'hub.git'}", repo)
         sh(f"dvc remote add -d store {work / mode / 'store'}", repo)
     sh(f"git add -A && {GIT} commit -qm 'search grid'", repo)
-    if mode == "submitit":
+    if mode in ("submitit", "ray"):
         sh("git push -q origin HEAD:refs/heads/main", repo)
     return repo
 
@@ -71,7 +75,8 @@ def prepare(micro: Path, work: Path, mode: str) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--micro", type=Path, help="a built micro project to copy (default: build one)")
-    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ", ".join(MODES))
+    ap.add_argument("--modes", default=DEFAULT, help="comma-separated: " + ", ".join(MODES) + f" (default {DEFAULT}; "
+                    "another set is recorded as its own variant, e.g. search_launchers.ray.json)")
     ap.add_argument("--keep", type=Path, help="work in this (new) folder and keep it (default: a temp dir, removed)")
     args = ap.parse_args()
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
@@ -88,7 +93,10 @@ def main() -> None:
         print(f"micro build: {time.perf_counter() - t0:.0f} s")
     cores = len(os.sched_getaffinity(0))
     results = {}
-    for mode in args.modes.split(","):
+    modes = args.modes.split(",")
+    if "ray" in modes and importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:
+        sys.exit("--modes ray: hydra-ray-launcher is not installed (docs/guide/search.md says why and how)")
+    for mode in modes:
         repo = prepare(micro, work, mode)
         seconds, _ = sh(f"slmake search grid {' '.join(MODES[mode])}", repo)
         records = [json.loads(ln) for ln in (repo / ".slmake/search/grid/trials.jsonl").read_text().splitlines()]
@@ -116,9 +124,13 @@ def main() -> None:
         for t in trials:
             print(f"    {t['overrides']:<48} {t['status']:<7} {t['seconds']} s  ran {t['ran']}  "
                   f"run cache {t['run cache']}  bench threads {t['bench threads']}")
-    record("search_launchers", results,
-           title="slmake search: a 4-trial grid on the micro spec, one at a time vs 2 at once (joblib) vs 2 submitit-local jobs in clones",
-           notes=NOTES)
+    record("search_launchers", results, variant=None if args.modes == DEFAULT else "-".join(modes),
+           title="slmake search: a 4-trial grid on the micro spec, one at a time vs 2 at once (joblib) vs 2 "
+           "submitit-local jobs in clones" if args.modes == DEFAULT else
+           f"slmake search: the same 4-trial micro grid, launchers: {', '.join(' '.join(MODES[m]) for m in modes)}",
+           notes=NOTES + (" Ray in an environment with " + ", ".join(
+               f"{d} {importlib.metadata.version(d)}" for d in ("hydra-ray-launcher", "ray", "joblib", "cloudpickle"))
+               + " (not the lock's joblib/cloudpickle: docs/guide/search.md)." if "ray" in modes else ""))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
