@@ -6,7 +6,9 @@ sweeper's grid (`params: {train.lr: 0.001,0.005}`) or slmake's Optuna sweeper (`
 journal file so a stopped search resumes). Each job is one `dvc exp run --temp -n <NAME>-<n> -S ...`
 (slmake.search.trial). The search decides on validation figures only; at the end it builds the
 Pareto front of every trial x artifact, picks under `search.constraints`, reads the pick's test
-figure (once), writes reports/search/<NAME>.{md,csv} and says how to apply the pick.
+figure (once), writes reports/search/<NAME>.{md,csv} and says how to apply the pick. Where trials
+run is Hydra's launcher (slmake.search.launch): one at a time, N at once on this machine sharing its
+cores (--parallel), or each in its own clone through the git + DVC remotes (submitit, Ray).
 """
 
 from __future__ import annotations
