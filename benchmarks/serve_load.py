@@ -13,7 +13,11 @@ GGUF, the same threads and the same response-schema grammar:
 Prints requests/s, p50/p95/p99 latency and errors per server and concurrency, and the ratios to
 bare llama-server and to the in-process engine.
 
-    python benchmarks/serve_load.py [--artifact cpu/gguf_q4_k_m] [--requests 12] [--levels 1,4,16] [--slots 4]
+    python benchmarks/serve_load.py [--artifact cpu/gguf_q4_k_m] [--requests 12] [--levels 1,4,16] [--slots 4] [--rounds 3]
+
+The three servers run side by side (an idle one uses no CPU) and every level is run on each in
+turn, --rounds times; a figure is the median round, so load from elsewhere on the box weighs on all
+three alike.
 
 It also writes reports/serve_load.json (`--out`): slmake's default server's requests/s per
 concurrency, which the report's cost table uses instead of the bench estimate (`cost.load_report`;
@@ -94,6 +98,7 @@ def main() -> int:
     ap.add_argument("--artifact", default="cpu/gguf_q4_k_m")
     ap.add_argument("--requests", type=int, default=12, help="requests per client")
     ap.add_argument("--levels", default="1,4,16")
+    ap.add_argument("--rounds", type=int, default=3, help="repeats of every level (the median is reported)")
     ap.add_argument("--slots", type=int, default=4, help="llama-server's parallel slots (both llama-servers)")
     ap.add_argument("--out", default="reports/serve_load.json", help="results for the cost table ('' = none)")
     args = ap.parse_args()
@@ -130,19 +135,27 @@ def main() -> int:
         new: (slmake("llama_server"), "/health", raw_bodies),
         old: (slmake("in_process"), "/health", raw_bodies),
     }
-    table = {}
-    for name, (cmd, health, bodies) in servers.items():
-        port = free_port()
-        proc = start(cmd(port), port, health)
-        try:
-            run_level(f"http://127.0.0.1:{port}/v1/completions", bodies, 1, 2)   # warm-up
+    # all three up at once (idle ones use no CPU), the levels interleaved across them and repeated
+    # --rounds times, each figure the median round: the box's other load then weighs on all three alike
+    up, runs = {}, {}
+    try:
+        for name, (cmd, health, _) in servers.items():
+            port = free_port()
+            up[name] = (start(cmd(port), port, health), f"http://127.0.0.1:{port}/v1/completions")
+            run_level(up[name][1], servers[name][2], 1, 2)   # warm-up
+        for rnd in range(args.rounds):
             for c in levels:
-                table[(name, c)] = r = run_level(f"http://127.0.0.1:{port}/v1/completions", bodies, c, args.requests)
-                print(f"{name:<36} c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f} ms  p95 {r['p95']:7.1f} ms  "
-                      f"p99 {r['p99']:7.1f} ms  errors {r['errors']}", flush=True)
-        finally:
+                for name, (_, url) in up.items():
+                    r = run_level(url, servers[name][2], c, args.requests)
+                    runs.setdefault((name, c), []).append(r)
+                    print(f"round {rnd + 1} {name:<36} c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f} ms  "
+                          f"p95 {r['p95']:7.1f} ms  p99 {r['p99']:7.1f} ms  errors {r['errors']}", flush=True)
+    finally:
+        for proc, _ in up.values():
             proc.terminate()
             proc.wait(timeout=30)
+    table = {key: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] for key, rs in runs.items()}
+    table = {(name, c): table[(name, c)] for name in servers for c in levels}
     if args.out:
         from slmake.io import write_json_atomic
 
@@ -157,12 +170,13 @@ def main() -> int:
                 "req/s vs in-process": round(r["rps"] / table[(old, c)]["rps"], 2)}
                for (name, c), r in table.items()]
     record("serve_load", {"artifact": args.artifact, "threads": threads, "slots": args.slots, "max tokens": budget,
-                          "requests per client": args.requests, "results": results,
+                          "requests per client": args.requests, "rounds (median)": args.rounds, "results": results,
                           "goal": ">= 0.95x bare llama-server at every level, >= 2x the in-process engine at 16"},
            variant=args.artifact, title="Serving: slmake serve (llama-server engine) vs bare llama-server and the "
                                          "in-process engine",
            notes=(f"{args.artifact}, {threads} runtime threads, {args.slots} slots, {budget}-token budget, grammar on "
-                  f"for all three, closed-loop clients x {args.requests} requests each on loopback; the clients share "
+                  f"for all three, closed-loop clients x {args.requests} requests each on loopback, the levels "
+                  f"interleaved across the three servers, median of {args.rounds} rounds; the clients share "
                   "the cores with the servers. Bare llama-server runs with the child's exact arguments and gets the "
                   "rendered prompt; slmake's front adds the template, tokenizer, per-request grammar and validation."))
     print(f"\n{args.artifact}, {threads} threads, {args.slots} slots, {budget} max tokens, "

@@ -89,7 +89,8 @@ def run(args) -> int:
             engine = LlamaServerEngine(package, binary=binary, enforce_schema=not args.no_schema_enforcement,
                                        threads=args.threads, slots=slots,
                                        max_tokens=args.max_tokens or c["max_new_tokens"],
-                                       log=Path("logs") / f"llama-server-{args.port}.log")
+                                       log=Path("logs") / f"llama-server-{args.port}.log",
+                                       max_waiting=args.max_queue)
         else:
             engine = Engine(package, enforce_schema=not args.no_schema_enforcement, threads=args.threads)
     except (EngineError, ValueError) as e:

@@ -42,6 +42,7 @@ from .engine import Answer, Front
 from .package import Package
 
 DEFAULT_SLOTS = 4
+DEFAULT_MAX_WAITING = 64    # the HTTP layer's max_queue (`slmake serve --max-queue`)
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
 
@@ -88,27 +89,26 @@ def per_slot_context(max_prompt_tokens: int, max_tokens: int) -> int:
 
 
 def server_args(model: Path, *, port: int, slots: int, threads: int, max_tokens: int,
-                max_prompt_tokens: int) -> list[str]:
+                max_prompt_tokens: int, max_waiting: int = DEFAULT_MAX_WAITING) -> list[str]:
     """llama-server's arguments: the model, loopback, ``slots`` parallel slots over a context of
-    ``slots`` x one slot's, the answer budget as its cap, the threads, bench's greedy settings."""
+    ``slots`` x one slot's, the answer budget as its cap, the threads, bench's greedy settings, an
+    HTTP thread for every connection the front may open (``slots`` + ``max_waiting``), and threads
+    that sleep instead of spinning between batches (the front needs the cores too)."""
     return ["-m", str(model), "--host", "127.0.0.1", "--port", str(port), "--parallel", str(slots),
             "-c", str(slots * per_slot_context(max_prompt_tokens, max_tokens)), "-n", str(max_tokens),
             "-t", str(threads), "-tb", str(threads), "--temp", "0", "--top-k", "1", "--repeat-penalty", "1",
             "-fa", "off", "--no-cache-prompt", "--cont-batching", "--no-webui",
-            "--threads-http", str(http_threads(slots)), "--poll", "0"]
+            "--threads-http", str(connections(slots, max_waiting) + 2), "--poll", "0"]
 
 
-def connections(slots: int) -> int:
-    """The front's connections to llama-server: every slot busy and as many requests waiting in
-    llama-server's queue (so a slot that frees takes the next at once); the rest wait in the front."""
-    return 2 * slots
-
-
-def http_threads(slots: int) -> int:
-    """llama-server's HTTP threads: one per connection of the front (an HTTP thread serves one
-    keep-alive connection at a time: a connection beyond them waited for another's idle timeout,
-    5 s), and two for /health and the like."""
-    return connections(slots) + 2
+def connections(slots: int, max_waiting: int) -> int:
+    """The front's connections to llama-server: one per request it lets in (the slots' and the
+    queue's, ``--max-queue``; beyond them it answers 503), so every request waits in llama-server's
+    own queue, in order. Not fewer: aiohttp's waiters for a pooled connection are not served in
+    order, and under a burst some waited 2-3 s while later requests went first. llama-server gets as
+    many HTTP threads (+2, for /health): one serves one keep-alive connection at a time, and a
+    connection beyond them waited for another's 5 s idle timeout."""
+    return slots + max_waiting
 
 
 def request_body(ids: list[int], max_tokens: int, gbnf: str | None) -> dict:
@@ -158,12 +158,13 @@ class LlamaServerEngine(Front):
 
     def __init__(self, package: Package, *, binary: Path, enforce_schema: bool = True, threads: int | None = None,
                  slots: int = DEFAULT_SLOTS, max_tokens: int | None = None, log: Path | None = None,
+                 max_waiting: int = DEFAULT_MAX_WAITING,
                  start_timeout_s: float = START_TIMEOUT_S):
         super().__init__(package, enforce_schema=enforce_schema)
         c = package.contract
         if slots < 1:
             raise ValueError(f"serve.slots must be at least 1, not {slots}")
-        self.slots = slots
+        self.slots, self.max_waiting = slots, max_waiting
         self.threads = threads or process_setup.resolve_threads(c["threads"])
         self.max_tokens = max_tokens or c["max_new_tokens"]
         self.constrained = self.gbnf is not None   # llama.cpp's grammar sampler, as bench's runner
@@ -176,7 +177,8 @@ class LlamaServerEngine(Front):
         self._clients: dict = {}
         self.command = [str(binary), *server_args(package.folder / c["artifact"]["path"], port=self.port,
                                                   slots=slots, threads=self.threads, max_tokens=self.max_tokens,
-                                                  max_prompt_tokens=c["max_prompt_tokens"])]
+                                                  max_prompt_tokens=c["max_prompt_tokens"],
+                                                  max_waiting=max_waiting)]
         env = {**os.environ, "LLAMA_API_KEY": self._key}   # not on the command line (ps shows that)
         main = threading.current_thread() is threading.main_thread()   # PDEATHSIG follows the forking thread
         with open(self.log, "ab") as out:
@@ -295,7 +297,7 @@ class LlamaServerEngine(Front):
         if session is None:
             session = self._clients[loop] = aiohttp.ClientSession(
                 self.base, headers=self._headers, timeout=aiohttp.ClientTimeout(total=600, connect=5),
-                connector=aiohttp.TCPConnector(limit=connections(self.slots)))
+                connector=aiohttp.TCPConnector(limit=connections(self.slots, self.max_waiting)))
         try:
             async with session.post("/completion", json=body) as response:
                 if response.status != 200:
