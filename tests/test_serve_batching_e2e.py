@@ -23,6 +23,7 @@ from slmake.toolchain import llama_cpp_tool
 
 pytestmark = pytest.mark.e2e
 httpx = pytest.importorskip("httpx")
+openai = pytest.importorskip("openai")
 if llama_cpp_tool("llama-server") is None:
     pytest.skip("llama-server not built (requirements/llama_cpp.sh)", allow_module_level=True)
 
@@ -99,8 +100,23 @@ def test_llama_server_engine_batches_serves_bench_answers_and_leaves_no_orphan(m
                      if "slot launch_slot_" in line}
             assert len(slots) >= 2, slots                           # requests overlapped in different slots
             assert http.post("/v1/completions", json={"prompt": "x" * 20_000}).status_code == 400   # front's limit
+        # stream: true (OpenAI's server-sent events, read by the openai client): the pieces make bench's
+        # answer, the last chunk carries the validation; an answer that fails the schema ends in an error
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0, timeout=60)
+        chunks = list(client.completions.create(model=ARTIFACT, prompt=raw[bench[0]["id"]], stream=True))
+        assert len(chunks) > 2 and "".join(c.choices[0].text for c in chunks) == bench[0]["text"]
+        assert chunks[-1].choices[0].finish_reason == bench[0]["finish_reason"]
+        assert chunks[-1].slmake["schema_valid"] is True and chunks[-1].usage.completion_tokens == len(bench[0]["tokens"])
+        chat = list(client.chat.completions.create(model=ARTIFACT, stream=True,
+                                                   messages=[{"role": "user", "content": raw[bench[1]["id"]]}]))
+        assert chat[0].choices[0].delta.role == "assistant"
+        assert "".join(c.choices[0].delta.content or "" for c in chat) == bench[1]["text"]
+        with pytest.raises(openai.APIError, match="cut off at max_tokens = 3"):
+            list(client.completions.create(model=ARTIFACT, prompt=raw[bench[0]["id"]], stream=True, max_tokens=3))
+        streams = 3
         entries = [json.loads(line) for line in (micro_repo / "batching_requests.jsonl").read_text().splitlines()]
-        assert len(entries) == len(bench) + 1 + len(inputs) + 3 and all(e["schema_valid"] for e in entries)
+        assert len(entries) == len(bench) + 1 + len(inputs) + 3 + streams
+        assert sum(not e["schema_valid"] for e in entries) == 1                  # the stream cut at 3 tokens
 
         with ThreadPoolExecutor(1) as pool:   # SIGTERM: the request in flight is answered, then all stop
             inflight = pool.submit(httpx.post, f"{base}/v1/completions", headers=auth, timeout=60,
@@ -140,3 +156,29 @@ def test_llama_server_engine_batches_serves_bench_answers_and_leaves_no_orphan(m
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_in_process_engine_streams_the_benchmarked_answer(micro_repo, monkeypatch):
+    """`--engine in_process` streams too: the runner's tokens, as they come, make bench's answer."""
+    import asyncio
+
+    from slmake.serve.engine import Answer, Engine
+    from slmake.serve.package import resolve
+
+    monkeypatch.chdir(micro_repo)
+    engine = Engine(resolve(ARTIFACT))
+    try:
+        before, after = engine.contract["prompt_template"].split("{instruction}")
+        bench = next(json.loads(x) for x in (micro_repo / "build/bench/cpu/outputs.jsonl").read_text().splitlines()
+                     if json.loads(x)["artifact"] == ARTIFACT.split("/")[1])
+        row = next(json.loads(x) for x in (micro_repo / "build/data/test.jsonl").read_text().splitlines()
+                   if json.loads(x)["id"] == bench["id"])
+
+        async def collect():
+            return [item async for item in engine.stream(row["prompt"][len(before):len(row["prompt"]) - len(after)],
+                                                         engine.contract["max_new_tokens"])]
+        items = asyncio.run(collect())
+        assert isinstance(items[-1], Answer) and items[-1].schema_valid and len(items) > 2
+        assert "".join(items[:-1]) == items[-1].text == bench["text"]
+    finally:
+        engine.close()

@@ -147,8 +147,8 @@ def test_auth_and_limits_answer_with_clear_errors(server):
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
     r = httpx.post(f"{base}/v1/chat/completions", headers=auth, json={"messages": [{"role": "system", "content": "x"}]})
     assert r.status_code == 400 and "user message" in r.json()["error"]["message"]
-    r = httpx.post(f"{base}/v1/completions", headers=auth, json={"prompt": "printer jam", "stream": True})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "stream"
+    r = httpx.post(f"{base}/v1/completions", headers=auth, json={"prompt": ["printer jam", "vpn"], "stream": True})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"   # one prompt per stream
     assert "slmake_requests_total" in httpx.get(f"{base}/metrics").text
 
 

@@ -3,8 +3,9 @@
 - ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions``, ``/health``, ``/metrics``.
 - A client sends the raw input (``prompt``, or the last user message); the engine applies the
   training prompt template. Decoding is greedy (the benchmarked behaviour): sampling parameters
-  are accepted and ignored; ``n > 1`` and ``stream`` are refused with a 400 (a response is only
-  returned after it was validated against the response schema, so it cannot be streamed).
+  are accepted and ignored; ``n > 1`` is refused with a 400. ``stream: true`` streams server-sent
+  events as OpenAI does; the last event carries the validation, and an answer that fails the
+  response schema ends with an error event instead (never a silent invalid answer).
 - An API key (``Authorization: Bearer …``) when one is configured: 401 without it.
 - Request bodies above ``max_request_bytes`` get 413, malformed ones 400, answers that fail the
   response schema 422 — always an OpenAI-style JSON error, never a traceback.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -155,14 +157,11 @@ def create_app(engine: Front, limits: Limits, telemetry=None) -> FastAPI:
             raise ApiError(401, "missing or wrong API key (send Authorization: Bearer <key>)",
                            "authentication_error")
 
-    def check_common(model: str | None, n: int, stream: bool, requested: int | None) -> int:
+    def check_common(model: str | None, n: int, requested: int | None) -> int:
         if model not in (None, name):
             raise ApiError(404, f"model {model!r} is not served here; this server serves {name!r}", param="model")
         if n != 1:
             raise ApiError(400, "n must be 1: decoding is greedy, every choice would be the same", param="n")
-        if stream:
-            raise ApiError(400, "stream=true is not supported: an answer is returned only after it was "
-                                "validated against the response schema", param="stream")
         if requested is not None and requested < 1:
             raise ApiError(400, "max_tokens must be at least 1", param="max_tokens")
         return max_tokens if requested is None else min(requested, max_tokens)
@@ -175,10 +174,67 @@ def create_app(engine: Front, limits: Limits, telemetry=None) -> FastAPI:
         response.headers[CAP_HEADER] = str(max_tokens)
         return {"max_tokens_capped": {"requested": requested, "applied": max_tokens}}
 
-    async def run(raw: str, budget: int, endpoint: str) -> Answer:
+    def admit() -> None:
         if state["waiting"] >= limits.max_queue + engine.slots - 1:
             raise ApiError(503, f"server busy: {state['waiting']} requests already queued; retry later",
                            "server_busy")
+
+    def log(ans: Answer, raw: str, endpoint: str) -> None:
+        if telemetry is not None:
+            telemetry.record(endpoint=endpoint, input_text=raw, output_text=ans.text,
+                             prompt_tokens=ans.prompt_tokens, completion_tokens=ans.completion_tokens,
+                             latency_s=ans.latency_s, ttft_s=ans.ttft_s, schema_valid=ans.schema_valid,
+                             parsed=ans.parsed, status=422 if ans.error else 200, error=ans.error,
+                             queue_s=ans.queue_s)
+
+    def streamed(raw: str, budget: int, endpoint: str, chunk, requested: int | None) -> StreamingResponse:
+        """Server-sent events as OpenAI streams them: ``chunk(text, finish_reason)`` pieces as the
+        tokens come (under the grammar), then a last chunk with finish_reason, usage and the validation
+        (``slmake: {schema_valid, ...}``) — or, for an answer that fails the response schema, an error
+        event (the 422's body) instead: never a silent invalid answer. Then ``data: [DONE]``."""
+        admit()
+        try:
+            engine.request_ids(raw)            # a prompt refused before the stream starts: a plain 400
+        except InputError as e:
+            raise ApiError(400, str(e), param="prompt") from None
+
+        def event(body: dict) -> str:
+            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+        async def events():
+            state["waiting"] += 1
+            try:
+                ans = None
+                async for item in engine.stream(raw, budget, time.perf_counter()):
+                    if isinstance(item, Answer):
+                        ans = item
+                    else:
+                        yield event(chunk(item, None))
+            except EngineError as e:
+                yield event(error_body(f"the engine is unavailable: {e}", "server_error"))
+                return
+            finally:
+                state["waiting"] -= 1
+            log(ans, raw, endpoint)
+            if ans.error:
+                yield event(error_body(ans.error, "invalid_output", code="invalid_output"))
+            else:
+                last = chunk("", ans.finish_reason)
+                last.update(usage=usage([ans]), slmake={"schema_valid": ans.schema_valid, "parsed": ans.parsed},
+                            **capped_body(requested))
+                yield event(last)
+            yield "data: [DONE]\n\n"
+
+        headers = {CAP_HEADER: str(max_tokens)} if requested is not None and requested > max_tokens else {}
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    def capped_body(requested: int | None) -> dict:
+        if requested is None or requested <= max_tokens:
+            return {}
+        return {"max_tokens_capped": {"requested": requested, "applied": max_tokens}}
+
+    async def run(raw: str, budget: int, endpoint: str) -> Answer:
+        admit()
         state["waiting"] += 1
         try:
             if hasattr(engine, "answer_async"):    # llama-server: requests overlap, its slots batch them
@@ -191,12 +247,7 @@ def create_app(engine: Front, limits: Limits, telemetry=None) -> FastAPI:
             raise ApiError(503, f"the engine is unavailable: {e}", "server_error") from None
         finally:
             state["waiting"] -= 1
-        if telemetry is not None:
-            telemetry.record(endpoint=endpoint, input_text=raw, output_text=ans.text,
-                             prompt_tokens=ans.prompt_tokens, completion_tokens=ans.completion_tokens,
-                             latency_s=ans.latency_s, ttft_s=ans.ttft_s, schema_valid=ans.schema_valid,
-                             parsed=ans.parsed, status=422 if ans.error else 200, error=ans.error,
-                             queue_s=ans.queue_s)
+        log(ans, raw, endpoint)
         if ans.error:
             raise ApiError(422, ans.error, "invalid_output")
         return ans
@@ -227,10 +278,17 @@ def create_app(engine: Front, limits: Limits, telemetry=None) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request, response: Response):
         authorize(request)
-        budget = check_common(req.model, req.n, req.stream, req.max_tokens)
+        budget = check_common(req.model, req.n, req.max_tokens)
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if not 1 <= len(prompts) <= limits.max_batch:
             raise ApiError(400, f"prompt must be a string or a list of 1..{limits.max_batch} strings", param="prompt")
+        if req.stream:
+            if len(prompts) != 1:
+                raise ApiError(400, "stream=true takes one prompt", param="prompt")
+            cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+            return streamed(prompts[0], budget, "completions", lambda text, finish: {
+                "id": cid, "object": "text_completion", "created": created, "model": name,
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}, req.max_tokens)
         answers = await asyncio.gather(*(run(p, budget, "completions") for p in prompts), return_exceptions=True)
         for a in answers:   # together, so llama-server batches them; the first error answers the request
             if isinstance(a, BaseException):
@@ -244,8 +302,17 @@ def create_app(engine: Front, limits: Limits, telemetry=None) -> FastAPI:
     async def chat(req: ChatRequest, request: Request, response: Response):
         authorize(request)
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
-        budget = check_common(req.model, req.n, req.stream, requested)
+        budget = check_common(req.model, req.n, requested)
         raw = last_user_text(req.messages)
+        if req.stream:
+            cid, created, first = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), [True]
+
+            def chunk(text: str, finish: str | None) -> dict:
+                delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
+                first.clear()
+                return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return streamed(raw, budget, "chat.completions", chunk, requested)
         ans = await run(raw, budget, "chat.completions")
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                 "model": name, "usage": usage([ans]),

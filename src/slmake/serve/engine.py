@@ -116,6 +116,17 @@ class Front:
                                 f"{_message(errors[0])}" + (f" ({cut})" if cut else ""))
         return True, obj, None
 
+    def text_delta(self, tokens: list[int], shown: str) -> tuple[str, str]:
+        """(the text to stream now, the text shown so far) after ``tokens``: the decoded answer
+        beyond what was shown, held back while it ends inside a UTF-8 character (and, for a text
+        answer, in whitespace, which the final answer strips)."""
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        if self.text_answers:
+            text = text.strip()
+        if text.endswith("\ufffd") or not text.startswith(shown):
+            return "", shown
+        return text[len(shown):], text
+
     def finish(self, ids: list[int], tokens: list[int], finish_reason: str, max_tokens: int, t0: float,
                ttft_s: float, queue_s: float) -> Answer:
         """The Answer for generated ``tokens`` (end-of-generation ids not included), validated."""
@@ -166,6 +177,35 @@ class Engine(Front):
         gen = self._runner_thread.submit(generate).result()   # waits its turn (FIFO), then the runner's work
         queued = started[0] - t_wait + (t_run - t0)   # and before a worker thread picked the request up
         return self.finish(ids, gen.tokens, gen.finish_reason, max_tokens, t0, gen.ttft_s, queued)
+
+    async def stream(self, raw_input: str, max_tokens: int, arrived: float | None = None):
+        """``answer``, streamed: the answer's text in pieces as the runner makes its tokens, then the
+        validated Answer (the last item)."""
+        import asyncio
+
+        t0 = time.perf_counter() if arrived is None else arrived
+        ids = self.request_ids(raw_input)
+        kw = {"constraint": self.constraint} if self.constrained else {}
+        loop, tokens = asyncio.get_running_loop(), asyncio.Queue()
+        started: list[float] = []
+
+        def on_token(token: int) -> bool:
+            loop.call_soon_threadsafe(tokens.put_nowait, token)
+            return False
+
+        def generate():
+            started.append(time.perf_counter())
+            return self.runner.generate(ids, max_tokens, on_token=on_token, **kw)
+        job = self._runner_thread.submit(generate)
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(tokens.put_nowait, None))
+        made, shown = [], ""
+        while (token := await tokens.get()) is not None:
+            made.append(token)
+            delta, shown = self.text_delta(made, shown)
+            if delta:
+                yield delta
+        gen = job.result()
+        yield self.finish(ids, gen.tokens, gen.finish_reason, max_tokens, t0, gen.ttft_s, started[0] - t0)
 
     def close(self) -> None:
         """After the generations already queued (the server drains on SIGTERM); idempotent."""

@@ -285,9 +285,7 @@ class LlamaServerEngine(Front):
         except httpx.HTTPError as e:
             raise self._error(None, f"{type(e).__name__}: {e}") from None
 
-    async def _apost(self, body: dict) -> dict:
-        """aiohttp, not httpx, here: its client costs the front about half the CPU per request, and on
-        a small box the front's CPU is taken from llama-server's."""
+    async def _session(self):
         import asyncio
 
         import aiohttp
@@ -298,6 +296,14 @@ class LlamaServerEngine(Front):
             session = self._clients[loop] = aiohttp.ClientSession(
                 self.base, headers=self._headers, timeout=aiohttp.ClientTimeout(total=600, connect=5),
                 connector=aiohttp.TCPConnector(limit=connections(self.slots, self.max_waiting)))
+        return session
+
+    async def _apost(self, body: dict) -> dict:
+        """aiohttp, not httpx, here: its client costs the front about half the CPU per request, and on
+        a small box the front's CPU is taken from llama-server's."""
+        import aiohttp
+
+        session = await self._session()
         try:
             async with session.post("/completion", json=body) as response:
                 if response.status != 200:
@@ -305,6 +311,37 @@ class LlamaServerEngine(Front):
                 return await response.json()
         except (TimeoutError, aiohttp.ClientError) as e:
             raise self._error(None, f"{type(e).__name__}: {e}") from None
+
+    async def stream(self, raw_input: str, max_tokens: int, arrived: float | None = None):
+        """``answer_async``, streamed: llama-server's tokens as they come (its server-sent events),
+        decoded by slmake's tokenizer into text pieces, then the validated Answer (the last item)."""
+        import json
+
+        import aiohttp
+
+        t0 = time.perf_counter() if arrived is None else arrived
+        ids, body = self._body(raw_input, max_tokens)
+        session = await self._session()
+        made, shown, last = [], "", {}
+        try:
+            async with session.post("/completion", json={**body, "stream": True}) as response:
+                if response.status != 200:
+                    raise self._error(response.status, await response.text())
+                async for line in response.content:
+                    if not line.startswith(b"data: "):
+                        continue
+                    last = json.loads(line[6:])
+                    made += last.get("tokens") or []
+                    delta, shown = self.text_delta(made, shown)
+                    if delta:
+                        yield delta
+                    if last.get("stop"):
+                        break
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise self._error(None, f"{type(e).__name__}: {e}") from None
+        if not last.get("stop"):
+            raise self._error(None, "the stream ended before the answer did")
+        yield self._answer(ids, {**last, "tokens": made}, max_tokens, t0)
 
     def _answer(self, ids: list[int], result: dict, max_tokens: int, t0: float) -> Answer:
         tokens, finish = parse_result(result)
