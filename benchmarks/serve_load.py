@@ -11,7 +11,8 @@ GGUF, the same threads and the same response-schema grammar:
 - `slmake serve --engine in_process`: one generation at a time with bench's runner.
 
 Prints requests/s, p50/p95/p99 latency and errors per server and concurrency, and the ratios to
-bare llama-server and to the in-process engine.
+bare llama-server and to the in-process engine; then, for `slmake serve` streaming (`stream: true`)
+at `--stream-levels`, the time to the first text piece against the time to the whole answer.
 
     python benchmarks/serve_load.py [--artifact cpu/gguf_q4_k_m] [--requests 12] [--levels 1,4,16] [--slots 4] [--rounds 3]
 
@@ -88,6 +89,29 @@ def run_level(url: str, bodies: list[dict], concurrency: int, per_client: int) -
             "p99": q[98] * 1000, "errors": sum(not ok for _, ok in results)}
 
 
+def stream_level(url: str, bodies: list[dict], concurrency: int, per_client: int) -> dict:
+    """Streamed requests (``stream: true``): time to the first text piece and to the whole answer."""
+    def client(i: int) -> list[tuple[float, float, bool]]:
+        out = []
+        with httpx.Client(timeout=120) as http:
+            for j in range(per_client):
+                body = {**bodies[(i * per_client + j) % len(bodies)], "stream": True}
+                t0, first, ok = time.perf_counter(), None, False
+                with http.stream("POST", url, json=body) as r:
+                    for line in r.iter_lines():
+                        if line.startswith("data: {") and first is None and '"text": ""' not in line:
+                            first = time.perf_counter() - t0
+                        ok = ok or line == "data: [DONE]"
+                out.append((first or time.perf_counter() - t0, time.perf_counter() - t0, ok and r.status_code == 200))
+        return out
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = [r for rs in pool.map(client, range(concurrency)) for r in rs]
+    first, whole = sorted(r[0] for r in results), sorted(r[1] for r in results)
+    return {"requests": len(results), "ttft_p50": statistics.median(first) * 1000,
+            "whole_p50": statistics.median(whole) * 1000, "errors": sum(not r[2] for r in results)}
+
+
 def main() -> int:
     from slmake.process_setup import resolve_threads
     from slmake.runtimes.guide import decode_constraint
@@ -98,6 +122,7 @@ def main() -> int:
     ap.add_argument("--artifact", default="cpu/gguf_q4_k_m")
     ap.add_argument("--requests", type=int, default=12, help="requests per client")
     ap.add_argument("--levels", default="1,4,16")
+    ap.add_argument("--stream-levels", default="1,16", help="concurrency levels of the streamed requests")
     ap.add_argument("--rounds", type=int, default=3, help="repeats of every level (the median is reported)")
     ap.add_argument("--slots", type=int, default=4, help="llama-server's parallel slots (both llama-servers)")
     ap.add_argument("--out", default="reports/serve_load.json", help="results for the cost table ('' = none)")
@@ -109,6 +134,7 @@ def main() -> int:
     raws = [p[len(before):len(p) - len(after)] for p in prompts]
     budget, threads = contract["max_new_tokens"], resolve_threads(contract["threads"])
     levels = [int(x) for x in args.levels.split(",")]
+    stream_levels = [int(x) for x in args.stream_levels.split(",") if x]
     binary = llama_cpp_tool("llama-server")
     if binary is None:
         raise SystemExit("llama-server is not built (requirements/llama_cpp.sh)")
@@ -150,6 +176,11 @@ def main() -> int:
                     runs.setdefault((name, c), []).append(r)
                     print(f"round {rnd + 1} {name:<36} c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f} ms  "
                           f"p95 {r['p95']:7.1f} ms  p99 {r['p99']:7.1f} ms  errors {r['errors']}", flush=True)
+        streaming = {}   # time to the first streamed piece vs the whole answer, slmake's default engine
+        for c in stream_levels:
+            streaming[c] = r = stream_level(up[new][1], raw_bodies, c, args.requests)
+            print(f"stream {new} c={c:<3} first piece p50 {r['ttft_p50']:7.1f} ms  whole answer p50 "
+                  f"{r['whole_p50']:7.1f} ms  errors {r['errors']}", flush=True)
     finally:
         for proc, _ in up.values():
             proc.terminate()
@@ -171,6 +202,10 @@ def main() -> int:
                for (name, c), r in table.items()]
     record("serve_load", {"artifact": args.artifact, "threads": threads, "slots": args.slots, "max tokens": budget,
                           "requests per client": args.requests, "rounds (median)": args.rounds, "results": results,
+                          "streamed (slmake serve, llama-server engine)": [
+                              {"concurrency": c, "first piece p50 ms": round(r["ttft_p50"], 1),
+                               "whole answer p50 ms": round(r["whole_p50"], 1), "errors": r["errors"]}
+                              for c, r in streaming.items()],
                           "goal": ">= 0.95x bare llama-server at every level, >= 2x the in-process engine at 16"},
            variant=args.artifact, title="Serving: slmake serve (llama-server engine) vs bare llama-server and the "
                                          "in-process engine",
