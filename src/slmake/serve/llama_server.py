@@ -295,7 +295,8 @@ class LlamaServerEngine(Front):
         if session is None:
             session = self._clients[loop] = aiohttp.ClientSession(
                 self.base, headers=self._headers, timeout=aiohttp.ClientTimeout(total=600, connect=5),
-                connector=aiohttp.TCPConnector(limit=connections(self.slots, self.max_waiting)))
+                # idle connections dropped before llama-server's own 5 s keep-alive timeout closes them
+                connector=aiohttp.TCPConnector(limit=connections(self.slots, self.max_waiting), keepalive_timeout=4))
         return session
 
     async def _apost(self, body: dict) -> dict:
@@ -324,7 +325,10 @@ class LlamaServerEngine(Front):
         session = await self._session()
         made, shown, last = [], "", {}
         try:
-            async with session.post("/completion", json={**body, "stream": True}) as response:
+            # its own connection, closed after: llama-server closes a connection after a streamed answer,
+            # and one put back in the pool failed the next request written to it
+            async with session.post("/completion", json={**body, "stream": True},
+                                    headers={"Connection": "close"}) as response:
                 if response.status != 200:
                     raise self._error(response.status, await response.text())
                 async for line in response.content:
