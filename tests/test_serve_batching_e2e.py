@@ -78,7 +78,7 @@ def test_llama_server_engine_batches_serves_bench_answers_and_leaves_no_orphan(m
         assert "engine: llama-server, 3 slots" in log.read_text()     # auto: the GGUF goes to llama-server
         child = _llama_server_child(proc)
         port = base.rsplit(":", 1)[1]
-        child_log = micro_repo / f"logs/llama-server-{port}.log"
+        child_log = micro_repo / f"build/logs/serve/llama-server-{port}.log"
         assert child_log.is_file()
         with httpx.Client(base_url=base, headers=auth, timeout=60) as http:
             # one at a time: bench's tokens exactly (the same ids in, llama.cpp's grammar sampler, greedy)
@@ -140,7 +140,7 @@ def test_llama_server_engine_batches_serves_bench_answers_and_leaves_no_orphan(m
         os.kill(child, signal.SIGKILL)                               # first: the engine dies under the front
         assert _gone(child)
         r = httpx.get(f"{base}/health")
-        assert r.status_code == 503 and "llama-server exited" in r.json()["error"] and "logs/llama-server-" in r.json()["error"]
+        assert r.status_code == 503 and "llama-server exited" in r.json()["error"] and "build/logs/serve/llama-server-" in r.json()["error"]
         r = httpx.post(f"{base}/v1/completions", json={"prompt": "printer jam"}, timeout=30)
         assert r.status_code == 503 and "llama-server exited" in r.json()["error"]["message"]
     finally:

@@ -181,7 +181,8 @@ LLAMA_SERVER_SLOTS = 4   # parallel slots (continuous batching); the context is 
 def llama_server_args(contract: dict, entry: dict, spec: dict, slots: int = LLAMA_SERVER_SLOTS) -> list[str]:
     """llama-server's arguments for this package (run from the package folder), from the spec that
     also writes the Modelfile: the model, greedy decoding as bench ran it, the answer budget, one
-    slot's context = the Modelfile's num_ctx, the training template as a chat template (for
+    slot's context = the Modelfile's num_ctx, flash attention off (bench's and slmake serve's
+    attention: with it on, 1 answer in 200 differed on the default build), the training template as a chat template (for
     /v1/chat/completions; /completion and /v1/completions take the rendered prompt as is), and the
     response schema as the default constraint of every request (--json-schema-file; a text answer's
     grammar as --grammar-file). llama-server stops on the GGUF's end-of-generation tokens, the
@@ -189,8 +190,8 @@ def llama_server_args(contract: dict, entry: dict, spec: dict, slots: int = LLAM
     per_slot = -(-(spec["train"]["max_length"] + spec["eval"]["max_new_tokens"]) // 64) * 64
     args = ["-m", entry["path"], "--host", "127.0.0.1", "--port", "8080", "--parallel", str(slots),
             "-c", str(per_slot * slots), "-n", str(spec["eval"]["max_new_tokens"]),
-            "--temp", "0", "--top-k", "1", "--repeat-penalty", "1", "--jinja", "--chat-template-file",
-            "llama-server.jinja", "--no-webui"]
+            "--temp", "0", "--top-k", "1", "--repeat-penalty", "1", "-fa", "off", "--jinja",
+            "--chat-template-file", "llama-server.jinja", "--no-webui"]
     if contract.get("threads"):
         args += ["-t", str(contract["threads"]), "-tb", str(contract["threads"])]
     gbnf, _ = _constraint(contract)

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data.ner import NerUnavailable
 from ..toolchain import llama_cpp_tool
 from .engine import Engine
-from .llama_server import DEFAULT_SLOTS, ENGINES, EngineError, LlamaServerEngine, pick_engine
+from .llama_server import DEFAULT_SLOTS, ENGINES, SERVE_LOGS, EngineError, LlamaServerEngine, pick_engine
 from .package import PackageError, resolve, spec_constraints, spec_serve
 
 
@@ -89,7 +89,7 @@ def run(args) -> int:
             engine = LlamaServerEngine(package, binary=binary, enforce_schema=not args.no_schema_enforcement,
                                        threads=args.threads, slots=slots,
                                        max_tokens=args.max_tokens or c["max_new_tokens"],
-                                       log=Path("logs") / f"llama-server-{args.port}.log",
+                                       log=SERVE_LOGS / f"llama-server-{args.port}.log",
                                        max_waiting=args.max_queue)
         else:
             engine = Engine(package, enforce_schema=not args.no_schema_enforcement, threads=args.threads)

@@ -42,6 +42,9 @@ from .engine import Answer, Front
 from .package import Package
 
 DEFAULT_SLOTS = 4
+# the child's log: outside logs/ (the monitor stage's dependency, which holds only served traffic),
+# beside the other build logs
+SERVE_LOGS = Path("build/logs/serve")
 DEFAULT_MAX_WAITING = 64    # the HTTP layer's max_queue (`slmake serve --max-queue`)
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 10.0
@@ -170,7 +173,7 @@ class LlamaServerEngine(Front):
         self.constrained = self.gbnf is not None   # llama.cpp's grammar sampler, as bench's runner
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.log = Path(log) if log else Path("logs") / f"llama-server-{self.port}.log"
+        self.log = Path(log) if log else SERVE_LOGS / f"llama-server-{self.port}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self._key = secrets.token_urlsafe(24)
         self._headers = {"Authorization": f"Bearer {self._key}"}
