@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from slmake.serve.llama_args import context_tokens
 from slmake.serve.llama_server import (
     EngineError,
     LlamaServerEngine,
     parse_result,
-    per_slot_context,
     pick_engine,
     request_body,
     server_args,
@@ -41,7 +41,7 @@ def test_server_args_and_request_are_benchs_greedy_decoding():
     args = server_args(Path("pkg/m.gguf"), port=9999, slots=4, threads=2, max_tokens=32, max_prompt_tokens=256)
     opt = {a: b for a, b in itertools.pairwise(args)}
     assert opt["-m"] == "pkg/m.gguf" and opt["--host"] == "127.0.0.1" and opt["--parallel"] == "4"
-    assert opt["-c"] == str(4 * per_slot_context(256, 32)) == str(4 * 320) and opt["-n"] == "32"
+    assert opt["-c"] == str(4 * context_tokens(256, 32)) == str(4 * 320) and opt["-n"] == "32"
     assert opt["-t"] == opt["-tb"] == "2" and opt["--temp"] == "0" and opt["--top-k"] == "1"
     assert opt["-fa"] == "off" and "--no-cache-prompt" in args and "--api-key" not in args   # key: in the env
     body = request_body([1, 5, 7], 16, "root ::= \"x\"")

@@ -31,6 +31,7 @@ from .gate import DEFAULT_MAX_DROP, gate, refused
 from .io import atomic_dir, sha256_tree, write_json_atomic, write_text_atomic
 from .runtimes.guide import decode_constraint
 from .runtimes.llamacpp import load_llama_cpp
+from .serve.llama_args import GREEDY, context_tokens
 
 PROMPT_SLOT = "{instruction}"
 GO_PROMPT = "{{ .Prompt }}"
@@ -155,8 +156,7 @@ def stop_strings(gguf: Path) -> list[str]:
 
 def modelfile(gguf: Path, rel_path: str, spec: dict) -> str:
     template = go_template(resolved(spec["data"]))   # chat_template: the model's chat format, one user turn
-    budget = spec["train"]["max_length"] + spec["eval"]["max_new_tokens"]
-    num_ctx = -(-budget // 64) * 64
+    num_ctx = context_tokens(spec["train"]["max_length"], spec["eval"]["max_new_tokens"])
     lines = [f"# Ollama Modelfile: {spec['model']['name']} fine-tuned on {spec['data']['name']} (built by slmake)",
              "# ollama create <name> -f Modelfile && ollama run <name> \"<raw input>\"",
              *([("# TEMPLATE is the base model's own chat template (data.prompt_template: chat_template), "
@@ -187,11 +187,10 @@ def llama_server_args(contract: dict, entry: dict, spec: dict, slots: int = LLAM
     response schema as the default constraint of every request (--json-schema-file; a text answer's
     grammar as --grammar-file). llama-server stops on the GGUF's end-of-generation tokens, the
     Modelfile's stop strings."""
-    per_slot = -(-(spec["train"]["max_length"] + spec["eval"]["max_new_tokens"]) // 64) * 64
+    per_slot = context_tokens(spec["train"]["max_length"], spec["eval"]["max_new_tokens"])
     args = ["-m", entry["path"], "--host", "127.0.0.1", "--port", "8080", "--parallel", str(slots),
             "-c", str(per_slot * slots), "-n", str(spec["eval"]["max_new_tokens"]),
-            "--temp", "0", "--top-k", "1", "--repeat-penalty", "1", "-fa", "off", "--jinja",
-            "--chat-template-file", "llama-server.jinja", "--no-webui"]
+            *GREEDY, "--jinja", "--chat-template-file", "llama-server.jinja", "--no-webui"]
     if contract.get("threads"):
         args += ["-t", str(contract["threads"]), "-tb", str(contract["threads"])]
     gbnf, _ = _constraint(contract)

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from .. import process_setup
 from .engine import Answer, Front
+from .llama_args import GREEDY, context_tokens
 from .package import Package
 
 DEFAULT_SLOTS = 4
@@ -85,12 +86,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def per_slot_context(max_prompt_tokens: int, max_tokens: int) -> int:
-    """One slot's context: the longest prompt the front lets through plus the answer budget,
-    rounded up to 64 (the Modelfile's num_ctx)."""
-    return -(-(max_prompt_tokens + max_tokens) // 64) * 64
-
-
 def server_args(model: Path, *, port: int, slots: int, threads: int, max_tokens: int,
                 max_prompt_tokens: int, max_waiting: int = DEFAULT_MAX_WAITING) -> list[str]:
     """llama-server's arguments: the model, loopback, ``slots`` parallel slots over a context of
@@ -98,9 +93,8 @@ def server_args(model: Path, *, port: int, slots: int, threads: int, max_tokens:
     HTTP thread for every connection the front may open (``slots`` + ``max_waiting``), and threads
     that sleep instead of spinning between batches (the front needs the cores too)."""
     return ["-m", str(model), "--host", "127.0.0.1", "--port", str(port), "--parallel", str(slots),
-            "-c", str(slots * per_slot_context(max_prompt_tokens, max_tokens)), "-n", str(max_tokens),
-            "-t", str(threads), "-tb", str(threads), "--temp", "0", "--top-k", "1", "--repeat-penalty", "1",
-            "-fa", "off", "--no-cache-prompt", "--cont-batching", "--no-webui",
+            "-c", str(slots * context_tokens(max_prompt_tokens, max_tokens)), "-n", str(max_tokens),
+            "-t", str(threads), "-tb", str(threads), *GREEDY, "--no-cache-prompt", "--cont-batching", "--no-webui",
             "--threads-http", str(connections(slots, max_waiting) + 2), "--poll", "0"]
 
 
