@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,12 +41,6 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import record
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(cmd: list[str], port: int, health: str) -> subprocess.Popen:
@@ -115,7 +108,7 @@ def stream_level(url: str, bodies: list[dict], concurrency: int, per_client: int
 def main() -> int:
     from slmake.process_setup import resolve_threads
     from slmake.runtimes.guide import decode_constraint
-    from slmake.serve.llama_server import server_args
+    from slmake.serve.llama_server import free_port, server_args
     from slmake.toolchain import llama_cpp_tool
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

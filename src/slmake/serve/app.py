@@ -166,13 +166,18 @@ def create_app(engine: Front, limits: Limits, telemetry=None) -> FastAPI:
             raise ApiError(400, "max_tokens must be at least 1", param="max_tokens")
         return max_tokens if requested is None else min(requested, max_tokens)
 
-    def capped(requested: int | None, response: Response) -> dict:
-        """A request that asked for more than the limit: the header on ``response`` and the body
-        field that say so; nothing otherwise."""
+    def capped_body(requested: int | None) -> dict:
+        """The body field that says a request asked for more than the limit; {} otherwise."""
         if requested is None or requested <= max_tokens:
             return {}
-        response.headers[CAP_HEADER] = str(max_tokens)
         return {"max_tokens_capped": {"requested": requested, "applied": max_tokens}}
+
+    def capped(requested: int | None, response: Response) -> dict:
+        """``capped_body``, with its header on ``response``."""
+        body = capped_body(requested)
+        if body:
+            response.headers[CAP_HEADER] = str(max_tokens)
+        return body
 
     def admit() -> None:
         if state["waiting"] >= limits.max_queue + engine.slots - 1:
@@ -225,13 +230,8 @@ def create_app(engine: Front, limits: Limits, telemetry=None) -> FastAPI:
                 yield event(last)
             yield "data: [DONE]\n\n"
 
-        headers = {CAP_HEADER: str(max_tokens)} if requested is not None and requested > max_tokens else {}
+        headers = {CAP_HEADER: str(max_tokens)} if capped_body(requested) else {}
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
-
-    def capped_body(requested: int | None) -> dict:
-        if requested is None or requested <= max_tokens:
-            return {}
-        return {"max_tokens_capped": {"requested": requested, "applied": max_tokens}}
 
     async def run(raw: str, budget: int, endpoint: str) -> Answer:
         admit()

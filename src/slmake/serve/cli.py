@@ -10,7 +10,7 @@ from ..data.ner import NerUnavailable
 from ..toolchain import llama_cpp_tool
 from .engine import Engine
 from .llama_server import DEFAULT_SLOTS, ENGINES, SERVE_LOGS, EngineError, LlamaServerEngine, pick_engine
-from .package import PackageError, resolve, spec_constraints, spec_serve
+from .package import PackageError, resolve, spec_section
 
 
 def add_parser(sub) -> None:
@@ -53,8 +53,10 @@ def run(args) -> int:
     from ..telemetry import Telemetry  # prometheus_client
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    spec = spec_section()   # params.yaml, read once: search.constraints for the pick, serve.* for the engine
     try:
-        package = resolve(args.package, constraints=spec_constraints() if args.package is None else None)
+        package = resolve(args.package, constraints=dict((spec.get("search") or {}).get("constraints") or {})
+                          if args.package is None else None)
     except PackageError as e:
         print(f"slmake serve: {e}", file=sys.stderr)
         return 2
@@ -73,9 +75,9 @@ def run(args) -> int:
     except NerUnavailable as e:
         print(f"slmake serve: {e} (or start with --log-names keep)", file=sys.stderr)
         return 2
-    spec = spec_serve()
-    choice = args.engine or spec.get("engine") or "auto"
-    slots = args.slots or spec.get("slots") or DEFAULT_SLOTS
+    serve = spec.get("serve") or {}
+    choice = args.engine or serve.get("engine") or "auto"
+    slots = args.slots or serve.get("slots") or DEFAULT_SLOTS
     binary = llama_cpp_tool("llama-server")
     try:
         kind, note = pick_engine(choice, c["artifact"].get("format"), binary)

@@ -116,13 +116,17 @@ class Front:
                                 f"{_message(errors[0])}" + (f" ({cut})" if cut else ""))
         return True, obj, None
 
+    def answer_text(self, tokens: list[int]) -> str:
+        """The answer's text for generated ``tokens``; a text answer with its ends stripped, as
+        training's text responses were (normalize_response)."""
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return text.strip() if self.text_answers else text
+
     def text_delta(self, tokens: list[int], shown: str) -> tuple[str, str]:
         """(the text to stream now, the text shown so far) after ``tokens``: the decoded answer
         beyond what was shown, held back while it ends inside a UTF-8 character (and, for a text
         answer, in whitespace, which the final answer strips)."""
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        if self.text_answers:
-            text = text.strip()
+        text = self.answer_text(tokens)
         if text.endswith("\ufffd") or not text.startswith(shown):
             return "", shown
         return text[len(shown):], text
@@ -130,9 +134,7 @@ class Front:
     def finish(self, ids: list[int], tokens: list[int], finish_reason: str, max_tokens: int, t0: float,
                ttft_s: float, queue_s: float) -> Answer:
         """The Answer for generated ``tokens`` (end-of-generation ids not included), validated."""
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        if self.text_answers:   # training's text responses had their ends stripped (normalize_response)
-            text = text.strip()
+        text = self.answer_text(tokens)
         valid, parsed, error = self.check(text, finish_reason, max_tokens)
         return Answer(text, len(ids), len(tokens), finish_reason, ttft_s, time.perf_counter() - t0, valid, parsed,
                       error, queue_s)

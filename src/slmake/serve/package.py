@@ -66,24 +66,17 @@ def pick_package(root: Path = DEPLOY_ROOT, constraints: dict | None = None) -> P
     return package
 
 
-def spec_constraints(params: Path = Path("params.yaml")) -> dict:
-    """search.constraints of the project's params.yaml ({} when there is none)."""
+def spec_section(*keys: str, params: Path = Path("params.yaml")) -> dict:
+    """The mapping at ``keys`` in the project's params.yaml ({} when the file or a key is absent):
+    ``search.constraints`` (what the pick may choose), ``serve`` (engine, slots)."""
     if not params.is_file():
         return {}
     import yaml
 
-    spec = yaml.safe_load(params.read_text()) or {}
-    return dict((spec.get("search") or {}).get("constraints") or {})
-
-
-def spec_serve(params: Path = Path("params.yaml")) -> dict:
-    """serve.* of the project's params.yaml (engine, slots; {} when there is none)."""
-    if not params.is_file():
-        return {}
-    import yaml
-
-    spec = yaml.safe_load(params.read_text()) or {}
-    return dict(spec.get("serve") or {})
+    node = yaml.safe_load(params.read_text()) or {}
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    return dict(node or {})
 
 
 def load(folder: Path) -> Package:
