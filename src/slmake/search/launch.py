@@ -86,13 +86,16 @@ class Remotes:
     dvc_url: str
 
 
-def _run(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_venv(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``cmd`` in ``cwd`` with this venv's bin first on PATH (its dvc, git hooks' python), output
+    captured; ``env``: the whole environment (default: this process's)."""
     env = dict(os.environ if env is None else env)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
 
 
-def _dvc() -> str:
+def dvc_path() -> str:
+    """This venv's dvc."""
     return str(Path(sys.executable).parent / "dvc")
 
 
@@ -107,7 +110,7 @@ def resolve_remotes(repo: Path, git_remote: str | None, dvc_remote: str | None, 
     """The remotes of the driver's project that trials of launcher ``kind`` use; a missing one is
     an error naming the setting."""
     name = git_remote or "origin"
-    res = _run(["git", "remote", "get-url", name], repo)
+    res = run_venv(["git", "remote", "get-url", name], repo)
     if res.returncode != 0:
         raise SpecError(f"search.git_remote: the project has no git remote {name!r}; with the {kind} launcher each "
                         f"trial clones the project from it and pushes its experiment there (`git remote add {name} "
@@ -133,15 +136,15 @@ def publish_baseline(repo: Path, remotes: Remotes, baseline: str) -> None:
     """Make the search's commit and build reachable from a trial's clone: the commit must be on the
     git remote (checked, not pushed: the user's branches are theirs), the build's outputs and run
     cache are pushed to the DVC remote (`dvc push --run-cache`, a no-op for what is there)."""
-    res = _run(["git", "fetch", "-q", remotes.git], repo)
+    res = run_venv(["git", "fetch", "-q", remotes.git], repo)
     if res.returncode != 0:
         raise SpecError(f"search.git_remote: `git fetch {remotes.git}` failed: {res.stderr.strip()[-400:]}")
-    held = _run(["git", "for-each-ref", "--contains", baseline, "--format=%(refname)", f"refs/remotes/{remotes.git}/"],
+    held = run_venv(["git", "for-each-ref", "--contains", baseline, "--format=%(refname)", f"refs/remotes/{remotes.git}/"],
                 repo).stdout.strip()
     if not held:
         raise SpecError(f"search.git_remote: the search's commit {baseline[:7]} is not on git remote {remotes.git!r} "
                         f"({remotes.git_url}); trials clone it from there: `git push {remotes.git} HEAD` first")
-    res = _run([_dvc(), "push", "-q", "--run-cache", "-r", remotes.dvc], repo)
+    res = run_venv([dvc_path(), "push", "-q", "--run-cache", "-r", remotes.dvc], repo)
     if res.returncode != 0:
         raise SpecError(f"search.dvc_remote: `dvc push --run-cache -r {remotes.dvc}` failed (trials pull the build from "
                         f"it): {(res.stdout + res.stderr).strip()[-600:]}")
@@ -152,11 +155,11 @@ def prepare_clone(where: Path, baseline: str, remotes: Remotes) -> tuple[int, st
     pulled from the DVC remote. Returns (exit code, output)."""
     steps = [(["git", "clone", "-q", "--no-checkout", remotes.git_url, str(where)], where.parent),
              (["git", "checkout", "-q", "-B", "slmake-search-trial", baseline], where),
-             ([_dvc(), "remote", "add", "--local", "-f", "-d", remotes.dvc, remotes.dvc_url], where),
-             ([_dvc(), "pull", "--run-cache", "-r", remotes.dvc], where)]
+             ([dvc_path(), "remote", "add", "--local", "-f", "-d", remotes.dvc, remotes.dvc_url], where),
+             ([dvc_path(), "pull", "--run-cache", "-r", remotes.dvc], where)]
     out = []
     for cmd, cwd in steps:
-        res = _run(cmd, cwd)
+        res = run_venv(cmd, cwd)
         out.append("$ " + " ".join(cmd) + "\n" + res.stdout + res.stderr)
         if res.returncode != 0:
             return res.returncode, "\n".join(out) + f"\nERROR: preparing the trial's clone: `{' '.join(cmd[:3])}` failed"
@@ -166,8 +169,8 @@ def prepare_clone(where: Path, baseline: str, remotes: Remotes) -> tuple[int, st
 def push_experiment(where: Path, name: str, remotes: Remotes) -> tuple[int, str]:
     """`dvc exp push`: the experiment's git ref to the git remote, its outputs and the run cache
     (so a later trial restores the stages this one ran) to the DVC remote."""
-    cmd = [_dvc(), "exp", "push", "-f", "--run-cache", "-r", remotes.dvc, remotes.git_url, name]
-    res = _run(cmd, where)
+    cmd = [dvc_path(), "exp", "push", "-f", "--run-cache", "-r", remotes.dvc, remotes.git_url, name]
+    res = run_venv(cmd, where)
     out = "$ " + " ".join(cmd) + "\n" + res.stdout + res.stderr
     if res.returncode != 0:
         out += f"\nERROR: dvc exp push to {remotes.git_url} failed"
@@ -179,8 +182,8 @@ def pull_experiments(repo: Path, remotes: Remotes, names: list[str], cache: bool
     with ``cache``). Returns None, or the error."""
     if not names:
         return None
-    cmd = [_dvc(), "exp", "pull", "-f", "-r", remotes.dvc] + ([] if cache else ["--no-cache"]) + [remotes.git, *names]
-    res = _run(cmd, repo)
+    cmd = [dvc_path(), "exp", "pull", "-f", "-r", remotes.dvc] + ([] if cache else ["--no-cache"]) + [remotes.git, *names]
+    res = run_venv(cmd, repo)
     return None if res.returncode == 0 else f"`{' '.join(cmd[1:])}`: {(res.stdout + res.stderr).strip()[-400:]}"
 
 

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -48,12 +47,11 @@ def exp_run(repo: Path, name: str, overrides: list[str], log: Path, force: bool 
     """`dvc exp run --temp -n name -S ...` in ``repo`` (the DVC boundary; without --temp in a trial's
     own clone). ``env``: added to the environment (a parallel trial's SLMAKE_PARALLEL_JOBS). Returns
     (exit code, output); the output also goes to ``log``."""
-    cmd = [str(Path(sys.executable).parent / "dvc"), "exp", "run"] + (["--temp"] if temp else []) + ["-n", name]
+    cmd = [launch.dvc_path(), "exp", "run"] + (["--temp"] if temp else []) + ["-n", name]
     cmd += ["--force"] if force else []
     for o in overrides:
         cmd += ["-S", o]
-    env = dict(os.environ, **(env or {}), PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
-    res = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    res = launch.run_venv(cmd, repo, env={**os.environ, **(env or {})})
     out = res.stdout + res.stderr
     log.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(log, "$ " + " ".join(cmd) + "\n" + out)
@@ -189,8 +187,9 @@ class TrialRunner:
                  force: bool = False) -> tuple[int, str]:
         run = self.run_exp or exp_run
         kwargs = {"force": force} if temp else {"temp": False}
-        if launch.trial_env(self.jobs):
-            kwargs["env"] = launch.trial_env(self.jobs)
+        env = launch.trial_env(self.jobs)
+        if env:
+            kwargs["env"] = env
         try:
             return run(where, name, overrides, self.state / "logs" / f"{name}.log", **kwargs)
         except Exception as e:
