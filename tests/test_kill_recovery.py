@@ -173,6 +173,14 @@ def _cache(repo: Path) -> set[str]:
     return {str(p.relative_to(repo)) for p in (repo / ".dvc/cache").rglob("*") if p.is_file()}
 
 
+def _cached(repo: Path, md5: str) -> Path | None:
+    """Object ``md5`` in DVC's cache (files/md5/, or the legacy layout at the cache's top), or None."""
+    for top in (repo / ".dvc/cache/files/md5", repo / ".dvc/cache"):
+        if (top / md5[:2] / md5[2:]).is_file():
+            return top / md5[:2] / md5[2:]
+    return None
+
+
 def _unsound(repo: Path, objects: list[str]) -> list[str]:
     """Cache objects that are not whole: a file whose md5 is not its name, a tree that does not
     parse or names an object the cache lacks."""
@@ -189,8 +197,7 @@ def _unsound(repo: Path, objects: list[str]) -> list[str]:
         except ValueError:
             bad.append(f"{rel}: not JSON")
             continue
-        if any(not any((repo / ".dvc/cache" / d / e["md5"][:2] / e["md5"][2:]).is_file() for d in ("files/md5", ""))
-                    for e in entries):
+        if any(_cached(repo, e["md5"]) is None for e in entries):
             bad.append(f"{rel}: names objects the cache lacks")
     return bad
 
@@ -203,9 +210,8 @@ def _describe_objects(repo: Path, objects: list[str]) -> str:
              for o in st.get("outs", []) + st.get("deps", []) if str(o.get("md5", "")).endswith(".dir")}
     trees = {}
     for label, md5 in known.items():
-        for ref in (repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:], repo / ".dvc/cache" / md5[:2] / md5[2:]):
-            if ref.is_file():
-                trees[label] = {e["relpath"]: e["md5"] for e in json.loads(ref.read_text())}
+        if (ref := _cached(repo, md5)) is not None:
+            trees[label] = {e["relpath"]: e["md5"] for e in json.loads(ref.read_text())}
     lines = []
     for rel in objects:
         path = repo / rel
