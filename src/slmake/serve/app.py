@@ -112,10 +112,11 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def create_app(engine: Front, limits: Limits, telemetry=None) -> FastAPI:
+def create_app(engine: Front, limits: Limits, telemetry=None, otel=None) -> FastAPI:
     """``engine``: serve.engine.Engine (in process, one generation at a time) or
     serve.llama_server.LlamaServerEngine (llama-server's slots; its ``answer_async`` is awaited, so
-    requests overlap and llama-server batches them)."""
+    requests overlap and llama-server batches them). ``telemetry``: slmake.telemetry.Telemetry (request
+    log, /metrics); ``otel``: serve.otel.Otel (OTLP spans and GenAI metrics), or None."""
     name = engine.package.name
     max_tokens = limits.max_tokens or engine.contract["max_new_tokens"]
     state = {"waiting": 0}
@@ -126,6 +127,8 @@ def create_app(engine: Front, limits: Limits, telemetry=None) -> FastAPI:
         if hasattr(engine, "aclose"):
             await engine.aclose()
         engine.close()   # after uvicorn drained in-flight requests (SIGTERM / Ctrl-C)
+        if otel is not None:
+            otel.shutdown()  # export the last spans and metrics
 
     app = FastAPI(title="slmake serve", lifespan=lifespan, docs_url=None, redoc_url=None)
 
@@ -184,7 +187,12 @@ def create_app(engine: Front, limits: Limits, telemetry=None) -> FastAPI:
             raise ApiError(503, f"server busy: {state['waiting']} requests already queued; retry later",
                            "server_busy")
 
-    def log(ans: Answer, raw: str, endpoint: str) -> None:
+    def log(ans: Answer, raw: str, endpoint: str, budget: int | None = None, stream: bool = False) -> None:
+        if otel is not None:
+            otel.record(endpoint=endpoint, max_tokens=budget, stream=stream, latency_s=ans.latency_s,
+                        ttft_s=ans.ttft_s, queue_s=ans.queue_s, prompt_tokens=ans.prompt_tokens,
+                        completion_tokens=ans.completion_tokens, finish_reason=ans.finish_reason,
+                        schema_valid=ans.schema_valid, error_type="invalid_output" if ans.error else None)
         if telemetry is not None:
             telemetry.record(endpoint=endpoint, input_text=raw, output_text=ans.text,
                              prompt_tokens=ans.prompt_tokens, completion_tokens=ans.completion_tokens,
@@ -208,6 +216,7 @@ def create_app(engine: Front, limits: Limits, telemetry=None) -> FastAPI:
 
         async def events():
             state["waiting"] += 1
+            t0 = time.perf_counter()
             try:
                 ans = None
                 async for item in engine.stream(raw, budget, time.perf_counter()):
@@ -216,11 +225,14 @@ def create_app(engine: Front, limits: Limits, telemetry=None) -> FastAPI:
                     else:
                         yield event(chunk(item, None))
             except EngineError as e:
+                if otel is not None:
+                    otel.record(endpoint=endpoint, max_tokens=budget, stream=True, latency_s=time.perf_counter() - t0,
+                                error_type="engine_unavailable")
                 yield event(error_body(f"the engine is unavailable: {e}", "server_error"))
                 return
             finally:
                 state["waiting"] -= 1
-            log(ans, raw, endpoint)
+            log(ans, raw, endpoint, budget, stream=True)
             if ans.error:
                 yield event(error_body(ans.error, "invalid_output", code="invalid_output"))
             else:
@@ -236,6 +248,7 @@ def create_app(engine: Front, limits: Limits, telemetry=None) -> FastAPI:
     async def run(raw: str, budget: int, endpoint: str) -> Answer:
         admit()
         state["waiting"] += 1
+        t0 = time.perf_counter()
         try:
             if hasattr(engine, "answer_async"):    # llama-server: requests overlap, its slots batch them
                 ans = await engine.answer_async(raw, budget, time.perf_counter())
@@ -244,10 +257,13 @@ def create_app(engine: Front, limits: Limits, telemetry=None) -> FastAPI:
         except InputError as e:
             raise ApiError(400, str(e), param="prompt") from None
         except EngineError as e:
+            if otel is not None:
+                otel.record(endpoint=endpoint, max_tokens=budget, latency_s=time.perf_counter() - t0,
+                            error_type="engine_unavailable")
             raise ApiError(503, f"the engine is unavailable: {e}", "server_error") from None
         finally:
             state["waiting"] -= 1
-        log(ans, raw, endpoint)
+        log(ans, raw, endpoint, budget)
         if ans.error:
             raise ApiError(422, ans.error, "invalid_output")
         return ans

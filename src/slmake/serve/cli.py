@@ -108,11 +108,14 @@ def _serve(args, engine, telemetry, kind: str) -> int:
     import uvicorn
 
     from .app import Limits, create_app  # fastapi
+    from .otel import Otel  # imports OpenTelemetry only when an OTLP endpoint is set
 
     c = engine.contract
     limits = Limits(api_key=args.api_key or None, max_request_bytes=args.max_request_bytes,
                     max_tokens=args.max_tokens, max_queue=args.max_queue)
-    app = create_app(engine, limits, telemetry)
+    otel = Otel.from_env(model=c["name"], output_type=c.get("response_format"), server_address=args.host,
+                         server_port=args.port)   # None (no OpenTelemetry import) unless OTEL_EXPORTER_OTLP_* is set
+    app = create_app(engine, limits, telemetry, otel)
     mode = "grammar-constrained" if engine.constrained else ("validated" if engine.schema else "free text")
     if engine.unconstrained_why:
         print(f"slmake serve: no grammar for the response schema: {engine.unconstrained_why}", file=sys.stderr)
@@ -120,6 +123,8 @@ def _serve(args, engine, telemetry, kind: str) -> int:
            else "in process")
     print(f"slmake serve: {c['name']} ({c['artifact']['runtime']}; engine: {how}; schema: {mode}) "
           f"on http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
+    if otel is not None:
+        print(f"slmake serve: OpenTelemetry: {otel.signals} over OTLP/HTTP", file=sys.stderr, flush=True)
     server = _draining_server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                               timeout_graceful_shutdown=30))
     server.run()
