@@ -15,6 +15,7 @@ from .base import Generation, Greedy, OnToken
 
 class HFRunner:
     supports_constraint = True     # decodes under a guide.Guide (serve, evaluate, bench)
+    supports_logprobs = True       # generate(..., logprobs=k): the logits are slmake's own
 
     def __init__(self, folder: str | Path, threads: int | None = None, device: str = "cpu"):
         """``device``: "cpu" runs fp32 (fp16 weights are upcast); "cuda" runs fp16 on the GPU."""
@@ -36,10 +37,10 @@ class HFRunner:
         constraint.matcher(self.eos, self.n_vocab)
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None,
-                 ignore_eos: bool = False, constraint=None) -> Generation:
+                 ignore_eos: bool = False, constraint=None, logprobs: int | None = None) -> Generation:
         torch = self.torch
         matcher = constraint.matcher(self.eos, self.n_vocab) if constraint is not None else None
-        run = Greedy(self.eos, on_token, ignore_eos, matcher)
+        run = Greedy(self.eos, on_token, ignore_eos, matcher, logprobs)
         with torch.inference_mode():
             ids = torch.tensor([prompt_ids], device=self.device)
             past = None

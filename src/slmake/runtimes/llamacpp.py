@@ -27,6 +27,7 @@ from .text_grammar import TextAnswer, text_gbnf
 
 class LlamaCppRunner:
     supports_constraint = True
+    supports_logprobs = True       # generate(..., logprobs=k): from the logits slmake reads anyway
 
     def __init__(self, model_path: str | Path, threads: int | None = None, n_ctx: int = 0):
         llama_cpp = load_llama_cpp()
@@ -99,7 +100,7 @@ class LlamaCppRunner:
         return run.pick(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)))
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None,
-                 constraint=None, ignore_eos: bool = False) -> Generation:
+                 constraint=None, ignore_eos: bool = False, logprobs: int | None = None) -> Generation:
         if len(prompt_ids) >= self.n_ctx:
             raise ValueError(f"prompt of {len(prompt_ids)} tokens does not fit the context ({self.n_ctx})")
         lc = self._llama_cpp
@@ -107,12 +108,12 @@ class LlamaCppRunner:
         if constraint is not None:
             grammar = self._grammar_sampler(constraint)
         self.llm.reset()          # drops the previous prompt's KV cache (eval removes cells >= n_tokens)
-        run = Greedy(self.eos, on_token, ignore_eos)
+        run = Greedy(self.eos, on_token, ignore_eos, logprobs=logprobs)
         try:
             self.llm.eval(prompt_ids)
             budget = min(max_new_tokens, self.n_ctx - len(prompt_ids))
             for i in range(budget):
-                nxt = self._argmax_last(run) if grammar is None else self._constrained_argmax(grammar)
+                nxt = self._argmax_last(run) if grammar is None else self._constrained_argmax(grammar, run)
                 if run.step(nxt):
                     break
                 if i + 1 < budget:
@@ -122,7 +123,7 @@ class LlamaCppRunner:
                 lc.llama_sampler_free(grammar)
         return run.result()
 
-    def _constrained_argmax(self, grammar) -> int:
+    def _constrained_argmax(self, grammar, run: Greedy) -> int:
         import ctypes
 
         import numpy as np
@@ -141,6 +142,7 @@ class LlamaCppRunner:
             lc.llama_sampler_apply(grammar, ctypes.byref(arr))
             best = int(view["id"][int(view["logit"].argmax())])
         lc.llama_sampler_accept(grammar, best)
+        run.note(logits, best)     # the model's probabilities, before the grammar's mask
         return best
 
     def close(self) -> None:

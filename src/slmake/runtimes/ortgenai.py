@@ -20,6 +20,7 @@ from .base import Generation, Greedy, OnToken
 
 class OrtGenAIRunner:
     supports_constraint = True     # decodes under a guide.Guide (serve, evaluate, bench)
+    supports_logprobs = True       # generate(..., logprobs=k): from get_logits
 
     def __init__(self, model_dir: str | Path, threads: int | None = None, provider: str = "cpu"):
         import onnxruntime_genai as og
@@ -44,7 +45,7 @@ class OrtGenAIRunner:
         constraint.matcher(self.eos, self.n_vocab) if self.n_vocab else constraint.lark()
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None,
-                 ignore_eos: bool = False, constraint=None) -> Generation:
+                 ignore_eos: bool = False, constraint=None, logprobs: int | None = None) -> Generation:
         import numpy as np
 
         og = self._og
@@ -56,7 +57,7 @@ class OrtGenAIRunner:
         # the lowest float until the budget is used up (its own EOS suppression)
         params.set_search_options(do_sample=False, num_beams=1, max_length=max_length,
                                   min_length=max_length if ignore_eos else 0, repetition_penalty=1.0)
-        run = Greedy(self.eos, on_token, ignore_eos)          # the clock starts before the prompt
+        run = Greedy(self.eos, on_token, ignore_eos, logprobs=logprobs)   # the clock starts before the prompt
         gen = og.Generator(self.model, params)
         gen.append_tokens(list(prompt_ids))   # prompt ids already carry BOS
         matcher = None
@@ -69,8 +70,13 @@ class OrtGenAIRunner:
                 forced = np.full_like(logits, -np.inf)
                 forced[0, -1, pick] = 0.0
                 gen.set_logits(forced)
+            elif logprobs is not None:
+                logits = gen.get_logits()     # the generator's own greedy picks; its logits are noted below
             gen.generate_next_token()
-            if run.step(int(gen.get_next_tokens()[0])):
+            token = int(gen.get_next_tokens()[0])
+            if matcher is None and logprobs is not None:
+                run.note(logits[0, -1], token)
+            if run.step(token):
                 break
         del gen
         return run.result()

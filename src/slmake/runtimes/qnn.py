@@ -20,6 +20,8 @@ SIDECAR = "slmake_static.json"   # what a runner needs to feed the graph, stored
 
 
 class StaticRunner:
+    supports_logprobs = True       # generate(..., logprobs=k): the graph's logits are slmake's own
+
     def __init__(self, folder: str | Path, where: str, threads: int | None = None):
         """``folder``: an artifact folder (graph + sidecar); ``where``: "cpu" (CPU EP), "qnn" (HTP
         backend; the simulator on x86) or "qnn_device"."""
@@ -42,14 +44,14 @@ class StaticRunner:
             self.session = ort.InferenceSession(str(model), so)
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int, on_token: OnToken | None = None,
-                 ignore_eos: bool = False) -> Generation:
+                 ignore_eos: bool = False, logprobs: int | None = None) -> Generation:
         n = len(prompt_ids)
         if not 0 < n <= self.C:
             raise ValueError(f"prompt of {n} tokens does not fit the static context of {self.C} tokens; "
                              "raise targets.qualcomm_npu.context_len and recompile")
         ids = np.full((1, self.C), self.pad, np.int64)
         ids[0, :n] = prompt_ids
-        run = Greedy(self.eos, on_token, ignore_eos)
+        run = Greedy(self.eos, on_token, ignore_eos, logprobs=logprobs)
         while len(run.tokens) < max_new_tokens:
             logits = self.session.run(None, {"input_ids": ids, "last": np.array([n - 1], np.int64)})[0]
             nxt = run.pick(logits[0])
