@@ -55,6 +55,8 @@ def test_every_built_artifact_has_a_package(micro_repo):
         assert (pkg / "serve.json").is_file() and (pkg / "SERVE.md").is_file() and (pkg / "lineage.json").is_file()
         assert (pkg / "data_card.md").is_file() and (pkg / "tokenizer/tokenizer.json").is_file()
         assert (pkg / "Modelfile").is_file() == (a["format"] == "gguf")
+        board = json.loads((pkg / "grafana-dashboard.json").read_text())   # the /metrics dashboard (serve/dashboard.py)
+        assert board["title"] == f"slmake serve: cpu/{a['name']}" and board["panels"]
         card = (pkg / "README.md").read_text()
         front = yaml.safe_load(card.split("---\n")[1])
         assert {"base_model", "license", "datasets", "pipeline_tag", "tags", "model-index"} <= set(front)

@@ -31,10 +31,12 @@ from .gate import DEFAULT_MAX_DROP, gate, refused
 from .io import atomic_dir, sha256_tree, write_json_atomic, write_text_atomic
 from .runtimes.guide import decode_constraint
 from .runtimes.llamacpp import load_llama_cpp
+from .serve.dashboard import dashboard_json
 from .serve.llama_args import GREEDY, context_tokens
 
 PROMPT_SLOT = "{instruction}"
 GO_PROMPT = "{{ .Prompt }}"
+GRAFANA_DASHBOARD = "grafana-dashboard.json"   # the Prometheus metrics of `slmake serve` (serve/dashboard.py)
 
 
 def package_target(target: str, compile_dir: Path, bench_dir: Path, evaluate_dir: Path, data_dir: Path,
@@ -76,6 +78,7 @@ def package_target(target: str, compile_dir: Path, bench_dir: Path, evaluate_dir
                 write_text_atomic(pkg / "accuracy_size.svg", chart)
             card = model_card(contract, spec, entry, "accuracy_size.svg" if chart else None)
             write_text_atomic(pkg / "README.md", card)
+            write_text_atomic(pkg / GRAFANA_DASHBOARD, dashboard_json(contract["name"]))
             write_text_atomic(pkg / "SERVE.md", serve_commands(contract, entry, spec))
             if data_card.is_file():
                 shutil.copyfile(data_card, pkg / "data_card.md")
@@ -291,7 +294,9 @@ def serve_commands(contract: dict, entry: dict, spec: dict) -> str:
            f"    slmake serve {name}            # from the project root, or:",
            f"    slmake serve build/deploy/{name}", "",
            "Then, e.g.: `curl -s localhost:8000/v1/completions -H 'content-type: application/json' "
-           f"-d '{{\"model\": \"{name}\", \"prompt\": \"<raw input>\"}}'`.", ""]
+           f"-d '{{\"model\": \"{name}\", \"prompt\": \"<raw input>\"}}'`.", "",
+           f"Monitoring: Prometheus metrics at /metrics (`{GRAFANA_DASHBOARD}` is a Grafana dashboard for them); "
+           "OpenTelemetry traces and GenAI metrics over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.", ""]
     if entry["format"] == "gguf":
         tag = re.sub(r"[^a-z0-9._-]+", "-", f"{contract['model']}-{contract['data']}-{entry['name']}".lower())
         out += ["Ollama (the Modelfile carries the training prompt template and stop tokens):", "",

@@ -10,6 +10,7 @@ from ..data.ner import NerUnavailable
 from ..toolchain import llama_cpp_tool
 from .engine import Engine
 from .llama_server import DEFAULT_SLOTS, ENGINES, SERVE_LOGS, EngineError, LlamaServerEngine, pick_engine
+from .otel import Otel  # imports OpenTelemetry itself only when an OTLP endpoint is set
 from .package import PackageError, resolve, spec_section
 
 
@@ -108,7 +109,6 @@ def _serve(args, engine, telemetry, kind: str) -> int:
     import uvicorn
 
     from .app import Limits, create_app  # fastapi
-    from .otel import Otel  # imports OpenTelemetry only when an OTLP endpoint is set
 
     c = engine.contract
     limits = Limits(api_key=args.api_key or None, max_request_bytes=args.max_request_bytes,
