@@ -73,6 +73,7 @@ def test_llama_server_command_serves_the_package(micro_repo, tmp_path):
             answer = r["content"]
             jsonschema.validate(json.loads(answer), contract["response_schema"])
             assert r["generation_settings"]["grammar"], "the response schema is not the default constraint"
+            assert r["stop_type"] == "eos", r   # stopped on the model's end-of-generation token, as bench
             assert answer == bench[row["id"]], (row["id"], answer, bench[row["id"]])   # served = benchmarked
         v1 = httpx.post(f"{base}/v1/completions", json={"prompt": rows[0]["prompt"]}, timeout=60).json()
         assert v1["choices"][0]["text"] == bench[rows[0]["id"]]

@@ -31,10 +31,12 @@ from .gate import DEFAULT_MAX_DROP, gate, refused
 from .io import atomic_dir, sha256_tree, write_json_atomic, write_text_atomic
 from .runtimes.guide import decode_constraint
 from .runtimes.llamacpp import load_llama_cpp
+from .serve import recipes
 from .serve.dashboard import dashboard_json
-from .serve.llama_args import GREEDY, context_tokens
+from .serve.llama_args import GREEDY, SAMPLING, context_tokens
+from .serve.recipes import chat_template, template_parts
+from .targets.intel_npu import pipeline_args
 
-PROMPT_SLOT = "{instruction}"
 GO_PROMPT = "{{ .Prompt }}"
 GRAFANA_DASHBOARD = "grafana-dashboard.json"   # the Prometheus metrics of `slmake serve` (serve/dashboard.py)
 
@@ -73,13 +75,17 @@ def package_target(target: str, compile_dir: Path, bench_dir: Path, evaluate_dir
                 for file, text in llama_server_files(contract, entry, spec).items():
                     write_text_atomic(pkg / file, text)
                 os.chmod(pkg / LLAMA_SERVER_SH, 0o755)
+            for file, text in engine_files(contract, entry, spec, pkg, manifest.get("toolchain", {})).items():
+                write_text_atomic(pkg / file, text)
+                if file.endswith(".sh"):
+                    os.chmod(pkg / file, 0o755)
             chart = _accuracy_size_chart(target, figures, details, name)
             if chart:
                 write_text_atomic(pkg / "accuracy_size.svg", chart)
             card = model_card(contract, spec, entry, "accuracy_size.svg" if chart else None)
             write_text_atomic(pkg / "README.md", card)
             write_text_atomic(pkg / GRAFANA_DASHBOARD, dashboard_json(contract["name"]))
-            write_text_atomic(pkg / "SERVE.md", serve_commands(contract, entry, spec))
+            write_text_atomic(pkg / "SERVE.md", serve_commands(contract, entry, spec, manifest.get("toolchain", {})))
             if data_card.is_file():
                 shutil.copyfile(data_card, pkg / "data_card.md")
             write_json_atomic(pkg / "lineage.json", {
@@ -135,15 +141,6 @@ def go_template(prompt_template: str) -> str:
     return esc(before) + GO_PROMPT + esc(after)
 
 
-def template_parts(prompt_template: str) -> tuple[str, str]:
-    """The literal text before and after the spec template's one ``{instruction}`` slot."""
-    literal = prompt_template.replace("{{", "\0l").replace("}}", "\0r")
-    if literal.count(PROMPT_SLOT) != 1 or re.search(r"[{}]", literal.replace(PROMPT_SLOT, "")):
-        raise ValueError(f"data.prompt_template {prompt_template!r}: expected exactly one {PROMPT_SLOT} slot")
-    before, after = literal.split(PROMPT_SLOT)
-    return tuple(s.replace("\0l", "{").replace("\0r", "}") for s in (before, after))   # Python's {{ }}: { }
-
-
 def stop_strings(gguf: Path) -> list[str]:
     """The text of every end-of-generation token in the GGUF's vocabulary (EOS, EOT, <|im_end|>):
     exactly what llama.cpp itself stops on, so Ollama stops where bench stopped."""
@@ -167,9 +164,9 @@ def modelfile(gguf: Path, rel_path: str, spec: dict) -> str:
              f"FROM ./{rel_path}",
              f'TEMPLATE """{template}"""',
              *(f"PARAMETER stop {json.dumps(s)}" for s in stop_strings(gguf)),
-             "PARAMETER temperature 0",
-             "PARAMETER top_k 1",
-             "PARAMETER repeat_penalty 1",   # Ollama's default 1.1 would change greedy answers
+             f"PARAMETER temperature {SAMPLING['temperature']}",
+             f"PARAMETER top_k {SAMPLING['top_k']}",
+             f"PARAMETER repeat_penalty {SAMPLING['repetition_penalty']}",   # Ollama's default 1.1 changes greedy answers
              f"PARAMETER num_ctx {num_ctx}",
              f"PARAMETER num_predict {spec['eval']['max_new_tokens']}"]
     return "\n".join(lines) + "\n"
@@ -205,9 +202,7 @@ def llama_server_args(contract: dict, entry: dict, spec: dict, slots: int = LLAM
 
 def llama_server_files(contract: dict, entry: dict, spec: dict) -> dict[str, str]:
     """The files the llama-server command reads, and the command itself as ``llama-server.sh``."""
-    before, after = template_parts(contract["prompt_template"])
-    files = {"llama-server.jinja": "{{- " + _jinja_str(before) + " + messages[-1]['content'] + "
-                                   + _jinja_str(after) + " -}}\n"}
+    files = {"llama-server.jinja": chat_template(contract["prompt_template"])}   # llama-server adds BOS itself
     gbnf, _ = _constraint(contract)
     if gbnf is not None:
         if contract["response_format"] == "text":
@@ -224,16 +219,23 @@ def llama_server_files(contract: dict, entry: dict, spec: dict) -> dict[str, str
     return files
 
 
+def engine_files(contract: dict, entry: dict, spec: dict, pkg: Path, toolchain: dict) -> dict[str, str]:
+    """The engines' own recipes (slmake.serve.recipes): vLLM for a Hugging Face folder, OpenVINO
+    Model Server for an OpenVINO IR; paths relative to the package folder ``pkg``."""
+    gbnf, _ = _constraint(contract)
+    schema = ({"response_schema.json": json.dumps(contract["response_schema"], indent=2, ensure_ascii=False) + "\n"}
+              if contract.get("response_schema") else {})   # what a client validates answers against
+    if entry["format"] == "hf-safetensors":
+        return {**schema, **recipes.vllm_files(contract, entry, spec, pkg / entry["path"], pkg / "tokenizer", gbnf)}
+    if entry["format"] == "openvino-ir":
+        device, properties = pipeline_args(entry.get("notes", {}), entry["precision"], contract.get("threads"))
+        return {**schema, **recipes.ovms_files(contract, entry, spec, device, properties)}
+    return {}
+
+
 def _constraint(contract: dict) -> tuple[str | None, str | None]:
     return decode_constraint(contract.get("constrained"), contract.get("response_schema"),
                              contract.get("response_format", "json"))
-
-
-def _jinja_str(text: str) -> str:
-    """A Jinja string literal (llama.cpp's own Jinja engine reads the escapes \\ \" \n \r \t)."""
-    for a, b in (("\\", "\\\\"), ('"', '\\"'), ("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t")):
-        text = text.replace(a, b)
-    return f'"{text}"'
 
 
 # --- model card -------------------------------------------------------------------------------
@@ -287,7 +289,7 @@ def model_card(contract: dict, spec: dict, entry: dict, chart: str | None = None
             + "See `SERVE.md` for the commands, `data_card.md` for the data, `lineage.json` for what went in.\n")
 
 
-def serve_commands(contract: dict, entry: dict, spec: dict) -> str:
+def serve_commands(contract: dict, entry: dict, spec: dict, toolchain: dict | None = None) -> str:
     name = contract["name"]
     out = [f"# Serving {name}", "",
            "OpenAI-compatible API (greedy, prompt template and response schema applied by the server):", "",
@@ -307,6 +309,13 @@ def serve_commands(contract: dict, entry: dict, spec: dict) -> str:
                 "schema constrains every request; /v1/chat/completions applies the training template, "
                 "/completion and /v1/completions take the rendered prompt), as `./llama-server.sh`:", "",
                 "    llama-server " + " ".join(shlex.quote(a) for a in llama_server_args(contract, entry, spec)), ""]
+    elif entry["format"] == "hf-safetensors":
+        out += recipes.vllm_section(contract, entry, spec)
+    elif entry["format"] == "openvino-ir":
+        device, _ = pipeline_args(entry.get("notes", {}), entry["precision"], contract.get("threads"))
+        out += recipes.ovms_section(contract, device, toolchain or {}, _constraint(contract)[0])
+    else:
+        out += recipes.no_server_section(entry)
     return "\n".join(out)
 
 

@@ -111,35 +111,48 @@ def compile(ctx: BuildContext, settings: dict) -> list[Artifact]:
     return arts
 
 
+def pipeline_args(notes: dict, precision: str, threads: int | None) -> tuple[str, dict]:
+    """(OpenVINO device, LLMPipeline properties) an entry runs with, from its notes: bench's runner
+    and the deploy package's OpenVINO Model Server graph (serve.recipes) use the same. ValueError
+    for a device the notes do not know."""
+    n, device = notes, notes.get("device")
+    static = {"MAX_PROMPT_LEN": n.get("max_prompt_len"), "MIN_RESPONSE_LEN": n.get("min_response_len")}
+    if n.get("npuw_online_pipeline", "default") != "default":
+        static["NPUW_ONLINE_PIPELINE"] = n["npuw_online_pipeline"]
+    # "fp32" IRs run in bf16 on AVX512-BF16/AMX CPUs unless told otherwise (measured, openvino 2026.4)
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"} if precision == "fp32" else {}
+    cpu_threads = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
+    if device == "npu":
+        return "NPU", static
+    if device == "npu_static_on_cpu":
+        return "NPU", {**static, "NPUW_DEVICES": "CPU", **f32}
+    if device == "cpu_proxy":
+        return "CPU", {**f32, **cpu_threads}
+    raise ValueError(f"intel_npu target: unknown device {device!r}")
+
+
 def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
     require_built(artifact)
     if importlib.util.find_spec("openvino_genai") is None:
         raise Skipped(f"openvino-genai is not installed; {INSTALL_HINT}")
 
     n = artifact.notes
-    path, device, threads = Path(artifact_dir) / artifact.path, n["device"], bench.get("threads")
-    static = {"MAX_PROMPT_LEN": n["max_prompt_len"], "MIN_RESPONSE_LEN": n["min_response_len"]}
-    if n.get("npuw_online_pipeline", "default") != "default":
-        static["NPUW_ONLINE_PIPELINE"] = n["npuw_online_pipeline"]
-    # "fp32" IRs run in bf16 on AVX512-BF16/AMX CPUs unless told otherwise (measured, openvino 2026.4)
-    f32 = {"INFERENCE_PRECISION_HINT": "f32"} if artifact.precision == "fp32" else {}
-    cpu_threads = {"INFERENCE_NUM_THREADS": int(threads)} if threads else {}
-    if device == "npu":
+    path = Path(artifact_dir) / artifact.path
+    try:
+        device, properties = pipeline_args(n, artifact.precision, bench.get("threads"))
+    except ValueError as e:
+        raise Skipped(f"{e} in {artifact.name}'s notes") from None
+    if n["device"] == "npu":
         p = probe()
         if not p.present:
             raise Skipped(p.reason)
-        return OpenVINORunner(path, "NPU", static, max_prompt_len=n["max_prompt_len"])
-    if device == "npu_static_on_cpu":
+    if n["device"] == "npu_static_on_cpu":
         import openvino as ov
 
         if not ov.Core().get_versions("NPU"):   # NPUW lives in the NPU plugin library
             raise Skipped("this openvino install has no NPU plugin (openvino_intel_npu_plugin), "
                           "which runs the NPU static-shape pipeline on CPU")
-        return OpenVINORunner(path, "NPU", {**static, "NPUW_DEVICES": "CPU", **f32},
-                              max_prompt_len=n["max_prompt_len"])
-    if device == "cpu_proxy":
-        return OpenVINORunner(path, "CPU", {**f32, **cpu_threads})
-    raise Skipped(f"intel_npu target: unknown device {device!r} in {artifact.name}'s notes")
+    return OpenVINORunner(path, device, properties, max_prompt_len=n["max_prompt_len"] if device == "NPU" else None)
 
 
 # --- build ------------------------------------------------------------------------------------
