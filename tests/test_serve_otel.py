@@ -10,6 +10,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
+import pytest
+
+from slmake.runtimes.base import Generation
 from slmake.serve.otel import Otel, wanted
 
 LABELS = ["network", "email"]
@@ -20,11 +23,11 @@ WORDS = ["[UNK]", "printer", "jammed", "vpn", "down", "banana", '{"category": "n
 class _Runner:
     """Answers a valid JSON object, or one off the schema when the prompt says "banana"."""
 
-    def generate(self, ids, max_tokens, constraint=None, on_token=None):
+    def generate(self, ids, max_tokens, constraint=None, on_token=None, **kw):
         answer = WORDS.index('{"category": "banana"}' if WORDS.index("banana") in ids else '{"category": "network"}')
         if on_token is not None:
             on_token(answer)
-        return SimpleNamespace(tokens=[answer], finish_reason="stop", ttft_s=0.002)
+        return Generation(tokens=[answer], ttft_s=0.002, decode_s=0.0, finish_reason="stop")
 
     def close(self):
         pass
@@ -186,3 +189,44 @@ def test_requests_export_genai_spans_and_metrics_over_otlp(tmp_path, monkeypatch
     tokens = {a["gen_ai.token.type"]: p for a, p in metrics["gen_ai.client.token.usage"]
               if a["gen_ai.operation.name"] == "chat"}
     assert (tokens["input"].sum, tokens["output"].sum) == (2, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_slmake_serve_exports_over_otlp_when_the_endpoint_is_set(micro_repo, monkeypatch, tmp_path):
+    """The CLI's wiring: `slmake serve` on the micro build reads OTEL_EXPORTER_OTLP_ENDPOINT from its
+    environment, and a SIGTERM'd server flushes the span and metrics of the request it answered."""
+    import os
+    import signal
+
+    import httpx
+
+    from e2e_utils import start_serve
+
+    receiver = _Receiver()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "micro-e2e")
+        proc, base = start_serve(micro_repo, "cpu/gguf_q4_k_m", "--request-log", "", log=tmp_path / "serve.log")
+        try:
+            r = httpx.post(f"{base}/v1/chat/completions", timeout=60,
+                           json={"messages": [{"role": "user", "content": "vpn drops every hour"}], "max_tokens": 7})
+            assert r.status_code in (200, 422), r.text
+            os.kill(proc.pid, signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    finally:
+        receiver.close()
+    assert "OpenTelemetry: traces and metrics over OTLP/HTTP" in (tmp_path / "serve.log").read_text()
+    (span,) = receiver.spans()
+    attrs = _attrs(span.attributes)
+    usage = r.json().get("usage") if r.status_code == 200 else None
+    assert span.name == "chat cpu/gguf_q4_k_m" and attrs["gen_ai.request.max_tokens"] == 7
+    assert attrs["gen_ai.usage.input_tokens"] > 0 and attrs["gen_ai.usage.output_tokens"] > 0
+    if usage:
+        assert (attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"]) == (
+            usage["prompt_tokens"], usage["completion_tokens"])
+    metrics = receiver.metrics()
+    assert sum(p.count for _, p in metrics["gen_ai.server.request.duration"]) == 1
