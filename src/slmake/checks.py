@@ -26,6 +26,7 @@ from .data.ingest import find_sources
 from .distill.teachers import endpoint_problem
 from .model_files import HashCache, ModelFacts, ModelFileError, facts, shape_problems
 from .process_setup import offline
+from .runtimes.confidence import label_target
 from .spec import SpecError, compose, load_params, validate
 
 
@@ -118,7 +119,18 @@ def check(spec: dict, only: Iterable[str] | None = None, cache: HashCache | None
     if "eval" in keys and constrained and not (spec.get("data") or {}).get("response_schema"):
         problems.append("eval.constrained: true decodes under data.response_schema's grammar, but the spec has "
                         "no data.response_schema (set one, or eval.constrained: null)")
+    if "serve" in keys and (spec.get("serve") or {}).get("min_confidence") is not None:
+        problems += confidence_problems(spec.get("data") or {})
     return sorted(dict.fromkeys(problems))
+
+
+def confidence_problems(data: dict) -> list[str]:
+    """serve.min_confidence routes on the probability of an enum label: the response schema must have one."""
+    if label_target(data.get("response_schema"), data.get("label_field"))[0]:
+        return []
+    return ["serve.min_confidence: routing on confidence needs an enum label: data.label_field naming a property "
+            "of data.response_schema that has an enum (or an enum schema for a text answer); this spec has "
+            f"label_field {data.get('label_field')!r} (set serve.min_confidence: null)"]
 
 
 def target_problems(targets_spec: dict) -> list[str]:

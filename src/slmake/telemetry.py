@@ -75,6 +75,8 @@ class Telemetry:
                                           registry=reg)
         self._invalid = Counter("slmake_invalid_outputs", "Outputs that failed the response schema", lab,
                                 registry=reg)
+        self._review = Counter("slmake_needs_review", "Answers withheld for a person: the label's probability "
+                               "was below serve.min_confidence", lab, registry=reg)
 
     def _clip(self, text: str) -> str:
         if len(text) <= self.max_field_chars:
@@ -84,7 +86,7 @@ class Telemetry:
     def record(self, *, endpoint: str, input_text: str, output_text: str, prompt_tokens: int,
                completion_tokens: int, latency_s: float, ttft_s: float | None, schema_valid: bool | None,
                parsed: dict | None, status: int, error: str | None = None,
-               queue_s: float | None = None) -> None:
+               queue_s: float | None = None, confidence: float | None = None, needs_review: bool = False) -> None:
         """Count the request in the metrics and append one scrubbed line to the log. ``latency_s`` is
         the whole request; ``queue_s`` the part spent waiting for the runner (None: not measured),
         the rest is service time."""
@@ -101,6 +103,8 @@ class Telemetry:
         self._completion_tokens.labels(**lab).inc(max(0, completion_tokens or 0))
         if schema_valid is False:
             self._invalid.labels(**lab).inc()
+        if needs_review:
+            self._review.labels(**lab).inc()
         if self._logger is None:
             return
         with self._lock:  # the scrubber keeps counters; the handler has its own lock for the file
@@ -120,6 +124,8 @@ class Telemetry:
                 "schema_valid": schema_valid,
                 "parsed": s.scrub_json(parsed) if parsed is not None else None,
                 "label": self._label(parsed),
+                "confidence": None if confidence is None else round(confidence, 6),   # the label's probability
+                "needs_review": needs_review,
                 "status": status,
                 "error": self._clip(s.scrub(error)) if error else None,
             }

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from .confidence import token_logprob
+
 # Called with each generated id (before the next is computed); returning True stops generation.
 # Serve uses it for streaming and for stop strings; bench passes None.
 OnToken = Callable[[int], bool]
@@ -111,8 +113,6 @@ class Greedy:
         """The log-probabilities of ``token`` at this position (logprobs on), for the next ``step``;
         a runner that picks without ``pick`` (llama.cpp's grammar sampler) calls it itself."""
         if self.top is not None:
-            from .confidence import token_logprob
-
             self._noted = token_logprob(logits, token, self.top)
 
     def step(self, token: int) -> bool:

@@ -15,6 +15,9 @@
   not refused, as llama.cpp's server caps ``n_predict`` at its ``--n-predict``: the answer gets the
   limit, ``finish_reason`` is ``"length"`` where the limit cut it, and the response says so
   (header ``X-Slmake-Max-Tokens-Capped: <limit>``, field ``max_tokens_capped: {requested, applied}``).
+- ``logprobs`` / ``top_logprobs`` as OpenAI defines them on both endpoints, the label's probability of
+  an enum answer in ``slmake.confidence``, and ``serve.min_confidence``'s "needs review" answers
+  (serve/logprobs.py); an engine without token probabilities answers a logprobs request with 400.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .engine import Answer, Front, InputError
 from .llama_server import EngineError
+from .logprobs import MAX_TOP, NEEDS_REVIEW, chat_logprobs, completion_logprobs, needs_review, slmake_fields
 
 
 @dataclass
@@ -45,6 +49,8 @@ class Limits:
     max_tokens: int | None = None          # default: the package's max_new_tokens
     max_queue: int = 64
     max_batch: int = 16                    # prompts per /v1/completions request
+    min_confidence: float | None = None    # serve.min_confidence: below it, review_answer instead of the guess
+    review_answer: str = ""                # serve.review_answer
 
 
 CAP_HEADER = "X-Slmake-Max-Tokens-Capped"
@@ -67,6 +73,7 @@ class CompletionRequest(BaseModel):
     max_tokens: int | None = None
     n: int = 1
     stream: bool = False
+    logprobs: int | None = None            # the legacy API: alternatives per token (0: the chosen only)
 
 
 class ChatRequest(BaseModel):
@@ -77,6 +84,8 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = None
     n: int = 1
     stream: bool = False
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
 
 class BodyLimit:
@@ -120,6 +129,9 @@ def create_app(engine: Front, limits: Limits, telemetry=None, otel=None) -> Fast
     name = engine.package.name
     max_tokens = limits.max_tokens or engine.contract["max_new_tokens"]
     state = {"waiting": 0}
+    if limits.min_confidence is not None and (not engine.label_enum or engine.logprobs_unavailable):
+        raise ValueError("serve.min_confidence needs " + (engine.logprobs_unavailable or
+                         "an enum label (the response schema's data.label_field, or a text answer's enum)"))
 
     @asynccontextmanager
     async def lifespan(app):
@@ -182,6 +194,24 @@ def create_app(engine: Front, limits: Limits, telemetry=None, otel=None) -> Fast
             response.headers[CAP_HEADER] = str(max_tokens)
         return body
 
+    def top_requested(top: int | None, param: str) -> int | None:
+        """The alternatives per token a request asked for (None: no logprobs), checked."""
+        if top is None:
+            return None
+        if not 0 <= top <= MAX_TOP:
+            raise ApiError(400, f"{param} must be between 0 and {MAX_TOP}", param=param)
+        if engine.logprobs_unavailable:
+            raise ApiError(400, f"{param}: not available here: {engine.logprobs_unavailable}", param=param)
+        return top
+
+    def reviewed(ans: Answer) -> Answer:
+        """The answer as the client gets it: serve.review_answer instead of a low-confidence guess."""
+        if not needs_review(ans, limits.min_confidence):
+            return ans
+        from dataclasses import replace
+
+        return replace(ans, text=limits.review_answer, finish_reason=NEEDS_REVIEW, token_logprobs=None)
+
     def admit() -> None:
         if state["waiting"] >= limits.max_queue + engine.slots - 1:
             raise ApiError(503, f"server busy: {state['waiting']} requests already queued; retry later",
@@ -198,13 +228,20 @@ def create_app(engine: Front, limits: Limits, telemetry=None, otel=None) -> Fast
                              prompt_tokens=ans.prompt_tokens, completion_tokens=ans.completion_tokens,
                              latency_s=ans.latency_s, ttft_s=ans.ttft_s, schema_valid=ans.schema_valid,
                              parsed=ans.parsed, status=422 if ans.error else 200, error=ans.error,
-                             queue_s=ans.queue_s)
+                             queue_s=ans.queue_s, confidence=ans.confidence,
+                             needs_review=needs_review(ans, limits.min_confidence))
 
-    def streamed(raw: str, budget: int, endpoint: str, chunk, requested: int | None) -> StreamingResponse:
+    def streamed(raw: str, budget: int, endpoint: str, chunk, requested: int | None, top: int | None = None,
+                 shape=None) -> StreamingResponse:
         """Server-sent events as OpenAI streams them: ``chunk(text, finish_reason)`` pieces as the
         tokens come (under the grammar), then a last chunk with finish_reason, usage and the validation
         (``slmake: {schema_valid, ...}``) — or, for an answer that fails the response schema, an error
-        event (the 422's body) instead: never a silent invalid answer. Then ``data: [DONE]``."""
+        event (the 422's body) instead: never a silent invalid answer. Then ``data: [DONE]``. The last
+        chunk's choice carries the tokens' ``logprobs`` (``shape``: the endpoint's object) when ``top``
+        asked for them. With ``serve.min_confidence`` the text is held until the label's probability
+        is known: then one chunk with the answer, or with ``serve.review_answer`` (finish_reason
+        ``needs_review``), never a low-confidence guess already streamed."""
+        hold = limits.min_confidence is not None
         admit()
         try:
             engine.request_ids(raw)            # a prompt refused before the stream starts: a plain 400
@@ -219,10 +256,10 @@ def create_app(engine: Front, limits: Limits, telemetry=None, otel=None) -> Fast
             t0 = time.perf_counter()
             try:
                 ans = None
-                async for item in engine.stream(raw, budget, time.perf_counter()):
+                async for item in engine.stream(raw, budget, time.perf_counter(), logprobs=top):
                     if isinstance(item, Answer):
                         ans = item
-                    else:
+                    elif not hold:
                         yield event(chunk(item, None))
             except EngineError as e:
                 if otel is not None:
@@ -236,8 +273,13 @@ def create_app(engine: Front, limits: Limits, telemetry=None, otel=None) -> Fast
             if ans.error:
                 yield event(error_body(ans.error, "invalid_output", code="invalid_output"))
             else:
-                last = chunk("", ans.finish_reason)
-                last.update(usage=usage([ans]), slmake={"schema_valid": ans.schema_valid, "parsed": ans.parsed},
+                shown = reviewed(ans)
+                if hold and shown.text:
+                    yield event(chunk(shown.text, None))
+                last = chunk("", shown.finish_reason)
+                if top is not None and shape is not None:
+                    last["choices"][0]["logprobs"] = shape(shown)
+                last.update(usage=usage([ans]), slmake=slmake_fields(ans, engine, limits.min_confidence),
                             **capped_body(requested))
                 yield event(last)
             yield "data: [DONE]\n\n"
@@ -245,15 +287,15 @@ def create_app(engine: Front, limits: Limits, telemetry=None, otel=None) -> Fast
         headers = {CAP_HEADER: str(max_tokens)} if capped_body(requested) else {}
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
-    async def run(raw: str, budget: int, endpoint: str) -> Answer:
+    async def run(raw: str, budget: int, endpoint: str, top: int | None = None) -> Answer:
         admit()
         state["waiting"] += 1
         t0 = time.perf_counter()
         try:
             if hasattr(engine, "answer_async"):    # llama-server: requests overlap, its slots batch them
-                ans = await engine.answer_async(raw, budget, time.perf_counter())
+                ans = await engine.answer_async(raw, budget, time.perf_counter(), logprobs=top)
             else:                                  # in process: a worker thread waits for the runner
-                ans = await anyio.to_thread.run_sync(engine.answer, raw, budget, time.perf_counter())
+                ans = await anyio.to_thread.run_sync(engine.answer, raw, budget, time.perf_counter(), top)
         except InputError as e:
             raise ApiError(400, str(e), param="prompt") from None
         except EngineError as e:
@@ -295,6 +337,7 @@ def create_app(engine: Front, limits: Limits, telemetry=None, otel=None) -> Fast
     async def completions(req: CompletionRequest, request: Request, response: Response):
         authorize(request)
         budget = check_common(req.model, req.n, req.max_tokens)
+        top = top_requested(req.logprobs, "logprobs")
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if not 1 <= len(prompts) <= limits.max_batch:
             raise ApiError(400, f"prompt must be a string or a list of 1..{limits.max_batch} strings", param="prompt")
@@ -304,21 +347,28 @@ def create_app(engine: Front, limits: Limits, telemetry=None, otel=None) -> Fast
             cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
             return streamed(prompts[0], budget, "completions", lambda text, finish: {
                 "id": cid, "object": "text_completion", "created": created, "model": name,
-                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}, req.max_tokens)
-        answers = await asyncio.gather(*(run(p, budget, "completions") for p in prompts), return_exceptions=True)
+                "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}, req.max_tokens,
+                top, completion_logprobs)
+        answers = await asyncio.gather(*(run(p, budget, "completions", top) for p in prompts), return_exceptions=True)
         for a in answers:   # together, so llama-server batches them; the first error answers the request
             if isinstance(a, BaseException):
                 raise a
+        shown = [reviewed(a) for a in answers]
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": name, "usage": usage(answers),
-                "choices": [{"index": i, "text": a.text, "finish_reason": a.finish_reason, "logprobs": None}
-                            for i, a in enumerate(answers)], **capped(req.max_tokens, response)}
+                "choices": [{"index": i, "text": s.text, "finish_reason": s.finish_reason,
+                             "logprobs": completion_logprobs(s) if top is not None else None,
+                             "slmake": slmake_fields(a, engine, limits.min_confidence)}
+                            for i, (a, s) in enumerate(zip(answers, shown))], **capped(req.max_tokens, response)}
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request, response: Response):
         authorize(request)
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         budget = check_common(req.model, req.n, requested)
+        if req.top_logprobs is not None and not req.logprobs:
+            raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        top = top_requested(req.top_logprobs or 0, "top_logprobs") if req.logprobs else None
         raw = last_user_text(req.messages)
         if req.stream:
             cid, created, first = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), [True]
@@ -327,13 +377,17 @@ def create_app(engine: Front, limits: Limits, telemetry=None, otel=None) -> Fast
                 delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
                 first.clear()
                 return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
-                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-            return streamed(raw, budget, "chat.completions", chunk, requested)
-        ans = await run(raw, budget, "chat.completions")
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+            return streamed(raw, budget, "chat.completions", chunk, requested, top, chat_logprobs)
+        ans = await run(raw, budget, "chat.completions", top)
+        shown = reviewed(ans)
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
                 "model": name, "usage": usage([ans]),
-                "choices": [{"index": 0, "finish_reason": ans.finish_reason,
-                             "message": {"role": "assistant", "content": ans.text}}], **capped(requested, response)}
+                "choices": [{"index": 0, "finish_reason": shown.finish_reason,
+                             "message": {"role": "assistant", "content": shown.text},
+                             "logprobs": chat_logprobs(shown) if top is not None else None,
+                             "slmake": slmake_fields(ans, engine, limits.min_confidence)}],
+                **capped(requested, response)}
 
     return BodyLimit(app, limits.max_request_bytes)
 

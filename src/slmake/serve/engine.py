@@ -25,6 +25,7 @@ from jsonschema import Draft202012Validator
 from .. import process_setup, targets
 from ..data.normalize import normalize
 from ..prompt import format_prompt
+from ..runtimes.confidence import label_probability, label_target, token_ends
 from ..runtimes.guide import Guide, decode_constraint
 from ..targets.base import Artifact
 from .package import Package
@@ -42,6 +43,10 @@ class Answer:
     parsed: dict | None
     error: str | None = None           # why the answer is not usable (schema), None when it is
     queue_s: float = 0.0               # of latency_s, the time spent waiting for the runner (load, not work)
+    # each token's {"token": its text in the answer, "offset", "logprob", "top": [(text, logprob)...]},
+    # when the engine computed them (Front.token_logprobs); None otherwise
+    token_logprobs: list[dict] | None = None
+    confidence: float | None = None    # the enum label's probability (runtimes/confidence.py), when known
 
 
 class InputError(ValueError):
@@ -74,6 +79,33 @@ class Front:
         self.constrained = False
         # why a schema that could constrain does not
         self.unconstrained_why: str | None = why if (self.schema and enforce and not gbnf) else None
+        # answers whose label is an enum get its probability (slmake.confidence), from the tokens'
+        # log-probabilities; an engine that cannot compute them says why here
+        self.label_enum, self.label_field = label_target(self.schema, c.get("label_field"))
+        self.logprobs_unavailable: str | None = None
+
+    def logprob_top(self, requested: int | None) -> int | None:
+        """How many alternatives per token to compute: the client's ``top_logprobs`` (0: the chosen
+        token's only), 0 when only the label's confidence needs them, None when nothing does."""
+        if self.logprobs_unavailable:
+            return None
+        if requested is not None:
+            return max(0, requested)
+        return 0 if self.label_enum else None
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def token_logprobs(self, tokens: list[int], logprobs: list[float], top: list[list[tuple[int, float]]] | None
+                       ) -> list[dict]:
+        """Per token: its text as it appears in the answer (the decoded prefixes' difference, so
+        the pieces add up to the answer), where it starts, its log-probability and the alternatives'."""
+        full, begin, out = self.decode(tokens), 0, []
+        for i, (lp, end) in enumerate(zip(logprobs, token_ends(tokens, self.decode))):
+            alts = [(self.decode([t]), a) for t, a in (top[i] if top else [])]
+            out.append({"token": full[begin:end], "offset": begin, "logprob": lp, "top": alts})
+            begin = max(begin, end)
+        return out
 
     def prompt_ids(self, raw_input: str) -> list[int]:
         """The training prompt for a raw input (same normalisation and template as curation),
@@ -132,12 +164,20 @@ class Front:
         return text[len(shown):], text
 
     def finish(self, ids: list[int], tokens: list[int], finish_reason: str, max_tokens: int, t0: float,
-               ttft_s: float, queue_s: float) -> Answer:
-        """The Answer for generated ``tokens`` (end-of-generation ids not included), validated."""
+               ttft_s: float, queue_s: float, logprobs: list[float] | None = None,
+               top_logprobs: list[list[tuple[int, float]]] | None = None) -> Answer:
+        """The Answer for generated ``tokens`` (end-of-generation ids not included), validated; with
+        the tokens' ``logprobs`` (and alternatives), its per-token log-probabilities and, for a valid
+        enum answer, the label's probability."""
         text = self.answer_text(tokens)
         valid, parsed, error = self.check(text, finish_reason, max_tokens)
-        return Answer(text, len(ids), len(tokens), finish_reason, ttft_s, time.perf_counter() - t0, valid, parsed,
-                      error, queue_s)
+        ans = Answer(text, len(ids), len(tokens), finish_reason, ttft_s, time.perf_counter() - t0, valid, parsed,
+                     error, queue_s)
+        if logprobs is not None and len(logprobs) == len(tokens):
+            ans.token_logprobs = self.token_logprobs(tokens, logprobs, top_logprobs)
+            if self.label_enum and valid:
+                ans.confidence = label_probability(tokens, logprobs, self.decode, self.label_field)
+        return ans
 
 
 class Engine(Front):
@@ -151,6 +191,9 @@ class Engine(Front):
         # when that many servers share the box (process_setup.resolve_threads)
         threads = threads or process_setup.resolve_threads(c["threads"])
         self.runner = targets.load(c["target"]).open_runner(art, package.folder, {"threads": threads})
+        if not getattr(self.runner, "supports_logprobs", False):
+            self.logprobs_unavailable = (f"engine in_process: the {c['artifact'].get('runtime')} runner exposes no "
+                                         "token probabilities (no logprobs, no label confidence)")
         self.constrained = bool(self.gbnf and getattr(self.runner, "supports_constraint", False))
         if self.constrained and hasattr(self.runner, "check_constraint"):
             try:   # once here, not a failed request each time: a schema the grammar cannot express
@@ -163,13 +206,22 @@ class Engine(Front):
         # ~5x slower once two requests overlapped (default build's q4_k_m, 2 cores: 12 -> 60 ms).
         self._runner_thread = ThreadPoolExecutor(1, thread_name_prefix="slmake-runner")
 
-    def answer(self, raw_input: str, max_tokens: int, arrived: float | None = None) -> Answer:
+    def _kw(self, logprobs: int | None) -> dict:
+        kw = {"constraint": self.constraint} if self.constrained else {}
+        top = self.logprob_top(logprobs)
+        if top is not None:
+            kw["logprobs"] = top
+        return kw
+
+    def answer(self, raw_input: str, max_tokens: int, arrived: float | None = None,
+               logprobs: int | None = None) -> Answer:
         """``arrived``: time.perf_counter() when the request came in (default: now); the wait until
-        the runner is free is ``queue_s``, the rest of ``latency_s`` is service time."""
+        the runner is free is ``queue_s``, the rest of ``latency_s`` is service time. ``logprobs``:
+        the alternatives per token the client asked for (None: not asked)."""
         t_run = time.perf_counter()
         t0 = t_run if arrived is None else min(arrived, t_run)
         ids = self.request_ids(raw_input)
-        kw = {"constraint": self.constraint} if self.constrained else {}
+        kw = self._kw(logprobs)
         started: list[float] = []
 
         def generate():
@@ -178,16 +230,18 @@ class Engine(Front):
         t_wait = time.perf_counter()
         gen = self._runner_thread.submit(generate).result()   # waits its turn (FIFO), then the runner's work
         queued = started[0] - t_wait + (t_run - t0)   # and before a worker thread picked the request up
-        return self.finish(ids, gen.tokens, gen.finish_reason, max_tokens, t0, gen.ttft_s, queued)
+        return self.finish(ids, gen.tokens, gen.finish_reason, max_tokens, t0, gen.ttft_s, queued,
+                           getattr(gen, "logprobs", None), getattr(gen, "top_logprobs", None))
 
-    async def stream(self, raw_input: str, max_tokens: int, arrived: float | None = None):
+    async def stream(self, raw_input: str, max_tokens: int, arrived: float | None = None,
+                     logprobs: int | None = None):
         """``answer``, streamed: the answer's text in pieces as the runner makes its tokens, then the
         validated Answer (the last item)."""
         import asyncio
 
         t0 = time.perf_counter() if arrived is None else arrived
         ids = self.request_ids(raw_input)
-        kw = {"constraint": self.constraint} if self.constrained else {}
+        kw = self._kw(logprobs)
         loop, tokens = asyncio.get_running_loop(), asyncio.Queue()
         started: list[float] = []
 
@@ -207,7 +261,8 @@ class Engine(Front):
             if delta:
                 yield delta
         gen = job.result()
-        yield self.finish(ids, gen.tokens, gen.finish_reason, max_tokens, t0, gen.ttft_s, started[0] - t0)
+        yield self.finish(ids, gen.tokens, gen.finish_reason, max_tokens, t0, gen.ttft_s, started[0] - t0,
+                          getattr(gen, "logprobs", None), getattr(gen, "top_logprobs", None))
 
     def close(self) -> None:
         """After the generations already queued (the server drains on SIGTERM); idempotent."""

@@ -108,14 +108,33 @@ def connections(slots: int, max_waiting: int) -> int:
     return slots + max_waiting
 
 
-def request_body(ids: list[int], max_tokens: int, gbnf: str | None) -> dict:
+def request_body(ids: list[int], max_tokens: int, gbnf: str | None, top: int | None = None) -> dict:
     """One /completion request: the prompt as token ids (bench's, BOS included), the budget, greedy,
-    the answer back as token ids, the grammar when the answer is constrained."""
+    the answer back as token ids, the grammar when the answer is constrained. ``top`` (None: off):
+    each token's probability and the ``top`` best alternatives (llama-server's ``n_probs``, at least
+    1 so that the chosen token's comes back; its pre-sampling probabilities, the model's softmax
+    before the grammar, as slmake's runners compute them)."""
     body = {"prompt": ids, "n_predict": max_tokens, "temperature": 0.0, "top_k": 1, "repeat_penalty": 1.0,
             "return_tokens": True, "cache_prompt": False, "stream": False}
     if gbnf is not None:
         body["grammar"] = gbnf
+    if top is not None:
+        body.update(n_probs=max(1, top), post_sampling_probs=False)
     return body
+
+
+def parse_probs(probs: list[dict] | None, tokens: list[int], top: int | None
+                ) -> tuple[list[float] | None, list[list[tuple[int, float]]] | None]:
+    """(each token's log-probability, its ``top`` best (id, log-probability)) from llama-server's
+    ``completion_probabilities`` for the generated ``tokens`` (the end-of-generation token's entry
+    dropped with it); (None, None) when they are absent or do not match the tokens."""
+    if top is None or not probs or len(probs) < len(tokens):
+        return None, None
+    probs = probs[:len(tokens)]
+    if any(p.get("id") != t for p, t in zip(probs, tokens)):
+        return None, None
+    return ([float(p["logprob"]) for p in probs],
+            [[(int(a["id"]), float(a["logprob"])) for a in (p.get("top_logprobs") or [])[:top]] for p in probs])
 
 
 def parse_result(result: dict) -> tuple[list[int], str]:
@@ -310,7 +329,8 @@ class LlamaServerEngine(Front):
         except (TimeoutError, aiohttp.ClientError) as e:
             raise self._error(None, f"{type(e).__name__}: {e}") from None
 
-    async def stream(self, raw_input: str, max_tokens: int, arrived: float | None = None):
+    async def stream(self, raw_input: str, max_tokens: int, arrived: float | None = None,
+                     logprobs: int | None = None):
         """``answer_async``, streamed: llama-server's tokens as they come (its server-sent events),
         decoded by slmake's tokenizer into text pieces, then the validated Answer (the last item)."""
         import json
@@ -318,9 +338,9 @@ class LlamaServerEngine(Front):
         import aiohttp
 
         t0 = time.perf_counter() if arrived is None else arrived
-        ids, body = self._body(raw_input, max_tokens)
+        ids, body = self._body(raw_input, max_tokens, logprobs)
         session = await self._session()
-        made, shown, last = [], "", {}
+        made, shown, last, probs = [], "", {}, []
         try:
             # its own connection, closed after: llama-server closes a connection after a streamed answer,
             # and one put back in the pool failed the next request written to it
@@ -333,6 +353,7 @@ class LlamaServerEngine(Front):
                         continue
                     last = json.loads(line[6:])
                     made += last.get("tokens") or []
+                    probs += last.get("completion_probabilities") or []
                     delta, shown = self.text_delta(made, shown)
                     if delta:
                         yield delta
@@ -342,23 +363,27 @@ class LlamaServerEngine(Front):
             raise self._error(None, f"{type(e).__name__}: {e}") from None
         if not last.get("stop"):
             raise self._error(None, "the stream ended before the answer did")
-        yield self._answer(ids, {**last, "tokens": made}, max_tokens, t0)
+        yield self._answer(ids, {**last, "tokens": made, "completion_probabilities": probs}, max_tokens, t0,
+                           self.logprob_top(logprobs))
 
-    def _answer(self, ids: list[int], result: dict, max_tokens: int, t0: float) -> Answer:
+    def _answer(self, ids: list[int], result: dict, max_tokens: int, t0: float, top: int | None = None) -> Answer:
         tokens, finish = parse_result(result)
         ttft, queued = timing(result, time.perf_counter() - t0)
-        return self.finish(ids, tokens, finish, max_tokens, t0, ttft, queued)
+        lps, alts = parse_probs(result.get("completion_probabilities"), tokens, top)
+        return self.finish(ids, tokens, finish, max_tokens, t0, ttft, queued, lps, alts)
 
-    def _body(self, raw_input: str, max_tokens: int) -> tuple[list[int], dict]:
+    def _body(self, raw_input: str, max_tokens: int, logprobs: int | None = None) -> tuple[list[int], dict]:
         ids = self.request_ids(raw_input)
-        return ids, request_body(ids, max_tokens, self.gbnf if self.constrained else None)
+        return ids, request_body(ids, max_tokens, self.gbnf if self.constrained else None, self.logprob_top(logprobs))
 
-    def answer(self, raw_input: str, max_tokens: int, arrived: float | None = None) -> Answer:
+    def answer(self, raw_input: str, max_tokens: int, arrived: float | None = None,
+               logprobs: int | None = None) -> Answer:
         t0 = time.perf_counter() if arrived is None else arrived
-        ids, body = self._body(raw_input, max_tokens)
-        return self._answer(ids, self._post(body), max_tokens, t0)
+        ids, body = self._body(raw_input, max_tokens, logprobs)
+        return self._answer(ids, self._post(body), max_tokens, t0, self.logprob_top(logprobs))
 
-    async def answer_async(self, raw_input: str, max_tokens: int, arrived: float | None = None) -> Answer:
+    async def answer_async(self, raw_input: str, max_tokens: int, arrived: float | None = None,
+                           logprobs: int | None = None) -> Answer:
         t0 = time.perf_counter() if arrived is None else arrived
-        ids, body = self._body(raw_input, max_tokens)
-        return self._answer(ids, await self._apost(body), max_tokens, t0)
+        ids, body = self._body(raw_input, max_tokens, logprobs)
+        return self._answer(ids, await self._apost(body), max_tokens, t0, self.logprob_top(logprobs))
