@@ -7,6 +7,11 @@ ONNX Runtime GenAI fp16 and int4 for the CUDA provider), and each artifact bench
 Prints train tokens/s, decode tok/s and accuracy per artifact, and records them
 (docs/figures/gpu_check.json). Sized for under 8 minutes on one H100-class GPU.
 
+Then the deploy package's vLLM recipe (issue 20 item 4) runs on the built ``hf_fp16_cuda`` package:
+``vllm-serve.sh`` started as written, ``vllm-request.json`` sent with the test prompts' raw inputs,
+answers compared with bench's and checked against the response schema. Where ``vllm`` does not
+import, the step says so and why, and is recorded as skipped (the rest of the run is unaffected).
+
 Without a CUDA device it stops before the first CUDA call, after everything that can be checked on a
 CPU: the inputs exist, the spec composes and validates (`slmake check`), and the project is laid
 out; `--plan` does only that and exits 0 (tests/test_gpu_check.py runs it), a real run exits 2.
@@ -15,11 +20,16 @@ out; `--plan` does only that and exits 0 (tests/test_gpu_check.py runs it), a re
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -55,6 +65,87 @@ def cuda_ready() -> str | None:
     except ImportError as e:
         return f"bitsandbytes does not import ({e})"
     return None
+
+
+def vllm_missing() -> str | None:
+    """Why the vLLM recipe cannot run here (None: it can)."""
+    from slmake.serve.recipes import VLLM_VERSION
+
+    if importlib.util.find_spec("vllm") is None:
+        return f"vllm is not installed (the recipe targets vllm=={VLLM_VERSION}: pip install vllm=={VLLM_VERSION})"
+    return None
+
+
+def _post(url: str, body: dict, timeout: float = 120) -> dict:
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def vllm_step(work: Path, artifact: str = "hf_fp16_cuda", rows: int = 50, start_s: float = 600) -> dict:
+    """Run the package's vLLM recipe as a user would and compare its answers with bench's: the
+    share that agree exactly and the share that satisfy the response schema."""
+    import jsonschema
+
+    from slmake.serve.llama_server import free_port
+    from slmake.serve.recipes import VLLM_REQUEST, VLLM_SH, template_parts
+
+    why = vllm_missing()
+    if why:
+        return {"status": "skipped", "why": why}
+    pkg = work / "build/deploy/cuda" / artifact
+    if not (pkg / VLLM_SH).is_file():
+        return {"status": "skipped", "why": f"{pkg / VLLM_SH} was not written (is {artifact} built and packaged?)"}
+    contract = json.loads((pkg / "serve.json").read_text())
+    request = json.loads((pkg / VLLM_REQUEST).read_text())
+    bench = {}
+    for line in (work / "build/bench/cuda/outputs.jsonl").read_text().splitlines():
+        out = json.loads(line)
+        if out["artifact"] == artifact:
+            bench[out["id"]] = out["text"]
+    test = [json.loads(x) for x in (work / "build/data/test.jsonl").read_text().splitlines()]
+    test = [r for r in test if r["id"] in bench][:rows]
+    before, after = template_parts(contract["prompt_template"])
+    port, log = free_port(), work / "vllm-serve.log"
+    proc = subprocess.Popen([str(pkg / VLLM_SH), "--port", str(port)], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    base, t0 = f"http://127.0.0.1:{port}", time.time()
+    try:
+        while True:
+            if proc.poll() is not None:
+                return {"status": "failed", "why": f"vllm-serve.sh exited {proc.returncode}: "
+                        + log.read_text()[-1500:]}
+            try:
+                if urllib.request.urlopen(f"{base}/health", timeout=2).status == 200:
+                    break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.time() - t0 > start_s:
+                return {"status": "failed", "why": f"vLLM did not answer /health in {start_s:.0f} s (see {log})"}
+            time.sleep(2)
+        ready_s = time.time() - t0
+        same = valid = 0
+        t1 = time.time()
+        for row in test:
+            raw = row["prompt"][len(before):len(row["prompt"]) - len(after)]
+            body = {**request, "messages": [{"role": "user", "content": raw}]}
+            text = _post(f"{base}/v1/chat/completions", body)["choices"][0]["message"]["content"]
+            same += text == bench[row["id"]]
+            try:
+                jsonschema.validate(json.loads(text) if contract["response_format"] != "text" else text,
+                                    contract["response_schema"])
+                valid += 1
+            except (ValueError, jsonschema.ValidationError):
+                pass
+        n = max(len(test), 1)
+        return {"status": "ok", "requests": len(test), "agree_with_bench": round(same / n, 3),
+                "schema_valid": round(valid / n, 3), "start s": round(ready_s, 1),
+                "sequential req/s": round(len(test) / (time.time() - t1), 2)}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def train_tokens(work: Path, steps: int, batch: int) -> int:
@@ -93,6 +184,7 @@ def main() -> None:
     print(f"gpu_check: {work}: train {spec['train']['method']} ({spec['train']['quant']['type']}) "
           f"{args.steps} steps, targets {list(spec['targets'])}, {args.limit} test prompts")
     why = cuda_ready()
+    print(f"gpu_check: vLLM recipe step: {'skipped: ' + vllm_missing() if vllm_missing() else 'will run'}")
     if args.plan or why:
         print(f"gpu_check: stopping before the first CUDA call: {'--plan' if args.plan else why}")
         if not args.keep:
@@ -113,6 +205,9 @@ def main() -> None:
     figures = {"device": device, "total s": round(total, 1), "train s": round(stage_s["train"], 1),
                "train tokens/s (≈)": round(tokens / stage_s["train"]),
                "fine-tuned exact match (fp32)": evaluate["finetuned"]["exact_match"], "artifacts": rows}
+    vllm = vllm_step(work)
+    print(f"gpu_check: vLLM recipe: {vllm['status']}" + (f": {vllm['why']}" if "why" in vllm else ""))
+    figures["vLLM recipe (hf_fp16_cuda package)"] = vllm
     print(json.dumps(figures, indent=2, ensure_ascii=False))
     record("gpu_check", figures, notes=f"{args.steps} QLoRA steps of 16, {args.limit} BANKING77 test prompts")
     if not args.keep:

@@ -1,6 +1,7 @@
 """benchmarks/gpu_check.py on a CPU machine: everything before the first CUDA call (inputs, the
 composed and validated spec, the project laid out) runs, and it then stops saying why."""
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,8 @@ def test_plan_composes_the_qlora_cuda_spec_and_stops_before_cuda(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "train qlora (nf4) 40 steps, targets ['cuda']" in res.stdout
     assert "stopping before the first CUDA call: --plan" in res.stdout
+    if importlib.util.find_spec("vllm") is None:   # the deploy package's vLLM recipe: said plainly why not
+        assert "vLLM recipe step: skipped: vllm is not installed (the recipe targets vllm==" in res.stdout
     spec = yaml.safe_load((work / "params.yaml").read_text())
     assert spec["train"]["max_steps"] == 40 and spec["data"]["name"] == "banking77"
     assert Path(spec["model"]["hf"]["path"]) == MODEL.resolve()
