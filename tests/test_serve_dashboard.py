@@ -16,8 +16,13 @@ METRIC = re.compile(r"\b(slmake_[a-z_]+)(\{([^}]*)\})?")
 MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"')
 
 
-def _exported(tmp_path, monkeypatch) -> dict[str, set[str]]:
-    """sample name -> its label names, as GET /metrics shows them after answered and failed requests."""
+SAMPLES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+
+
+def _exported(tmp_path, monkeypatch) -> dict[str, set[str] | None]:
+    """sample name -> its label names, as GET /metrics shows them after answered and failed requests;
+    None for a metric the server declares (# TYPE) but has not counted yet (needs review, with
+    serve.min_confidence off), whose label names the exposition does not show."""
     from fastapi.testclient import TestClient
 
     from slmake.serve.app import Limits, create_app
@@ -28,10 +33,12 @@ def _exported(tmp_path, monkeypatch) -> dict[str, set[str]]:
         assert client.post("/v1/completions", json={"prompt": "vpn down"}).status_code == 200
         assert client.post("/v1/completions", json={"prompt": "banana"}).status_code == 422
         body = client.get("/metrics").text
-    out: dict[str, set[str]] = {}
+    out: dict[str, set[str] | None] = {}
     for family in text_string_to_metric_families(body):
+        for suffix in SAMPLES.get(family.type, ("",)):
+            out[family.name + suffix] = None
         for s in family.samples:
-            out.setdefault(s.name, set()).update(s.labels)
+            out[s.name] = (out.get(s.name) or set()) | set(s.labels)
     return out
 
 
@@ -50,11 +57,12 @@ def test_dashboard_queries_name_metrics_the_server_exports(tmp_path, monkeypatch
         for name, _, selector in found:
             assert name in exported, f"{name} (in {expr!r}) is not exported; /metrics has {sorted(exported)}"
             for label, _ in MATCHER.findall(selector):
-                assert label in exported[name], f"{name} has no label {label!r} (labels: {exported[name]})"
+                assert exported[name] is None or label in exported[name], (
+                    f"{name} has no label {label!r} (labels: {exported[name]})")
             charted.add(re.sub(r"_(bucket|sum|count|total)$", "", name))
         for by in re.findall(r"by \(([^)]*)\)", expr):
             for label in (x.strip() for x in by.split(",")):
-                assert any(label in labels for n, labels in exported.items() if n in expr), (label, expr)
+                assert any(label in (labels or ()) for n, labels in exported.items() if n in expr), (label, expr)
     families = {re.sub(r"_(bucket|sum|count|total|created)$", "", n) for n in exported}
     assert families <= charted, f"exported but on no panel: {sorted(families - charted)}"
     ids = [p["id"] for p in board["panels"]]

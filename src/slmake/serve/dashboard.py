@@ -35,8 +35,11 @@ PANELS = [
      [_q(f'sum(rate(slmake_requests_total{{{SEL},status!="200"}}[{RATE}])) / '
          f"sum(rate(slmake_requests_total{{{SEL}}}[{RATE}]))", "non-200 share"),
       _q(f"sum(rate(slmake_invalid_outputs_total{{{SEL}}}[{RATE}])) / "
-         f"sum(rate(slmake_requests_total{{{SEL}}}[{RATE}]))", "schema-invalid share")],
-     "Share of requests not answered 200, and of answers that failed the response schema."),
+         f"sum(rate(slmake_requests_total{{{SEL}}}[{RATE}]))", "schema-invalid share"),
+      _q(f"sum(rate(slmake_needs_review_total{{{SEL}}}[{RATE}])) / "
+         f"sum(rate(slmake_requests_total{{{SEL}}}[{RATE}]))", "needs-review share")],
+     "Share of requests not answered 200, of answers that failed the response schema, and of answers "
+     "withheld for a person (label probability below serve.min_confidence)."),
     ("Request latency", "s", _quantiles("slmake_request_latency_seconds"),
      "Whole request, queue wait included (compare with the build's benchmarked latency)."),
     ("Time to first token", "s", _quantiles("slmake_time_to_first_token_seconds"),
