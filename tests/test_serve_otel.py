@@ -166,6 +166,7 @@ def test_requests_export_genai_spans_and_metrics_over_otlp(tmp_path, monkeypatch
     assert chat["gen_ai.response.finish_reasons"] == ["stop"]
     assert chat["gen_ai.usage.input_tokens"] == 2 and chat["gen_ai.usage.output_tokens"] == 1
     assert chat["gen_ai.output.type"] == "json" and chat["slmake.schema_valid"] is True
+    assert chat["slmake.needs_review"] is False and "slmake.confidence" not in chat   # no probabilities here
     assert (chat["server.address"], chat["server.port"]) == ("127.0.0.1", 8000)
     assert "error.type" not in chat and spans["chat cpu/fake"].status.code != 2
     span = spans["chat cpu/fake"]

@@ -222,7 +222,8 @@ def create_app(engine: Front, limits: Limits, telemetry=None, otel=None) -> Fast
             otel.record(endpoint=endpoint, max_tokens=budget, stream=stream, latency_s=ans.latency_s,
                         ttft_s=ans.ttft_s, queue_s=ans.queue_s, prompt_tokens=ans.prompt_tokens,
                         completion_tokens=ans.completion_tokens, finish_reason=ans.finish_reason,
-                        schema_valid=ans.schema_valid, error_type="invalid_output" if ans.error else None)
+                        schema_valid=ans.schema_valid, error_type="invalid_output" if ans.error else None,
+                        confidence=ans.confidence, needs_review=needs_review(ans, limits.min_confidence))
         if telemetry is not None:
             telemetry.record(endpoint=endpoint, input_text=raw, output_text=ans.text,
                              prompt_tokens=ans.prompt_tokens, completion_tokens=ans.completion_tokens,

@@ -15,7 +15,8 @@ Names follow the OpenTelemetry GenAI semantic conventions (model-server side):
   ``gen_ai.request.max_tokens``, ``gen_ai.request.stream``, ``gen_ai.response.model``,
   ``gen_ai.response.finish_reasons``, ``gen_ai.usage.input_tokens``, ``gen_ai.usage.output_tokens``,
   ``gen_ai.output.type``, ``server.address``/``server.port``, ``error.type`` on failures, and
-  slmake's own ``slmake.schema_valid`` and ``slmake.queue.duration`` (s);
+  slmake's own ``slmake.schema_valid``, ``slmake.queue.duration`` (s), ``slmake.confidence`` (the enum
+  label's probability, when known) and ``slmake.needs_review`` (withheld under serve.min_confidence);
 - histograms ``gen_ai.server.request.duration``, ``gen_ai.server.time_to_first_token``,
   ``gen_ai.server.time_per_output_token`` (s) and ``gen_ai.client.token.usage`` ({token}, by
   ``gen_ai.token.type``), with the bucket boundaries the conventions recommend.
@@ -125,7 +126,7 @@ class Otel:
                queue_s: float | None = None, prompt_tokens: int | None = None,
                completion_tokens: int | None = None, finish_reason: str | None = None,
                schema_valid: bool | None = None, error_type: str | None = None, response_id: str | None = None,
-               end_ns: int | None = None) -> None:
+               confidence: float | None = None, needs_review: bool | None = None, end_ns: int | None = None) -> None:
         """One request that just ended (at ``end_ns``, default now) after ``latency_s``: its span and
         metrics. ``error_type`` (e.g. ``invalid_output``, ``engine_unavailable``) marks a failure."""
         operation = OPERATIONS.get(endpoint, endpoint)
@@ -143,7 +144,8 @@ class Otel:
             optional = {"gen_ai.request.max_tokens": max_tokens, "gen_ai.response.id": response_id,
                         "gen_ai.usage.input_tokens": prompt_tokens, "gen_ai.usage.output_tokens": completion_tokens,
                         "gen_ai.output.type": self.output_type, "slmake.schema_valid": schema_valid,
-                        "slmake.queue.duration": queue_s,
+                        "slmake.queue.duration": queue_s, "slmake.confidence": confidence,
+                        "slmake.needs_review": needs_review,
                         "gen_ai.response.time_to_first_chunk": ttft_s if stream else None}
             attrs.update({k: v for k, v in optional.items() if v is not None})
             if finish_reason:
