@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from slmake.search import run_search, search_file
+from slmake.search import conclude, launch, run_search, search_file
 from slmake.search.rows import objective_values, pick_test_figure, trial_rows
-from slmake.search.trial import Ledger, exp_ref
+from slmake.search.trial import Ledger, TrialRunner, exp_ref
 from slmake.selection import pareto, pick
 from slmake.spec import SpecError
 
@@ -76,16 +76,20 @@ class FakeDvc:
     reports/bench/cpu{,.details}.json under refs/exps/<baseline>/NAME, as DVC would. Validation
     accuracy peaks at train.lr=0.002; test accuracy is its negative (a search reading it would go
     the wrong way). ``kill_at``: raise KeyboardInterrupt on that call (the driver killed mid-trial);
-    ``fail_at``: that call's trial exits 1 with an error."""
+    ``fail_at``: that call's trial exits 1 with an error; ``hang_at``: that call's trial is a real
+    process that never ends, run as `dvc exp run` is (stopped at the search's --timeout)."""
 
-    def __init__(self, kill_at=None, fail_at=None, sleep=0.0):
-        self.calls, self.kill_at, self.fail_at, self.sleep = [], kill_at, fail_at, sleep
+    def __init__(self, kill_at=None, fail_at=None, sleep=0.0, hang_at=None):
+        self.calls, self.kill_at, self.fail_at, self.sleep, self.hang_at = [], kill_at, fail_at, sleep, hang_at
 
-    def __call__(self, repo, name, overrides, log, force=False, temp=True, env=None):
+    def __call__(self, repo, name, overrides, log, force=False, temp=True, env=None, deadline=None):
         t0 = time.time()
         self.calls.append(list(overrides))
         if len(self.calls) == self.kill_at:
             raise KeyboardInterrupt
+        if len(self.calls) == self.hang_at:
+            res = launch.run_until(["sleep", "60"], repo, deadline=deadline)
+            return res.returncode, res.stdout + res.stderr
         if len(self.calls) == self.fail_at:
             return 1, "Running stage 'train':\nERROR: failed to reproduce 'train': loss is nan"
         o = dict(x.split("=", 1) for x in overrides)
@@ -250,3 +254,73 @@ def test_parallel_search_runs_trials_at_once_sharing_the_cores(project):
     assert max(by["t-000"]["end"], by["t-001"]["end"]) <= min(by["t-002"]["start"], by["t-003"]["start"])
     records = Ledger(project / ".slmake/search/t/trials.jsonl").records()
     assert [r["status"] for r in records] == ["ok"] * 4
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_run_until_stops_the_whole_process_group_at_the_deadline(tmp_path):
+    """--timeout's kill: the trial's whole process group gets SIGINT (a stage's command dies of it as
+    of Ctrl-C), then SIGKILL after the grace for what ignores it; exit code launch.TIMEOUT."""
+    t0 = time.time()
+    res = launch.run_until(["sh", "-c", "echo started; sleep 30"], tmp_path, deadline=t0 + 0.2, grace=5)
+    assert res.returncode == launch.TIMEOUT and "started" in res.stdout and "ERROR: timeout" in res.stderr
+    assert time.time() - t0 < 2  # SIGINT was enough: no wait for the grace
+    # a child that ignores SIGINT (and its shell): SIGKILL after the grace
+    script = "trap '' INT; sleep 30 & echo $! > child.pid; wait"
+    t0 = time.time()
+    res = launch.run_until(["sh", "-c", script], tmp_path, deadline=t0 + 0.2, grace=0.3)
+    assert res.returncode == launch.TIMEOUT and 0.5 <= time.time() - t0 < 3
+    assert _gone(int((tmp_path / "child.pid").read_text()))
+    ok = launch.run_until(["sh", "-c", "echo done; exit 3"], tmp_path, deadline=time.time() + 30)
+    assert (ok.returncode, ok.stdout) == (3, "done\n")  # before the deadline: as subprocess.run
+
+
+def test_timeout_stops_the_running_trial_and_the_pick_is_among_the_finished(project):
+    """A grid under --timeout: the trial running when the budget runs out is stopped and recorded
+    as failed ("timeout"), the next one is skipped, and the pick is made among the finished ones."""
+    baseline = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    state = project / ".slmake/search/t"
+    fake = FakeDvc(hang_at=2)
+    runner = TrialRunner(repo=project, search="t", baseline=baseline, state=state, run_exp=fake)
+    first = runner.run(0, ["train.lr=0.002", "targets.cpu.gguf.quants=[q4_k_m]"])
+    runner.deadline = runner.stop_at = time.time() + 0.3
+    t0 = time.time()
+    stopped = runner.run(1, ["train.lr=0.001", "targets.cpu.gguf.quants=[q4_k_m]"])
+    assert time.time() - t0 < 2 and stopped["status"] == "failed" and stopped["reason"].startswith("timeout: stopped after")
+    assert "commit" not in stopped and exp_ref(project, baseline, "t-001") is None  # no experiment
+    assert runner.run(2, ["train.lr=0.004", "targets.cpu.gguf.quants=[q4_k_m]"])["status"] == "skipped"
+    assert conclude(project, "t", baseline, {}, 1.0) == 0
+    assert "**Pick: `t-000` cpu/gguf_q4_k_m**" in (project / "reports/search/t.md").read_text()
+    assert [r["status"] for r in Ledger(state / "trials.jsonl").records()] == ["ok", "failed", "skipped"]
+    assert first["status"] == "ok" and len(fake.calls) == 2
+
+
+@pytest.mark.slow  # ~4 s: two Hydra multiruns and an Optuna study, no DVC
+def test_optuna_search_timeout_stops_a_trial_and_a_resume_runs_it_again(project):
+    """--timeout with Optuna: the trial running when the budget runs out is stopped (FAIL, reason
+    timeout), no trial starts after it, and it does not count against --trials: the next run of the
+    search runs it first."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    t0 = time.time()
+    assert run_search(project, "t", run_exp=FakeDvc(hang_at=1), timeout=2) == 1  # no trial finished: no pick
+    assert time.time() - t0 < 10
+    records = Ledger(project / ".slmake/search/t/trials.jsonl").records()
+    assert [r["status"] for r in records] == ["failed"] and records[0]["reason"].startswith("timeout")
+    again = FakeDvc()
+    assert run_search(project, "t", run_exp=again) == 0
+    assert again.calls[0] == records[0]["overrides"]  # (the sampler may propose a finished trial's again: reused)
+    storage = JournalStorage(JournalFileBackend(str(project / ".slmake/search/t/optuna.journal")))
+    (study,) = storage.get_all_studies()
+    trials = storage.get_all_trials(study._study_id)
+    assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 4  # the budget: 4 counted
+    assert trials[1].user_attrs["retry_of"] == 0

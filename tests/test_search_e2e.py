@@ -2,11 +2,12 @@
 targets.cpu.gguf.quants, 10 training steps, GGUF only) whose four trials are real `dvc exp run`s;
 the objective is the validation figure, the quant-only trial restores training from the run cache,
 the Pareto table and the pick are written, and the printed `dvc exp apply` brings the pick's spec
-into the workspace."""
+into the workspace; a trial the wall-time budget stops leaves the project clean."""
 
 import json
 import re
 import shutil
+import time
 
 import pytest
 import yaml
@@ -75,3 +76,27 @@ def test_grid_search_runs_experiments_and_picks_on_validation(repo):
     quant = chosen["overrides"][1].split("=")[1].strip("[]")
     assert params["train"]["lr"] == lr and params["targets"]["cpu"]["gguf"]["quants"] == [quant]
     assert params["train"]["max_steps"] == 10
+
+
+def test_timeout_stops_a_real_dvc_exp_run_cleanly(repo):
+    """--timeout's kill on a real `dvc exp run --temp` (issue 19 item 6): stopped wherever it is
+    (training 100k steps here), it leaves no experiment, no temporary workspace, no process, DVC's
+    lock free and the workspace as it was."""
+    import psutil
+    from dvc.repo import Repo
+
+    from slmake.search import launch
+    from slmake.search.trial import exp_run
+
+    before = sh("git status --porcelain", repo).stdout
+    t0 = time.time()
+    code, out = exp_run(repo, "stopped", ["train.lr=0.0031", "train.max_steps=100000"], repo / ".slmake/stopped.log",
+                        deadline=t0 + 8)
+    assert code == launch.TIMEOUT and "ERROR: timeout" in out, out[-2000:]
+    assert time.time() - t0 < 8 + 5, out[-2000:]  # SIGINT was enough: DVC cleaned up and exited
+    assert "stopped" not in sh("dvc exp list --name-only", repo).stdout.split()
+    assert not list((repo / ".dvc/tmp/exps").glob("*/tmp*"))  # its temporary copy of the workspace is gone
+    assert not [p.info for p in psutil.process_iter(["cwd", "cmdline"]) if str(repo) in str(p.info["cwd"])]
+    with Repo(str(repo)) as r, r.lock:  # the repository lock is free: the next trial can run
+        pass
+    assert sh("git status --porcelain", repo).stdout == before

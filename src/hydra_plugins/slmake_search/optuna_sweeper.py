@@ -108,27 +108,39 @@ def open_study(storage: str, study_name: str, sampler, objectives: list[str]):
                                load_if_exists=True)
 
 
+STOPPED = ("interrupted", "timeout")  # reasons of trials the search stopped: not a verdict on their parameters
+
+
+def stopped(trial) -> bool:
+    return str(trial.user_attrs.get("reason", "")).startswith(STOPPED)
+
+
 def recover_interrupted(study) -> list[int]:
     """Trials a killed search left RUNNING: recorded as failed ("interrupted"), their parameters
-    queued again so the resumed search runs them first. Returns their numbers."""
+    queued again so the resumed search runs them first; so are those the last run's wall-time
+    budget stopped ("timeout"). Returns their numbers."""
     from optuna.trial import TrialState
 
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for t in stale:
         study._storage.set_trial_user_attr(t._trial_id, "reason", "interrupted: the search was stopped during this trial")
         study.tell(t.number, state=TrialState.FAIL)
+    retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+    again = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+             if stopped(t) and t.number not in retried]
+    for t in again:
         if t.params:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-    return [t.number for t in stale]
+    return [t.number for t in again]
 
 
 def counted(study) -> int:
-    """Trials that count against the budget: finished ones, except those a kill interrupted."""
+    """Trials that count against the budget: finished ones, except those a kill interrupted or the
+    wall-time budget stopped (run again when the search resumes)."""
     from optuna.trial import TrialState
 
     done = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-    return sum(1 for t in study.get_trials(deepcopy=False, states=done)
-               if not str(t.user_attrs.get("reason", "")).startswith("interrupted"))
+    return sum(1 for t in study.get_trials(deepcopy=False, states=done) if not stopped(t))
 
 
 def tell(study, trial, result: Any, objectives: list[str]) -> str:
@@ -210,4 +222,7 @@ class SlmakeOptunaSweeper(Sweeper):
                 state = tell(study, trial, result, self.objectives)
                 log.info(f"trial {trial.number}: {state}")
                 results.append(result)
+            if any(isinstance(r, dict) and str(r.get("reason") or "").startswith("timeout") for r in results[-len(batch):]):
+                log.info("wall-time budget spent during a trial (--timeout): no new trial")
+                break
         return results

@@ -95,10 +95,12 @@ def run_search(repo: Path, name: str | None = None, trials: int | None = None, t
             overrides += [f"hydra.sweeper.storage={_quote(state / 'optuna.journal')}",
                           f"hydra.sweeper.study_name={name}-{baseline[:12]}"]
             overrides += [f"hydra.sweeper.n_trials={trials}"] if trials is not None else []
-            overrides += [f"hydra.sweeper.timeout={timeout}"] if timeout is not None else []
+            # what is left of the budget (publishing the baseline took some): the runner stops at the same instant
+            overrides += [f"hydra.sweeper.timeout={max(0.0, timeout - (time.time() - t_start)):.3f}"] if timeout is not None else []
         runner = TrialRunner(repo=repo, search=name, baseline=baseline, state=state, constraints=constraints,
                              max_trials=None if optuna else trials,
                              deadline=None if optuna or timeout is None else t_start + timeout,
+                             stop_at=None if timeout is None else t_start + timeout,
                              run_exp=run_exp, jobs=how.jobs, remotes=remotes)
         where = (f"each in its own clone (git {remotes.git} {remotes.git_url}, DVC {remotes.dvc} {remotes.dvc_url})"
                  if remotes else "in this project (dvc exp run --temp)")
@@ -176,7 +178,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("search", help="search recipes: a Hydra multirun of DVC experiments, a Pareto pick")
     p.add_argument("name", nargs="?", help="conf/search/<name>.yaml (optional when there is only one)")
     p.add_argument("--trials", type=int, default=None, help="at most N trials in the search (resumed ones count)")
-    p.add_argument("--timeout", type=float, default=None, help="wall-time budget in seconds: no trial starts after it")
+    p.add_argument("--timeout", type=float, default=None, help="wall-time budget in seconds: no trial starts after it, a running one is stopped "
+                        "(recorded as failed: timeout) and the pick is made among the finished ones")
     p.add_argument("--parallel", type=int, default=None,
                    help="trials at once (default: search.parallel, else 1); on one machine they share its cores")
     p.add_argument("--launcher", default=None,

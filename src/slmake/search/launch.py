@@ -6,7 +6,7 @@
   repository lock is never shared); every trial's null thread keys get cores // N (rounded down to
   a power of two: SLMAKE_PARALLEL_JOBS=N, as a `dvc queue start -j N` worker's stages do).
 - Launchers whose jobs may run elsewhere (hydra-submitit-launcher's ``submitit_local`` and
-  ``submitit_slurm``, a Ray launcher): each trial runs in its own clone. It clones the project from
+  ``submitit_slurm``, slmake's Ray launcher ``slmake_ray``): each trial runs in its own clone. It clones the project from
   ``search.git_remote`` (a git remote of the project, default ``origin``), pulls the build's
   outputs and DVC's run cache from ``search.dvc_remote`` (default: the project's default DVC
   remote), runs `dvc exp run -n NAME -S ...` there and `dvc exp push`es the experiment (its git
@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +70,8 @@ def plan(target: str, parallel: int | None, optuna: bool, n_jobs: int | None = N
         over += [f"hydra.launcher.n_jobs={parallel}", "hydra.launcher.prefer=processes"]
     elif kind in ("submitit_local", "ray") and not optuna:
         over.append(f"hydra.sweeper.max_batch_size={parallel}")  # they start a whole launch at once
+    if str(target).endswith("SlmakeRayLauncher"):
+        over.append(f"hydra.launcher.num_cpus={parallel}")  # a local Ray instance runs N trials at once
     elif kind == "submitit_slurm":
         over.append(f"hydra.launcher.array_parallelism={parallel}")
     # SLURM gives each job its own allocation (its affinity mask is its cores); every other launcher
@@ -92,6 +96,57 @@ def run_venv(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.C
     env = dict(os.environ if env is None else env)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+
+
+TIMEOUT = 124          # a trial's exit code when the search's wall-time budget stopped it (as timeout(1))
+GRACE_S = 15.0         # after SIGINT, how long a stopped trial has to clean up before SIGKILL
+
+
+def run_until(cmd: list[str], cwd: Path, env: dict | None = None, deadline: float | None = None,
+              grace: float | None = None) -> subprocess.CompletedProcess:
+    """``cmd`` as :func:`run_venv` runs it, in its own process group, stopped at ``deadline``
+    (time.time()): the whole group (dvc and its stages' commands) gets SIGINT, as Ctrl-C would
+    give it (DVC removes its temporary workspace and releases its locks; no experiment is
+    committed), then SIGKILL after ``grace`` seconds. Returns exit code :data:`TIMEOUT` when stopped
+    so. The driver interrupted (Ctrl-C, a signal Python raises) stops the group the same way."""
+    grace = GRACE_S if grace is None else grace
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=None if deadline is None else max(0.0, deadline - time.time()))
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        out, err = _stop_group(proc, grace)
+        timed_out = True
+    except BaseException:
+        _stop_group(proc, grace)
+        raise
+    if timed_out:
+        err += (f"\nERROR: timeout: the search's wall-time budget (--timeout) ran out during this trial; "
+                f"stopped (exit {proc.returncode})\n")
+        return subprocess.CompletedProcess(cmd, TIMEOUT, out, err)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop_group(proc: subprocess.Popen, grace: float) -> tuple[str, str]:
+    """SIGINT to ``proc``'s process group, SIGKILL after ``grace`` s; its output so far."""
+    _signal_group(proc.pid, signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    _signal_group(proc.pid, signal.SIGKILL)  # a stage's child its parent left behind (the group outlives dvc)
+    return out or "", err or ""
 
 
 def dvc_path() -> str:

@@ -43,15 +43,16 @@ def exp_ref(repo: Path, baseline: str, name: str) -> str | None:
 
 
 def exp_run(repo: Path, name: str, overrides: list[str], log: Path, force: bool = False, temp: bool = True,
-            env: dict | None = None) -> tuple[int, str]:
+            env: dict | None = None, deadline: float | None = None) -> tuple[int, str]:
     """`dvc exp run --temp -n name -S ...` in ``repo`` (the DVC boundary; without --temp in a trial's
-    own clone). ``env``: added to the environment (a parallel trial's SLMAKE_PARALLEL_JOBS). Returns
-    (exit code, output); the output also goes to ``log``."""
+    own clone). ``env``: added to the environment (a parallel trial's SLMAKE_PARALLEL_JOBS);
+    ``deadline``: time.time() at which the run is stopped (launch.run_until: exit code
+    launch.TIMEOUT, no experiment). Returns (exit code, output); the output also goes to ``log``."""
     cmd = [launch.dvc_path(), "exp", "run"] + (["--temp"] if temp else []) + ["-n", name]
     cmd += ["--force"] if force else []
     for o in overrides:
         cmd += ["-S", o]
-    res = launch.run_venv(cmd, repo, env={**os.environ, **(env or {})})
+    res = launch.run_until(cmd, repo, env={**os.environ, **(env or {})}, deadline=deadline)
     out = res.stdout + res.stderr
     log.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(log, "$ " + " ".join(cmd) + "\n" + out)
@@ -119,7 +120,9 @@ class Ledger:
 @dataclass
 class TrialRunner:
     """The Hydra task function: ``runner(cfg)`` runs the job's overrides as one experiment.
-    ``max_trials``/``deadline`` bound a basic-sweeper grid (the Optuna sweeper counts its own)."""
+    ``max_trials``/``deadline`` bound a basic-sweeper grid (the Optuna sweeper counts its own);
+    ``stop_at`` (--timeout, either sweeper) stops a trial still running then: it is recorded as
+    failed, reason "timeout", and leaves no experiment."""
 
     repo: Path
     search: str
@@ -128,6 +131,7 @@ class TrialRunner:
     constraints: dict = field(default_factory=dict)
     max_trials: int | None = None
     deadline: float | None = None      # time.time() after which no trial starts
+    stop_at: float | None = None       # time.time() at which a running trial is stopped (--timeout)
     run_exp: object = None             # the DVC boundary (exp_run); a unit test replaces it
     jobs: int = 1                      # trials sharing this machine's cores (slmake.search.launch.Plan)
     remotes: object = None             # launch.Remotes: each trial in its own clone (launch.Plan.clone)
@@ -190,6 +194,10 @@ class TrialRunner:
         env = launch.trial_env(self.jobs)
         if env:
             kwargs["env"] = env
+        if self.stop_at is not None:
+            if time.time() >= self.stop_at:
+                return launch.TIMEOUT, "ERROR: timeout: the search's wall-time budget (--timeout) ran out before it ran"
+            kwargs["deadline"] = self.stop_at
         try:
             return run(where, name, overrides, self.state / "logs" / f"{name}.log", **kwargs)
         except Exception as e:
@@ -207,6 +215,9 @@ class TrialRunner:
         name = rec["experiment"]
         rec.update(seconds=round(time.perf_counter() - t0, 1), stages_run=RAN.findall(out),
                    stages_cached=CACHED.findall(out))
+        if code == launch.TIMEOUT:
+            return done(rec, status="failed", reason=f"timeout: stopped after {rec['seconds']:g} s, when the search's "
+                        "wall-time budget (--timeout) ran out")
         if code != 0:
             return done(rec, status="failed", reason=failure_reason(out))
         commit = exp_ref(where, self.baseline, name)
