@@ -72,3 +72,26 @@ def test_the_hook_is_restored_and_leaves_other_devices_alone():
     with pytest.raises(RuntimeError), completion_positions_only():
         raise RuntimeError("a failed step")
     assert trl_utils._use_triton is original
+
+
+def test_the_logits_tile_is_no_wider_than_the_vocabulary_with_the_same_loss_and_gradients(monkeypatch):
+    widths = []
+    original_empty = torch.empty
+
+    def recording_empty(*size, **kw):
+        if kw.get("dtype") == torch.float32 and len(size) == 1 and len(size[0]) == 2:
+            widths.append(size[0][1])
+        return original_empty(*size, **kw)
+
+    model = _tiny_model()
+    with completion_positions_only():
+        wide_loss, _, wide_grads = _loss_and_rows(model, monkeypatch)
+    monkeypatch.setattr(torch, "empty", recording_empty)
+    with completion_positions_only(vocab_size=96):
+        loss, _, grads = _loss_and_rows(model, monkeypatch)
+    monkeypatch.setattr(torch, "empty", original_empty)
+    assert widths == [96, 96]  # the forward's tile and the backward's
+    assert trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE == 32768  # restored
+    assert torch.equal(loss, wide_loss)  # one chunk either way: the same sums, bit for bit
+    for g, wg in zip(grads, wide_grads, strict=True):
+        assert torch.equal(g, wg)

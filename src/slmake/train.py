@@ -88,26 +88,38 @@ def length_grouped_sampler(lengths: list[int], per_device: int, processes: int, 
 
 
 @contextmanager
-def completion_positions_only():
-    """Have TRL's fused LM head score only the positions that carry a label (the completion).
+def completion_positions_only(vocab_size: int | None = None):
+    """Have TRL's fused LM head score only the positions that carry a label (the completion), in
+    a logits buffer no wider than the vocabulary.
 
     TRL projects only those positions on Triton devices, and every position elsewhere (so that
     compilers such as Neuron's keep static tile shapes). Eager CPU has no such constraint, and
     there the prompt's positions are most of the LM head's work: 71 % of a SmolLM2 batch's
     positions are prompt, and a train step takes 1.93 s instead of 2.64 s with them left out.
-    The loss is the same (the masked positions contribute zero either way). Without the hook
-    (another TRL) training runs as before, only slower; tests/test_train_lm_head.py notices."""
+    The loss is the same (the masked positions contribute zero either way).
+
+    TRL also allocates its logits tile ``tokens x 32768`` wide whatever the vocabulary
+    (``_CHUNKED_LOGPROB_CHUNK_SIZE``), in the forward and again in the backward: for a 512-word
+    vocabulary that is 64x the memory the tile uses, and its allocation was a fifth of a micro
+    build's train step. With ``vocab_size`` below that width the chunk is the vocabulary: the
+    same single chunk, so the same sums in the same order. Without the hooks (another TRL)
+    training runs as before, only slower; tests/test_train_lm_head.py notices."""
     import trl.trainer.utils as trl_utils
 
     original = getattr(trl_utils, "_use_triton", None)
+    chunk = getattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE", None)
     if original is None:
         yield
         return
     trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    if chunk is not None and vocab_size:
+        trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = min(chunk, vocab_size)
     try:
         yield
     finally:
         trl_utils._use_triton = original
+        if chunk is not None:
+            trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = chunk
 
 
 def _trainer_class(group_by_length: bool = False):
@@ -131,7 +143,8 @@ def _trainer_class(group_by_length: bool = False):
                                           a.world_size, a.gradient_accumulation_steps)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            with completion_positions_only():
+            head = getattr(model, "module", model).get_output_embeddings()   # DDP wraps the model in .module
+            with completion_positions_only(head.weight.shape[0]):
                 return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                             num_items_in_batch=num_items_in_batch)
 
