@@ -210,9 +210,21 @@ def test_launch_plan_divides_the_cores_and_clones_off_this_process(monkeypatch):
     assert (slurm.jobs, slurm.clone) == (1, True) and "hydra.launcher.array_parallelism=8" in slurm.overrides
     ray = launch.plan("hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher", 2, optuna=False)
     assert ray == launch.Plan("ray", 2, ("hydra.sweeper.max_batch_size=2",), 2, True)
+    ours = launch.plan("hydra_plugins.slmake_search.ray_launcher.SlmakeRayLauncher", 2, optuna=True)
+    assert ours == launch.Plan("ray", 2, ("hydra.sweeper.n_jobs=2", "hydra.launcher.num_cpus=2"), 2, True)
     for bad in (0, -1, "2", True):
         with pytest.raises(SpecError, match=r"search\.parallel: .*expected a positive integer"):
             launch.plan(basic, bad, optuna=False)
+
+
+def test_the_ray_launcher_is_a_hydra_option_without_ray_installed():
+    """hydra/launcher=slmake_ray composes (Ray itself is imported only when a launch starts)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base=None):
+        cfg = compose("config", ["hydra/launcher=slmake_ray", "hydra.launcher.num_cpus=2"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_ == "hydra_plugins.slmake_search.ray_launcher.SlmakeRayLauncher"
+    assert (cfg.hydra.launcher.num_cpus, cfg.hydra.launcher.address) == (2, None)
 
 
 def test_a_clone_launcher_names_the_missing_remote(tmp_path):

@@ -78,17 +78,21 @@ def test_grid_search_runs_experiments_and_picks_on_validation(repo):
     assert params["train"]["max_steps"] == 10
 
 
-def test_timeout_stops_a_real_dvc_exp_run_cleanly(repo):
-    """--timeout's kill on a real `dvc exp run --temp` (issue 19 item 6): stopped wherever it is
-    (training 100k steps here), it leaves no experiment, no temporary workspace, no process, DVC's
-    lock free and the workspace as it was."""
+def test_a_failed_or_stopped_trial_leaves_the_project_clean(repo):
+    """Issue 19 item 6 on real `dvc exp run --temp`s: a grid point the spec check refuses is a failed
+    trial whose reason names the key; --timeout's kill, wherever it lands (training 100k steps here),
+    leaves no experiment, no temporary workspace, no process, DVC's lock free and the workspace as
+    it was."""
     import psutil
     from dvc.repo import Repo
 
     from slmake.search import launch
-    from slmake.search.trial import exp_run
+    from slmake.search.trial import TrialRunner, exp_run
 
     before = sh("git status --porcelain", repo).stdout
+    head = sh("git rev-parse HEAD", repo).stdout.strip()
+    bad = TrialRunner(repo=repo, search="bad", baseline=head, state=repo / ".slmake/search/bad").run(0, ["train.lr=-1"])
+    assert bad["status"] == "failed" and "train.lr" in bad["reason"] and "check" in bad["reason"], bad
     t0 = time.time()
     code, out = exp_run(repo, "stopped", ["train.lr=0.0031", "train.max_steps=100000"], repo / ".slmake/stopped.log",
                         deadline=t0 + 8)

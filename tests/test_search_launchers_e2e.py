@@ -1,6 +1,6 @@
-"""`slmake search` past one process (issue 19 item 5): hydra-submitit-launcher's local executor runs
-two trials at once, each in its own clone of the project (DVC's repository lock forbids two runs in
-one workspace). A trial clones from the git remote, pulls the build and the run cache from the DVC
+"""`slmake search` past one process (issue 19 item 5): hydra-submitit-launcher's local executor, and
+slmake's Ray launcher on a local Ray instance, run two trials at once, each in its own clone of the
+project (DVC's repository lock forbids two runs in one workspace). A trial clones from the git remote, pulls the build and the run cache from the DVC
 remote, runs `dvc exp run`, and `dvc exp push`es; the driver `dvc exp pull`s them, so `dvc exp show`
 lists both and the pick's artifacts are in its cache. Local-path remotes stand in for a cluster's
 (as in tests/test_remote_e2e.py). The two trials share this machine's cores: each one's null thread
@@ -80,3 +80,43 @@ def test_submitit_local_trials_run_in_clones_and_reach_the_driver(driver):
     sh(f"dvc exp apply {pick} && dvc checkout -q", driver)
     assert (driver / "build/compile/cpu" / chosen["best"]).exists()
     assert json.loads((driver / "reports/bench/cpu.json").read_text())["cpu"].keys() == {chosen["best"]}
+
+
+RAY = """# @package _global_
+defaults:
+  - override /hydra/launcher: slmake_ray
+hydra:
+  sweeper:
+    params:
+      targets.cpu.gguf.quants: "[q8_0],[q4_k_m]"
+      targets.cpu.onnx_genai.precisions: "[]"
+search:
+  parallel: 2
+"""
+
+
+def test_ray_local_trials_run_in_clones_and_reach_the_driver(driver):
+    """hydra/launcher=slmake_ray: a local Ray instance (ray.init here) runs the two trials as Ray
+    tasks at once, each in its own clone; their experiments reach the driver through the remotes."""
+    pytest.importorskip("ray", reason="Ray is an optional extra: .venv/bin/pip install -r requirements/ray.txt "
+                                      "-c requirements/constraints.txt")
+    (driver / "conf/search/on_ray.yaml").write_text(RAY)
+    sh(f"git add conf/search/on_ray.yaml && {GIT} commit -qm 'search on ray' && git push -q origin HEAD:refs/heads/main",
+       driver)
+    res = sh("slmake search on_ray", driver)
+    out = res.stdout + res.stderr
+    assert "ray launcher, 2 trial(s) at once" in out and "Started a local Ray instance" in out, out[-3000:]
+    assert re.search(r"\(_run_job pid=\d+\) \[slmake search\] trial 0", out), out[-3000:]  # in a Ray worker
+    records = [json.loads(ln) for ln in (driver / ".slmake/search/on_ray/trials.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["ok", "ok"], [(r["status"], r.get("reason")) for r in records]
+    names = {r["experiment"] for r in records}
+    assert names <= set(sh("dvc exp list --name-only", driver).stdout.split())  # pulled from the git remote
+    share = 1 << (max(1, rt.cores() // 2).bit_length() - 1)
+    for r in records:
+        assert "compile@cpu" in r["stages_run"] and "train" not in r["stages_run"], r
+        details = json.loads(sh(f"git show {r['commit']}:reports/bench/cpu.details.json", driver).stdout)["cpu"]
+        assert details[r["best"]]["threads"] == share, details
+    pick = re.search(r"Apply it: `dvc exp apply (on_ray-\d+)`", out).group(1)
+    chosen = next(r for r in records if r["experiment"] == pick)
+    sh(f"dvc exp apply {pick} && dvc checkout -q", driver)  # the pick's outputs are in the driver's cache
+    assert (driver / "build/compile/cpu" / chosen["best"]).exists()

@@ -83,10 +83,17 @@ def read_bench(repo: Path, commit: str, params: dict | None = None) -> dict[str,
 
 
 def failure_reason(output: str) -> str:
-    """The lines of a failed `dvc exp run` that say why: ERROR lines, else the last lines."""
+    """The lines of a failed `dvc exp run` that say why: the failing stage's last words before DVC's
+    first ERROR line (check's "- train.lr: ..." for a spec error, a stage's exception), then DVC's
+    ERROR lines (once each); without an ERROR line, the last lines."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("ERROR") or "Error" in ln or "error:" in ln]
-    return " | ".join((errors or lines)[-3:])[:600] or "dvc exp run failed without output"
+    first = next((i for i, ln in enumerate(lines) if ln.startswith("ERROR")), None)
+    if first is None:
+        errors = [ln for ln in lines if "Error" in ln or "error:" in ln]
+        return " | ".join((errors or lines)[-3:])[:600] or "dvc exp run failed without output"
+    why = [ln for ln in lines[max(0, first - 3):first] if not ln.startswith(("Running stage", "> ", "Reproducing"))]
+    errors = list(dict.fromkeys(ln for ln in lines if ln.startswith("ERROR")))
+    return " | ".join(why + errors[:2])[:600]
 
 
 class Ledger:
