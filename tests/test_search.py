@@ -294,24 +294,30 @@ def test_run_until_stops_the_whole_process_group_at_the_deadline(tmp_path):
     assert (ok.returncode, ok.stdout) == (3, "done\n")  # before the deadline: as subprocess.run
 
 
-def test_timeout_stops_the_running_trial_and_the_pick_is_among_the_finished(project):
-    """A grid under --timeout: the trial running when the budget runs out is stopped and recorded
-    as failed ("timeout"), the next one is skipped, and the pick is made among the finished ones."""
+def test_a_failed_or_stopped_trial_is_recorded_and_the_pick_is_among_the_finished(project, capsys):
+    """A grid's trials (the job function Hydra's sweeper calls): one whose `dvc exp run` fails is
+    recorded with its reason and the next one runs (issue 19 item 6); under --timeout the trial
+    running when the budget runs out is stopped and recorded as failed ("timeout"), the next one is
+    skipped, and the pick is made among the finished ones."""
     baseline = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
     state = project / ".slmake/search/t"
-    fake = FakeDvc(hang_at=2)
+    fake = FakeDvc(fail_at=1, hang_at=3)
     runner = TrialRunner(repo=project, search="t", baseline=baseline, state=state, run_exp=fake)
-    first = runner.run(0, ["train.lr=0.002", "targets.cpu.gguf.quants=[q4_k_m]"])
+    failed = runner.run(0, ["train.lr=0.002", "targets.cpu.gguf.quants=[q4_k_m]"])
+    assert failed["status"] == "failed" and "loss is nan" in failed["reason"]  # raised nothing: the sweep goes on
+    assert runner.run(1, ["train.lr=0.001", "targets.cpu.gguf.quants=[q4_k_m]"])["status"] == "ok"
     runner.deadline = runner.stop_at = time.time() + 0.3
     t0 = time.time()
-    stopped = runner.run(1, ["train.lr=0.001", "targets.cpu.gguf.quants=[q4_k_m]"])
+    stopped = runner.run(2, ["train.lr=0.004", "targets.cpu.gguf.quants=[q4_k_m]"])
     assert time.time() - t0 < 2 and stopped["status"] == "failed" and stopped["reason"].startswith("timeout: stopped after")
-    assert "commit" not in stopped and exp_ref(project, baseline, "t-001") is None  # no experiment
-    assert runner.run(2, ["train.lr=0.004", "targets.cpu.gguf.quants=[q4_k_m]"])["status"] == "skipped"
+    assert "commit" not in stopped and exp_ref(project, baseline, "t-002") is None  # no experiment
+    assert runner.run(3, ["train.lr=0.004", "targets.cpu.gguf.quants=[q8_0]"])["status"] == "skipped"
     assert conclude(project, "t", baseline, {}, 1.0) == 0
-    assert "**Pick: `t-000` cpu/gguf_q4_k_m**" in (project / "reports/search/t.md").read_text()
-    assert [r["status"] for r in Ledger(state / "trials.jsonl").records()] == ["ok", "failed", "skipped"]
-    assert first["status"] == "ok" and len(fake.calls) == 2
+    md, out = (project / "reports/search/t.md").read_text(), capsys.readouterr().out
+    assert "**Pick: `t-001` cpu/gguf_q4_k_m**" in md and "| t-000 |" in md and "loss is nan" in md
+    assert "Failed trial 0 (t-000): " in out and "Failed trial 2 (t-002): timeout: stopped after" in out
+    assert [r["status"] for r in Ledger(state / "trials.jsonl").records()] == ["failed", "ok", "failed", "skipped"]
+    assert len(fake.calls) == 3
 
 
 @pytest.mark.slow  # ~4 s: two Hydra multiruns and an Optuna study, no DVC
@@ -336,3 +342,4 @@ def test_optuna_search_timeout_stops_a_trial_and_a_resume_runs_it_again(project)
     trials = storage.get_all_trials(study._study_id)
     assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 4  # the budget: 4 counted
     assert trials[1].user_attrs["retry_of"] == 0
+
