@@ -1,7 +1,8 @@
 """`slmake search` on three launchers: one 4-trial grid on the micro spec, run one trial at a time,
 two at once on this machine (Hydra's joblib launcher, `--parallel 2`), and two at once as
 hydra-submitit-launcher local jobs, each in its own clone through a local-path git remote and DVC
-remote (`--launcher submitit_local --parallel 2`).
+remote (`--launcher submitit_local --parallel 2`); `--modes ray`: two at once as Ray tasks on a
+local Ray instance, in clones (`--launcher slmake_ray --parallel 2`, the ray extra).
 
 The grid: targets.cpu.gguf.quants [q8_0],[q4_k_m] (outer) x train.lr 0.004,0.008 (inner), 10
 training steps, GGUF only. The first two trials train (two learning rates); the next two change
@@ -53,8 +54,8 @@ NOTES = ("search s: wall time of `slmake search grid` (for submitit also the dri
          "`cache: false` outputs (train's and evaluate's metrics): so the submitit trials of the second batch "
          "retrain, where the in-project trials restore train and evaluate from the project's own cache.")
 MODES = {"sequential": [], "joblib": ["--parallel", "2"], "submitit": ["--launcher", "submitit_local", "--parallel", "2"],
-         "ray": ["--launcher", "ray", "--parallel", "2"]}
-DEFAULT = "sequential,joblib,submitit"  # ray: only where hydra-ray-launcher is installed (docs/guide/search.md)
+         "ray": ["--launcher", "slmake_ray", "--parallel", "2"]}
+DEFAULT = "sequential,joblib,submitit"  # ray: only where the ray extra is installed (requirements/ray.txt)
 
 
 def prepare(micro: Path, work: Path, mode: str) -> Path:
@@ -94,8 +95,9 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0))
     results = {}
     modes = args.modes.split(",")
-    if "ray" in modes and importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:
-        sys.exit("--modes ray: hydra-ray-launcher is not installed (docs/guide/search.md says why and how)")
+    if "ray" in modes and importlib.util.find_spec("ray") is None:
+        sys.exit("--modes ray: Ray is not installed (.venv/bin/pip install -r requirements/ray.txt "
+                 "-c requirements/constraints.txt)")
     for mode in modes:
         repo = prepare(micro, work, mode)
         seconds, _ = sh(f"slmake search grid {' '.join(MODES[mode])}", repo)
@@ -128,9 +130,9 @@ def main() -> None:
            title="slmake search: a 4-trial grid on the micro spec, one at a time vs 2 at once (joblib) vs 2 "
            "submitit-local jobs in clones" if args.modes == DEFAULT else
            f"slmake search: the same 4-trial micro grid, launchers: {', '.join(' '.join(MODES[m]) for m in modes)}",
-           notes=NOTES + (" Ray in an environment with " + ", ".join(
-               f"{d} {importlib.metadata.version(d)}" for d in ("hydra-ray-launcher", "ray", "joblib", "cloudpickle"))
-               + " (not the lock's joblib/cloudpickle: docs/guide/search.md)." if "ray" in modes else ""))
+           notes=NOTES + (" Ray: slmake's launcher (hydra/launcher=slmake_ray) on a local Ray instance, "
+               + ", ".join(f"{d} {importlib.metadata.version(d)}" for d in ("ray", "joblib", "cloudpickle"))
+               + " (the lock's joblib and cloudpickle, requirements/ray.txt on top)." if "ray" in modes else ""))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

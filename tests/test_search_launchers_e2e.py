@@ -100,6 +100,7 @@ def test_ray_local_trials_run_in_clones_and_reach_the_driver(driver):
     tasks at once, each in its own clone; their experiments reach the driver through the remotes."""
     pytest.importorskip("ray", reason="Ray is an optional extra: .venv/bin/pip install -r requirements/ray.txt "
                                       "-c requirements/constraints.txt")
+    sh("git checkout -q -- . && dvc checkout -q", driver)  # the build as committed (the submitit test applied its pick)
     (driver / "conf/search/on_ray.yaml").write_text(RAY)
     sh(f"git add conf/search/on_ray.yaml && {GIT} commit -qm 'search on ray' && git push -q origin HEAD:refs/heads/main",
        driver)
