@@ -23,7 +23,7 @@ data = params["data"]
 grammar, _ = decode_constraint(params["eval"].get("constrained"), data["response_schema"],
                                data.get("response_format", "json"))
 results = bench_target(target, Path("build/compile") / target, Path("build/evaluate"), bench,
-                       params["eval"]["max_new_tokens"], data["response_schema"], grammar)
+                       params["eval"]["max_new_tokens"], data["response_schema"], grammar, data.get("label_field"))
 metrics, details, outputs = split_results(results)
 with atomic_dir(Path("build/bench") / target) as tmp, open(tmp / "outputs.jsonl", "w", encoding="utf-8") as f:
     for name, rows in sorted(outputs.items()):

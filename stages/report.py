@@ -9,6 +9,7 @@ from slmake.checks import stage_params
 from slmake.io import write_json_atomic, write_text_atomic
 from slmake.report import (
     collect,
+    confidence_markdown,
     cost_markdown,
     cost_rows,
     end_shares,
@@ -38,8 +39,10 @@ charts = report_charts(rows, evaluation["finetuned"]["exact_match"], Path("repor
                        Path("reports/charts"))
 charts_s = perf_counter() - t0
 gate = gate_markdown(rows, params["bench"].get("max_drop"))   # what deploy refused (bench.max_drop)
+confidence = confidence_markdown(rows)   # what serve.min_confidence would do (bench's label probabilities)
 md = markdown(rows, evaluation, curation, params["model"]["name"], params["data"]["name"],
-              (gate + "\n" if gate else "") + charts + "\n" + cost_markdown(lines, cost))
+              (gate + "\n" if gate else "") + (confidence + "\n" if confidence else "") + charts + "\n"
+              + cost_markdown(lines, cost))
 if "distill" in curation:  # distill on: the teacher's ceiling beside the student
     from slmake.distill.report import markdown as distill_markdown
 

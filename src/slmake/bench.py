@@ -23,6 +23,12 @@ runtime's grammar accepts token by token is what constrained greedy gives, so on
 decode again under it. The free figures (``exact_match_free``, ``valid_free``) go to the details.
 The request latency is timed under the grammar (what a served request costs); decode tok/s stays
 free (a label's grammar ends long before ``decode_tokens``).
+
+Where the answer's label is an enum (``data.label_field``) and the runtime sees its logits, each test
+answer's label probability is recorded as serve reports it (``label_p`` in outputs.jsonl,
+runtimes/confidence.py), and the details file's ``confidence`` says what ``serve.min_confidence``
+would do at a few thresholds: the share of test prompts answered and their accuracy. Reporting
+only: nothing selects on the test split.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from . import targets
 from .io import evenly_spaced, read_jsonl
 from .metrics import exact_hits, free_figures, paired_delta, parity, score
 from .process_setup import cores
+from .runtimes.confidence import coverage_table, label_probability, label_target
 from .runtimes.guide import Guide
 from .targets.base import Artifact, Skipped
 
@@ -71,7 +78,7 @@ def split_results(results: dict) -> tuple[dict, dict, dict]:
 
 
 def bench_target(name: str, compile_dir: Path, reference_dir: Path, bench: dict, max_new_tokens: int,
-                 response_schema: dict, grammar: str | None = None) -> dict:
+                 response_schema: dict, grammar: str | None = None, label_field: str | None = None) -> dict:
     """Return {artifact_name: figures} for every artifact the target built (or failed to build).
 
     Two passes. Accuracy/parity (hundreds of greedy generations) runs several artifacts at once,
@@ -80,7 +87,8 @@ def bench_target(name: str, compile_dir: Path, reference_dir: Path, bench: dict,
     each cut SmolLM2's bench stage from 148 to 111 s, with the same greedy tokens (each output is
     computed whole by one thread). The speed figures then run one artifact at a time with
     bench.threads, on an idle box. ``grammar``: the GBNF answers decode under (guide.decode_constraint),
-    None for free decoding."""
+    None for free decoding. ``label_field``: data.label_field, whose probability each test answer
+    records when the schema makes it an enum."""
     listing = json.loads((compile_dir / "artifacts.json").read_text())
     module = targets.load(name)
     probe = module.probe()
@@ -92,7 +100,7 @@ def bench_target(name: str, compile_dir: Path, reference_dir: Path, bench: dict,
             continue
         jobs[art.name] = {"target": name, "artifact": entry, "compile_dir": str(compile_dir),
                           "reference_dir": str(reference_dir), "bench": bench, "max_new_tokens": max_new_tokens,
-                          "response_schema": response_schema, "grammar": grammar}
+                          "response_schema": response_schema, "grammar": grammar, "label_field": label_field}
     total = bench["threads"] or cores()
     workers = _memory_workers([job["artifact"]["size_bytes"] for job in jobs.values()], min(len(jobs), total))
     accuracy_bench = {**bench, "threads": max(1, total // workers)}
@@ -195,12 +203,22 @@ def _worker(job: dict) -> dict:
     try:
         if phase in ("accuracy", "all"):   # only this pass decodes text
             tok = Tokenizer.from_file(str(ref_dir / "tokenizer" / "tokenizer.json"))
-            gens, outs, texts, free = _answers(runner, guide, reference, max_new, tok, job["response_schema"])
+            enum, field = label_target(job["response_schema"], job.get("label_field"))
+            want = 0 if enum and getattr(runner, "supports_logprobs", False) else None   # the label's probability
+            gens, outs, texts, free = _answers(runner, guide, reference, max_new, tok, job["response_schema"], want)
             result.update(free)
             expected = [r["expected"] for r in reference]
             task = score(texts, expected, job["response_schema"])
             ref_texts = [tok.decode(r["tokens"], skip_special_tokens=True) for r in reference]
-            result.update(paired_delta(exact_hits(texts, expected), exact_hits(ref_texts, expected)))
+            hits = exact_hits(texts, expected)
+            result.update(paired_delta(hits, exact_hits(ref_texts, expected)))
+            probs = [None] * len(gens)
+            if want is not None:
+                decode = lambda t: tok.decode(t, skip_special_tokens=True)   # noqa: E731
+                probs = [_round(label_probability(g.tokens, g.logprobs, decode, field)) for g in gens]
+                result["confidence"] = {"label_field": field, "rows": coverage_table(probs, hits),
+                                        "method": "label probability = product of the probabilities of the tokens "
+                                                  "spelling the label (runtimes/confidence.py); test split"}
             if val_reference:   # the validation split, decoded the same way: what selection reads
                 _, _, vtexts, _ = _answers(runner, guide, val_reference, max_new, tok, job["response_schema"])
                 vexpected = [r["expected"] for r in val_reference]
@@ -217,8 +235,9 @@ def _worker(job: dict) -> dict:
                 "valid": task["valid"],
                 "field_accuracy": task.get("field_accuracy", {}),
                 "n": task["n"],
-                "outputs": [{"id": r.get("id"), "tokens": t, "text": x, "finish_reason": g.finish_reason}
-                            for r, t, x, g in zip(reference, outs, texts, gens)],
+                "outputs": [{"id": r.get("id"), "tokens": t, "text": x, "finish_reason": g.finish_reason,
+                             **({"label_p": p} if want is not None else {})}
+                            for r, t, x, g, p in zip(reference, outs, texts, gens, probs)],
             })
         if phase in ("speed", "all"):
             speed_prompts = [r["prompt_ids"] for r in reference[:speed_prompts]]
@@ -246,17 +265,24 @@ def _worker(job: dict) -> dict:
     return result
 
 
-def _answers(runner, guide, reference: list[dict], max_new: int, tok, response_schema: dict):
+def _round(p: float | None) -> float | None:
+    return None if p is None else round(p, 4)
+
+
+def _answers(runner, guide, reference: list[dict], max_new: int, tok, response_schema: dict,
+             logprobs: int | None = None):
     """(generations, their tokens, their texts, free figures) for the reference rows, decoded as served:
-    freely, then again under ``guide`` where the runtime's grammar rejects the free answer."""
-    gens = [runner.generate(r["prompt_ids"], max_new) for r in reference]
+    freely, then again under ``guide`` where the runtime's grammar rejects the free answer.
+    ``logprobs`` (None: off): the generations carry their tokens' log-probabilities."""
+    lp = {} if logprobs is None else {"logprobs": logprobs}
+    gens = [runner.generate(r["prompt_ids"], max_new, **lp) for r in reference]
     free = {}
     if guide is not None:
         free_tokens = [g.tokens for g in gens]
         free_texts = [tok.decode(t, skip_special_tokens=True) for t in free_tokens]
         for i, r in enumerate(reference):
             if not _accepts(runner, guide, gens[i], tok):
-                gens[i] = runner.generate(r["prompt_ids"], max_new, constraint=guide)
+                gens[i] = runner.generate(r["prompt_ids"], max_new, constraint=guide, **lp)
         free = free_figures(free_texts, [r["expected"] for r in reference], response_schema,
                             [g.tokens for g in gens], free_tokens)
     outs = [g.tokens for g in gens]

@@ -87,6 +87,35 @@ def gate_markdown(rows: list[dict], max_drop: float | None) -> str:
     return "\n".join(out) + "\n"
 
 
+def confidence_markdown(rows: list[dict]) -> str:
+    """What ``serve.min_confidence`` does, per benchmarked artifact (bench's ``confidence``: the test
+    split's answers, their label probability as serve reports it): at each threshold, the share of
+    prompts answered (coverage) and the accuracy of those answers; the rest would be "needs review".
+    Reporting only; "" when no artifact has label probabilities."""
+    have = [r for r in rows if r.get("status") == "ok" and isinstance(r.get("confidence"), dict)
+            and r["confidence"].get("rows")]
+    if not have:
+        return ""
+    field = have[0]["confidence"].get("label_field")
+    out = ["## Confidence routing\n",
+           f"`serve.min_confidence: t` answers \"needs review\" instead of a guess whose label "
+           f"({'`' + field + '`' if field else 'the answer'}) has a probability below t. On the test split, "
+           "per artifact: coverage (share of prompts still answered) · accuracy of those answers "
+           "(exact match). The label probability is the product of the probabilities of the tokens that "
+           "spell it, as `slmake serve` reports it in `slmake.confidence`. Reporting only: a threshold is "
+           "yours to choose, on data other than this split.\n",
+           "| min_confidence | " + " | ".join(f"{r['target']}/{r['artifact']}" for r in have) + " |",
+           "|---|" + "---|" * len(have)]
+    thresholds = [row["min_confidence"] for row in have[0]["confidence"]["rows"]]
+    for i, t in enumerate(thresholds):
+        cells = []
+        for r in have:
+            row = (r["confidence"]["rows"] + [{}] * len(thresholds))[i]
+            cells.append(f"{_cell(row.get('coverage'))} · {_cell(row.get('accuracy'))}")
+        out.append(f"| {'off' if t <= 0 else t} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def markdown(rows: list[dict], evaluation: dict, curation: dict, model: str, data: str, cost: str = "") -> str:
     out = io.StringIO()
     out.write(f"# slmake report: {model} on {data}\n\n")

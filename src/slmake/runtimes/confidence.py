@@ -22,7 +22,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 
-THRESHOLDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)   # the report's coverage/accuracy rows
+THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)   # the report's coverage/accuracy rows
 
 
 def token_logprob(logits, token: int, top: int = 0) -> tuple[float, list[tuple[int, float]]]:
@@ -32,15 +32,15 @@ def token_logprob(logits, token: int, top: int = 0) -> tuple[float, list[tuple[i
 
     if hasattr(logits, "detach"):   # torch
         logits = logits.detach().float().cpu().numpy()
-    x = np.asarray(logits, dtype=np.float64).reshape(-1)
+    x = np.asarray(logits, dtype=np.float32).reshape(-1)   # a view: the runner's own buffer, not copied
     m = float(x.max())
-    lse = m + math.log(float(np.exp(x - m).sum()))
+    lse = m + math.log(float(np.exp(x - m).sum(dtype=np.float64)))
     best: list[tuple[int, float]] = []
     if top > 0:
         k = min(top, x.size)
-        idx = np.argpartition(-x, k - 1)[:k]
-        best = [(int(i), float(x[i] - lse)) for i in sorted(idx.tolist(), key=lambda i: (-x[i], i))]
-    return float(x[token] - lse), best
+        idx = np.argpartition(x, x.size - k)[x.size - k:]
+        best = [(int(i), float(x[i]) - lse) for i in sorted(idx.tolist(), key=lambda i: (-float(x[i]), i))]
+    return float(x[token]) - lse, best
 
 
 def label_target(schema: dict | None, label_field: str | None) -> tuple[bool, str | None]:

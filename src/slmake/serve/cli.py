@@ -38,6 +38,10 @@ def add_parser(sub) -> None:
     p.add_argument("--slots", type=int, default=None,
                    help=f"llama-server's parallel slots: requests decoded together (default: params.yaml's "
                         f"serve.slots, else {DEFAULT_SLOTS})")
+    p.add_argument("--min-confidence", type=float, default=None,
+                   help="answer \"needs review\" (serve.review_answer, finish_reason needs_review) instead of a "
+                        "guess whose enum label's probability is below this (default: params.yaml's "
+                        "serve.min_confidence, else off)")
     p.add_argument("--no-schema-enforcement", action="store_true",
                    help="decode without the response-schema grammar (answers are still validated)")
     p.add_argument("--request-log", default="logs/requests.jsonl",
@@ -79,6 +83,11 @@ def run(args) -> int:
     serve = spec.get("serve") or {}
     choice = args.engine or serve.get("engine") or "auto"
     slots = args.slots or serve.get("slots") or DEFAULT_SLOTS
+    args.min_confidence = args.min_confidence if args.min_confidence is not None else serve.get("min_confidence")
+    args.review_answer = serve.get("review_answer") or ""
+    if args.min_confidence is not None and not 0 < args.min_confidence <= 1:
+        print(f"slmake serve: min_confidence: {args.min_confidence} is not a probability in (0, 1]", file=sys.stderr)
+        return 2
     binary = llama_cpp_tool("llama-server")
     try:
         kind, note = pick_engine(choice, c["artifact"].get("format"), binary)
@@ -112,15 +121,22 @@ def _serve(args, engine, telemetry, kind: str) -> int:
 
     c = engine.contract
     limits = Limits(api_key=args.api_key or None, max_request_bytes=args.max_request_bytes,
-                    max_tokens=args.max_tokens, max_queue=args.max_queue)
+                    max_tokens=args.max_tokens, max_queue=args.max_queue,
+                    min_confidence=args.min_confidence, review_answer=args.review_answer)
     otel = Otel.from_env(model=c["name"], output_type=c.get("response_format"), server_address=args.host,
                          server_port=args.port)   # None (no OpenTelemetry import) unless OTEL_EXPORTER_OTLP_* is set
-    app = create_app(engine, limits, telemetry, otel)
+    try:
+        app = create_app(engine, limits, telemetry, otel)
+    except ValueError as e:   # serve.min_confidence on a package without an enum label or probabilities
+        print(f"slmake serve: {e}", file=sys.stderr)
+        return 2
     mode = "grammar-constrained" if engine.constrained else ("validated" if engine.schema else "free text")
     if engine.unconstrained_why:
         print(f"slmake serve: no grammar for the response schema: {engine.unconstrained_why}", file=sys.stderr)
     how = (f"llama-server, {engine.slots} slots, {engine.threads} threads" if kind == "llama_server"
            else "in process")
+    if limits.min_confidence is not None:
+        mode += f"; below {limits.min_confidence} label confidence: needs review"
     print(f"slmake serve: {c['name']} ({c['artifact']['runtime']}; engine: {how}; schema: {mode}) "
           f"on http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
     if otel is not None:
