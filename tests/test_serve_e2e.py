@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,59 @@ def test_auth_and_limits_answer_with_clear_errors(server):
     assert "slmake_requests_total" in httpx.get(f"{base}/metrics").text
 
 
+def test_logprobs_and_label_confidence_are_benchs_and_route_uncertain_answers(micro_repo, server):
+    """Issue 20 item 3 with the `openai` client: logprobs/top_logprobs on both endpoints and streamed
+    (llama-server's n_probs), each answer's label probability equal to the one bench recorded for it;
+    then the in-process engine with --min-confidence between bench's probabilities: exactly the answers
+    below it come back as "needs review", the guess withheld. The report has the coverage table."""
+    _, base = server
+    contract = json.loads((micro_repo / "build/deploy" / ARTIFACT / "serve.json").read_text())
+    raw = _raw_inputs(micro_repo, contract["prompt_template"])
+    bench = [json.loads(line) for line in (micro_repo / "build/bench/cpu/outputs.jsonl").read_text().splitlines()]
+    bench = [r for r in bench if r["artifact"] == ARTIFACT.split("/")[1] and r.get("label_p") is not None]
+    assert len(bench) >= 4
+    client = _client(base)
+    for r in bench[:4]:
+        choice = client.chat.completions.create(model=ARTIFACT, messages=[{"role": "user", "content": raw[r["id"]]}],
+                                                logprobs=True, top_logprobs=2).choices[0]
+        assert choice.message.content == r["text"] and "".join(t.token for t in choice.logprobs.content) == r["text"]
+        for t in choice.logprobs.content:   # the model's own probabilities: the chosen token's is at most the best's
+            assert len(t.top_logprobs) == 2 and t.logprob <= t.top_logprobs[0].logprob + 1e-4 and t.logprob <= 0
+        confidence = choice.model_extra["slmake"]["confidence"]
+        assert confidence["label"] == json.loads(r["text"])["category"]
+        assert confidence["probability"] == pytest.approx(r["label_p"], abs=2e-3)
+    r = bench[0]
+    legacy = client.completions.create(model=ARTIFACT, prompt=raw[r["id"]], logprobs=1).choices[0].logprobs
+    assert "".join(legacy.tokens) == r["text"] and legacy.text_offset == sorted(legacy.text_offset)
+    chunks = list(client.chat.completions.create(model=ARTIFACT, messages=[{"role": "user", "content": raw[r["id"]]}],
+                                                 logprobs=True, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == r["text"]
+    assert "".join(t.token for t in chunks[-1].choices[0].logprobs.content) == r["text"]
+
+    # serve.min_confidence, on the in-process engine: a threshold in the widest gap of bench's probabilities
+    ps = sorted({r["label_p"] for r in bench})
+    assert len(ps) >= 2
+    low, high = max(pairwise(ps), key=lambda pair: pair[1] - pair[0])
+    threshold = round((low + high) / 2, 6)
+    proc, base2 = start_serve(micro_repo, ARTIFACT, "--engine", "in_process", "--min-confidence", str(threshold),
+                              "--request-log", "", log=micro_repo / "serve_confidence.log")
+    try:
+        routed = _client(base2)
+        for r in bench:
+            choice = routed.completions.create(model=ARTIFACT, prompt=raw[r["id"]]).choices[0]
+            extra = choice.model_extra["slmake"]
+            if r["label_p"] < threshold:
+                assert (choice.finish_reason, choice.text, extra["guess"]) == ("needs_review", "", r["text"])
+            else:
+                assert (choice.finish_reason, choice.text) == ("stop", r["text"]) and not extra["needs_review"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    details = json.loads((micro_repo / "reports/bench/cpu.details.json").read_text())["cpu"][ARTIFACT.split("/")[1]]
+    assert details["confidence"]["label_field"] == "category" and details["confidence"]["rows"][0]["coverage"] == 1.0
+    assert "## Confidence routing" in (micro_repo / "reports/report.md").read_text()
+
+
 def test_concurrent_requests_queue_and_sigterm_drains(server):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -191,5 +245,7 @@ def test_onnx_genai_artifact_serves_the_benchmarked_answers(micro_repo, monkeypa
             answer = engine.answer(raw[r["id"]], engine.contract["max_new_tokens"])
             assert answer.text == r["text"]
             assert answer.schema_valid == (answer.error is None)
+            if r.get("label_p") is not None:   # the label's probability, as bench recorded it
+                assert answer.confidence == pytest.approx(r["label_p"], abs=2e-3)
     finally:
         engine.close()
