@@ -103,6 +103,9 @@ def test_text_answers_with_and_without_the_grammar(text_repo):
     # bench decoded as served (eval.constrained: null -> the same grammar): every served answer is
     # bench's, so the served accuracy is the benchmarked one on the same prompts
     assert texts == [r["text"].strip() for r in bench]
+    # a text answer's label is its whole string: its probability as served is the one bench recorded
+    probs = [a.json()["choices"][0]["slmake"]["confidence"]["probability"] for a in answers]
+    assert probs == pytest.approx([r["label_p"] for r in bench], abs=2e-3) and all(0 < p <= 1 for p in probs)
     expected = {r["id"]: r["response"] for r in map(json.loads, (text_repo / "build/data/test.jsonl").read_text()
                                                     .splitlines())}
     served_acc = sum(t == expected[r["id"]].strip() for t, r in zip(texts, bench)) / len(bench)
