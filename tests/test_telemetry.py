@@ -37,7 +37,8 @@ def test_log_line_has_every_field_and_no_raw_pii(tmp_path):
     (line,) = _lines(log)
     assert set(line) == {"ts", "artifact", "endpoint", "input", "output", "prompt_tokens", "completion_tokens",
                          "latency_ms", "ttft_ms", "queue_ms", "service_ms", "schema_valid", "parsed", "label",
-                         "status", "error"}
+                         "confidence", "needs_review", "status", "error"}
+    assert line["confidence"] is None and line["needs_review"] is False   # not an enum answer's probability
     assert line["queue_ms"] is None and line["service_ms"] is None     # the caller did not time the queue
     assert line["ts"].endswith("Z") and line["artifact"] == "cpu/gguf_q8_0"
     for placeholder in ("<PHONE>", "<EMAIL>", "<CARD>", "<IBAN>", "<IP>"):
