@@ -28,7 +28,7 @@ import json
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 from fastapi import FastAPI, Request
@@ -208,8 +208,6 @@ def create_app(engine: Front, limits: Limits, telemetry=None, otel=None) -> Fast
         """The answer as the client gets it: serve.review_answer instead of a low-confidence guess."""
         if not needs_review(ans, limits.min_confidence):
             return ans
-        from dataclasses import replace
-
         return replace(ans, text=limits.review_answer, finish_reason=NEEDS_REVIEW, token_logprobs=None)
 
     def admit() -> None:
