@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -300,6 +301,23 @@ def test_run_until_stops_the_whole_process_group_at_the_deadline(tmp_path):
     assert _gone(int((tmp_path / "child.pid").read_text()))
     ok = launch.run_until(["sh", "-c", "echo done; exit 3"], tmp_path, deadline=time.time() + 30)
     assert (ok.returncode, ok.stdout) == (3, "done\n")  # before the deadline: as subprocess.run
+
+
+def test_run_until_stops_a_trial_of_a_search_started_as_a_background_job(tmp_path):
+    """`slmake search ... &` (or nohup, or a CI runner) starts with SIGINT ignored, which a child
+    inherits: a Python child (DVC) would then never see the timeout's SIGINT. run_until gives the
+    trial SIGINT's default back, so it still stops at once, not after the grace."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        t0 = time.time()
+        res = launch.run_until([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path,
+                               deadline=t0 + 0.1, grace=5)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert res.returncode == launch.TIMEOUT and "KeyboardInterrupt" in res.stderr
+    assert time.time() - t0 < 4  # SIGINT, not the SIGKILL after the 5 s grace
 
 
 def test_a_failed_or_stopped_trial_is_recorded_and_the_pick_is_among_the_finished(project, capsys):

@@ -102,6 +102,14 @@ TIMEOUT = 124          # a trial's exit code when the search's wall-time budget 
 GRACE_S = 15.0         # after SIGINT, how long a stopped trial has to clean up before SIGKILL
 
 
+# A process started as a background job (`slmake search ... &`, nohup, many CI runners) has SIGINT
+# ignored, and an ignored signal stays ignored across exec: DVC (Python) then never raises
+# KeyboardInterrupt, and --timeout's SIGINT would do nothing until the SIGKILL. The trial runs in a
+# session of its own, where no terminal's Ctrl-C reaches it, so it gets SIGINT's default back.
+_SIGINT_DEFAULT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                   "os.execvp(sys.argv[1], sys.argv[1:])")
+
+
 def run_until(cmd: list[str], cwd: Path, env: dict | None = None, deadline: float | None = None,
               grace: float | None = None) -> subprocess.CompletedProcess:
     """``cmd`` as :func:`run_venv` runs it, in its own process group, stopped at ``deadline``
@@ -112,6 +120,8 @@ def run_until(cmd: list[str], cwd: Path, env: dict | None = None, deadline: floa
     grace = GRACE_S if grace is None else grace
     env = dict(os.environ if env is None else env)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:   # inherited as ignored: give the child the default
+        cmd = [sys.executable, "-c", _SIGINT_DEFAULT, *cmd]
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     try:
