@@ -19,9 +19,9 @@ LLAMA_CPP_PREBUILT="$W" setsid bash requirements/llama_cpp.sh "$VPY" --wheel >"$
 WHEEL_PID=$!
 trap 'kill -- -"$WHEEL_PID" 2>/dev/null || true; rm -rf "$W"' EXIT
 echo "install.sh: Python packages (requirements/lock.txt); llama-cpp-python compiling beside them"
-# --no-compile: pip byte-compiles all 26,000 .py files of the lock (82 CPU-s, while the compile above
-# wants both cores); Python compiles the modules slmake imports on first import instead, a fraction.
-"$VPY" -m pip install -q --no-compile -r requirements/lock.txt -c "$C"
+# Byte-compiled here, not on first import: with PYTHONDONTWRITEBYTECODE=1 (set on this project's CI
+# machines) Python never writes a .pyc, and every process would compile torch's modules again.
+"$VPY" -m pip install -q -r requirements/lock.txt -c "$C"
 "$VPY" -m pip install -q --no-deps "optimum-intel==2.2.0" -c "$C"
 wait "$WHEEL_PID" || { tail -n 40 "$W/wheel.log"; echo "install.sh: building llama-cpp-python FAILED (log above)" >&2; exit 1; }
 echo "install.sh: llama.cpp toolchain (llama-cpp-python, converter, gguf-py, llama.cpp tools)"
