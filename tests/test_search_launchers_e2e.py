@@ -17,9 +17,13 @@ from slmake import process_setup as rt
 
 pytestmark = pytest.mark.e2e
 GIT = "git -c user.email=t@t -c user.name=t"
-GRID = """# @package _global_
+
+
+def grid(launcher: str) -> str:
+    """The search file: two quant-only trials, two at once, on ``launcher``."""
+    return f"""# @package _global_
 defaults:
-  - override /hydra/launcher: submitit_local
+  - override /hydra/launcher: {launcher}
 hydra:
   sweeper:
     params:
@@ -42,7 +46,7 @@ def driver(micro_repo, tmp_path_factory):
     sh(f"git init -q --bare {root / 'hub.git'} && git remote add origin {root / 'hub.git'}", repo)
     sh(f"dvc remote add -d store {root / 'store'}", repo)
     (repo / "conf/search").mkdir(exist_ok=True)
-    (repo / "conf/search/grid.yaml").write_text(GRID)
+    (repo / "conf/search/grid.yaml").write_text(grid("submitit_local"))
     sh(f"git add conf/search/grid.yaml .dvc/config && {GIT} commit -qm 'search grid, remotes'", repo)
     return repo
 
@@ -82,26 +86,13 @@ def test_submitit_local_trials_run_in_clones_and_reach_the_driver(driver):
     assert json.loads((driver / "reports/bench/cpu.json").read_text())["cpu"].keys() == {chosen["best"]}
 
 
-RAY = """# @package _global_
-defaults:
-  - override /hydra/launcher: slmake_ray
-hydra:
-  sweeper:
-    params:
-      targets.cpu.gguf.quants: "[q8_0],[q4_k_m]"
-      targets.cpu.onnx_genai.precisions: "[]"
-search:
-  parallel: 2
-"""
-
-
 def test_ray_local_trials_run_in_clones_and_reach_the_driver(driver):
     """hydra/launcher=slmake_ray: a local Ray instance (ray.init here) runs the two trials as Ray
     tasks at once, each in its own clone; their experiments reach the driver through the remotes."""
     pytest.importorskip("ray", reason="Ray is an optional extra: .venv/bin/pip install -r requirements/ray.txt "
                                       "-c requirements/constraints.txt")
     sh("git checkout -q -- . && dvc checkout -q", driver)  # the build as committed (the submitit test applied its pick)
-    (driver / "conf/search/on_ray.yaml").write_text(RAY)
+    (driver / "conf/search/on_ray.yaml").write_text(grid("slmake_ray"))
     sh(f"git add conf/search/on_ray.yaml && {GIT} commit -qm 'search on ray' && git push -q origin HEAD:refs/heads/main",
        driver)
     res = sh("slmake search on_ray", driver)
