@@ -90,12 +90,17 @@ class Remotes:
     dvc_url: str
 
 
+def _venv_env(env: dict | None) -> dict:
+    """``env`` (default: this process's environment) with this venv's bin first on PATH."""
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
 def run_venv(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """``cmd`` in ``cwd`` with this venv's bin first on PATH (its dvc, git hooks' python), output
     captured; ``env``: the whole environment (default: this process's)."""
-    env = dict(os.environ if env is None else env)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=_venv_env(env), stdin=subprocess.DEVNULL)
 
 
 TIMEOUT = 124          # a trial's exit code when the search's wall-time budget stopped it (as timeout(1))
@@ -118,8 +123,7 @@ def run_until(cmd: list[str], cwd: Path, env: dict | None = None, deadline: floa
     committed), then SIGKILL after ``grace`` seconds. Returns exit code :data:`TIMEOUT` when stopped
     so. The driver interrupted (Ctrl-C, a signal Python raises) stops the group the same way."""
     grace = GRACE_S if grace is None else grace
-    env = dict(os.environ if env is None else env)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env = _venv_env(env)
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:   # inherited as ignored: give the child the default
         cmd = [sys.executable, "-c", _SIGINT_DEFAULT, *cmd]
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -216,19 +216,19 @@ def create_app(engine: Front, limits: Limits, telemetry=None, otel=None) -> Fast
                            "server_busy")
 
     def log(ans: Answer, raw: str, endpoint: str, budget: int | None = None, stream: bool = False) -> None:
+        review = needs_review(ans, limits.min_confidence)
         if otel is not None:
             otel.record(endpoint=endpoint, max_tokens=budget, stream=stream, latency_s=ans.latency_s,
                         ttft_s=ans.ttft_s, queue_s=ans.queue_s, prompt_tokens=ans.prompt_tokens,
                         completion_tokens=ans.completion_tokens, finish_reason=ans.finish_reason,
                         schema_valid=ans.schema_valid, error_type="invalid_output" if ans.error else None,
-                        confidence=ans.confidence, needs_review=needs_review(ans, limits.min_confidence))
+                        confidence=ans.confidence, needs_review=review)
         if telemetry is not None:
             telemetry.record(endpoint=endpoint, input_text=raw, output_text=ans.text,
                              prompt_tokens=ans.prompt_tokens, completion_tokens=ans.completion_tokens,
                              latency_s=ans.latency_s, ttft_s=ans.ttft_s, schema_valid=ans.schema_valid,
                              parsed=ans.parsed, status=422 if ans.error else 200, error=ans.error,
-                             queue_s=ans.queue_s, confidence=ans.confidence,
-                             needs_review=needs_review(ans, limits.min_confidence))
+                             queue_s=ans.queue_s, confidence=ans.confidence, needs_review=review)
 
     def streamed(raw: str, budget: int, endpoint: str, chunk, requested: int | None, top: int | None = None,
                  shape=None) -> StreamingResponse:

@@ -151,7 +151,7 @@ class Front:
     def answer_text(self, tokens: list[int]) -> str:
         """The answer's text for generated ``tokens``; a text answer with its ends stripped, as
         training's text responses were (normalize_response)."""
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        text = self.decode(tokens)
         return text.strip() if self.text_answers else text
 
     def text_delta(self, tokens: list[int], shown: str) -> tuple[str, str]:
