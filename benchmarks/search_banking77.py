@@ -71,7 +71,7 @@ hydra:
 
 def run(cmd: list[str], cwd: Path, log: Path | None = None, env: dict | None = None) -> int:
     """Run ``cmd``, its output streamed to stdout (and appended to ``log``); returns the exit code."""
-    env = {**os.environ, **(env or {}), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {**os.environ, **(env or {})}
     with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:
         with open(log, "a", encoding="utf-8") if log else open(os.devnull, "w") as f:
             for line in p.stdout:
@@ -187,6 +187,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="final: epochs on the whole train split")
     ap.add_argument("--finalists", type=int, default=1, help="final: how many of the screen's best learning rates")
     args = ap.parse_args()
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # dvc, slmake
     if not (MODEL / "SmolLM2-135M-Instruct.Q4_1.gguf").is_file():
         sys.exit(f"{MODEL}: missing (./install.sh fetches it)")
     (screen if args.round == "screen" else final)(args.work.resolve(), args)
