@@ -38,7 +38,11 @@ from figures import machine, record  # noqa: E402
 
 GIT = ["git", "-c", "user.email=bench@slmake", "-c", "user.name=bench"]
 MODEL = ROOT / ".venv/share/slmake/models/smollm2-135m"
+# absolute: a trial runs in a temporary copy of the project (dvc exp run --temp), where conf's
+# relative ../shared would point elsewhere
+DATA = (ROOT / "../shared/datasets/banking77/train.csv").resolve()
 FIXED = """      data: banking77
+      data.source: {data}
       model: smollm2_135m_gguf
       model.hf.path: {model}
       train: full_fp32_cpu
@@ -117,7 +121,7 @@ def screen(work: Path, args) -> None:
     check(["git", "clone", "-q", str(ROOT), str(repo)], work)
     check(["dvc", "cache", "dir", "--local", str(ROOT / ".dvc/cache")], repo)
     check(["dvc", "checkout", "-q"], repo)
-    fixed = FIXED.format(model=MODEL)
+    fixed = FIXED.format(model=MODEL, data=DATA)
     text = SCREEN.format(fixed=fixed, steps=args.screen_steps, limit=args.screen_limit, lrs=args.lrs)
     base = commit_file(repo, "conf/search/b77_screen.yaml", text)
     state = {"start": t0, "budget": args.budget, "screen_baseline": base, "machine": machine(),
@@ -143,7 +147,7 @@ def final(work: Path, args) -> None:
         sys.exit("the screen has no finished trial")
     ranked = sorted(done, key=lambda r: -r["values"]["val_exact_match"])  # validation only
     lrs = [lr_of(r) for r in ranked[:args.finalists]]
-    text = FINAL.format(fixed=FIXED.format(model=MODEL), epochs=args.epochs, lrs=",".join(lrs))
+    text = FINAL.format(fixed=FIXED.format(model=MODEL, data=DATA), epochs=args.epochs, lrs=",".join(lrs))
     state["final_baseline"] = commit_file(repo, "conf/search/b77_final.yaml", text)
     state["final_file"] = text
     left = state["budget"] - (time.time() - state["start"])
