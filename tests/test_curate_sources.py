@@ -241,3 +241,17 @@ def test_a_correction_listed_first_wins_with_keep_first(tmp_path):
         "the corrected answer"}
     majority = curate_cfg(tmp_path / "m", base(srcs, columns=QA))  # a one-against-one tie drops both
     assert majority["dropped"]["conflicting_duplicate"] == 2
+
+
+def test_a_missing_relative_source_in_a_temporary_experiment_copy_says_to_use_an_absolute_path(tmp_path, monkeypatch):
+    """`dvc exp run --temp` (and `slmake search`) run stages in .dvc/tmp/exps/...: a `../` source
+    that exists beside the project is missing there, and the error says why."""
+    copy = tmp_path / "project/.dvc/tmp/exps/standalone/tmpabc"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    with pytest.raises(CurationError, match=r"temporary copy of the project .* must be absolute"):
+        sources.find_sources("../shared/datasets/banking77/train.csv", "auto")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CurationError) as e:
+        sources.find_sources("../missing.csv", "auto")
+    assert "temporary copy" not in str(e.value) and f"resolve against {tmp_path}" in str(e.value)

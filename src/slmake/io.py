@@ -165,3 +165,16 @@ def evenly_spaced(rows: list, limit: int | None) -> list:
     if not limit or limit >= len(rows):
         return rows
     return [rows[i * len(rows) // limit] for i in range(limit)]
+
+
+def relative_paths_note() -> str:
+    """How a relative path in the spec was resolved, for "not found" errors. Stages run in the
+    working directory, which for a DVC experiment run in a temporary copy of the project (`dvc exp
+    run --temp`, `dvc queue`, `slmake search`) is that copy: a relative path that leaves the project
+    (``../shared/...``) then points nowhere, which the message says."""
+    cwd = Path.cwd()
+    note = f"relative paths resolve against {cwd}"
+    if "/.dvc/tmp/exps/" in cwd.as_posix() + "/":
+        note += ("; this run is a DVC experiment in a temporary copy of the project (dvc exp run --temp, "
+                 "dvc queue, slmake search): a path outside the project must be absolute there")
+    return note

@@ -15,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .io import sha256_file, write_json_atomic
+from .io import relative_paths_note, sha256_file, write_json_atomic
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
@@ -85,7 +85,7 @@ def check_folder(path: str, gguf_file: str | None) -> Path:
     folder = Path(path)
     if not folder.exists():
         raise ModelFileError(f"model.hf.path: {path} does not exist (expected a local model folder; "
-                             f"relative paths resolve against {Path.cwd()})")
+                             f"{relative_paths_note()})")
     if not folder.is_dir():
         raise ModelFileError(f"model.hf.path: {path} is a file; expected the folder that holds it "
                              "(set model.hf.gguf_file to the GGUF's name inside the folder)")

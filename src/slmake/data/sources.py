@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..io import sha256_file
+from ..io import relative_paths_note, sha256_file
 from .errors import CurationError
 
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet",
@@ -109,7 +109,7 @@ def _entry_files(key: str, e: dict, fmt: str) -> list[SourceFile]:
             raise CurationError(f"{key}: folder {raw} has no data files (looked for {want})")
         return found
     raise CurationError(f"{key}: {raw} not found (expected a JSONL, JSON, CSV or Parquet file, a folder of them, "
-                        f"or a saved dataset folder; relative paths resolve against {Path.cwd()})")
+                        f"or a saved dataset folder; {relative_paths_note()})")
 
 
 def _records_key(key: str, e: dict, fmt: str) -> str | None:
