@@ -303,6 +303,18 @@ def test_run_until_stops_the_whole_process_group_at_the_deadline(tmp_path):
     assert (ok.returncode, ok.stdout) == (3, "done\n")  # before the deadline: as subprocess.run
 
 
+def test_run_until_writes_the_trial_log_as_the_output_comes(tmp_path):
+    """A trial of an hour can be followed with `tail -f`: its output is in the log while it runs (the
+    command waits until it sees its own first line there), and comes back as stdout, stderr merged."""
+    log = tmp_path / "logs/t-000.log"
+    script = ('echo first; echo warn >&2; for i in $(seq 100); do grep -q first "$LOG" && { echo seen; exit 0; }; '
+              'sleep 0.05; done; echo unseen; exit 1')
+    res = launch.run_until(["sh", "-c", script], tmp_path, env={**os.environ, "LOG": str(log)},
+                           deadline=time.time() + 30, log=log)
+    assert (res.returncode, res.stdout, res.stderr) == (0, "first\nwarn\nseen\n", "")
+    assert log.read_text() == res.stdout
+
+
 def test_run_until_stops_a_trial_of_a_search_started_as_a_background_job(tmp_path):
     """`slmake search ... &` (or nohup, or a CI runner) starts with SIGINT ignored, which a child
     inherits: a Python child (DVC) would then never see the timeout's SIGINT. run_until gives the

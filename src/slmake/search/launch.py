@@ -116,27 +116,40 @@ _SIGINT_DEFAULT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.
 
 
 def run_until(cmd: list[str], cwd: Path, env: dict | None = None, deadline: float | None = None,
-              grace: float | None = None) -> subprocess.CompletedProcess:
+              grace: float | None = None, log: Path | None = None) -> subprocess.CompletedProcess:
     """``cmd`` as :func:`run_venv` runs it, in its own process group, stopped at ``deadline``
     (time.time()): the whole group (dvc and its stages' commands) gets SIGINT, as Ctrl-C would
     give it (DVC removes its temporary workspace and releases its locks; no experiment is
     committed), then SIGKILL after ``grace`` seconds. Returns exit code :data:`TIMEOUT` when stopped
-    so. The driver interrupted (Ctrl-C, a signal Python raises) stops the group the same way."""
+    so. The driver interrupted (Ctrl-C, a signal Python raises) stops the group the same way.
+    ``log``: stdout and stderr go to this file as they come (a trial of an hour can be followed
+    with ``tail -f``) and come back together as the result's stdout."""
     grace = GRACE_S if grace is None else grace
     env = _venv_env(env)
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:   # inherited as ignored: give the child the default
         cmd = [sys.executable, "-c", _SIGINT_DEFAULT, *cmd]
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    sink = None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        sink = open(log, "w", encoding="utf-8")  # closed below, once the process has ended
     try:
-        out, err = proc.communicate(timeout=None if deadline is None else max(0.0, deadline - time.time()))
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        out, err = _stop_group(proc, grace)
-        timed_out = True
-    except BaseException:
-        _stop_group(proc, grace)
-        raise
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=sink or subprocess.PIPE,
+                                stderr=subprocess.STDOUT if sink else subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=None if deadline is None else max(0.0, deadline - time.time()))
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            out, err = _stop_group(proc, grace)
+            timed_out = True
+        except BaseException:
+            _stop_group(proc, grace)
+            raise
+    finally:
+        if sink is not None:
+            sink.close()
+    if sink is not None:
+        out, err = log.read_text(encoding="utf-8", errors="replace"), ""
     if timed_out:
         err += (f"\nERROR: timeout: the search's wall-time budget (--timeout) ran out during this trial; "
                 f"stopped (exit {proc.returncode})\n")

@@ -47,14 +47,14 @@ def exp_run(repo: Path, name: str, overrides: list[str], log: Path, force: bool 
     """`dvc exp run --temp -n name -S ...` in ``repo`` (the DVC boundary; without --temp in a trial's
     own clone). ``env``: added to the environment (a parallel trial's SLMAKE_PARALLEL_JOBS);
     ``deadline``: time.time() at which the run is stopped (launch.run_until: exit code
-    launch.TIMEOUT, no experiment). Returns (exit code, output); the output also goes to ``log``."""
+    launch.TIMEOUT, no experiment). Returns (exit code, output); the output goes to ``log`` as it comes
+    (`tail -f` follows a trial), then the command line is put first."""
     cmd = [launch.dvc_path(), "exp", "run"] + (["--temp"] if temp else []) + ["-n", name]
     cmd += ["--force"] if force else []
     for o in overrides:
         cmd += ["-S", o]
-    res = launch.run_until(cmd, repo, env={**os.environ, **(env or {})}, deadline=deadline)
+    res = launch.run_until(cmd, repo, env={**os.environ, **(env or {})}, deadline=deadline, log=log)
     out = res.stdout + res.stderr
-    log.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(log, "$ " + " ".join(cmd) + "\n" + out)
     return res.returncode, out
 
@@ -172,7 +172,8 @@ class TrialRunner:
             return self._record(rec, status="skipped", reason=f"budget: --trials {self.max_trials}")
         if self.deadline is not None and time.time() >= self.deadline:
             return self._record(rec, status="skipped", reason="budget: --timeout spent before this trial")
-        print(f"[slmake search] trial {number} ({name}): {' '.join(overrides)}", flush=True)
+        print(f"[slmake search] trial {number} ({name}): {' '.join(overrides)} "
+              f"(follow it: tail -f {self.state / 'logs' / (name + '.log')})", flush=True)
         t0 = time.perf_counter()
         if self.remotes is None:
             return self._finish(rec, self.repo, *self._run_here(name, overrides), t0)
