@@ -16,7 +16,7 @@ round gets what the screen left (`slmake search --timeout`). The two rounds are 
 invocations so the final's epochs can be sized from the screen's measured step time.
 
     python benchmarks/search_banking77.py --round screen --work /tmp/b77 --budget 7200
-    python benchmarks/search_banking77.py --round final --work /tmp/b77 --epochs 2
+    python benchmarks/search_banking77.py --round final --work /tmp/b77 --epochs 1 [--max-steps N]
 
 Writes docs/figures/search_banking77.json (date, machine, CPU, commit, both rounds' trials, the
 Pareto table's rows, the pick, its test figure) after the final round.
@@ -63,11 +63,13 @@ hydra:
 """
 FINAL = """# @package _global_
 # BANKING77 final round (benchmarks/search_banking77.py): the screen's best learning rate(s), {epochs}
-# epoch(s) of full fine-tuning on the whole train split, every cpu artifact, the whole validation split.
+# epoch(s) of full fine-tuning on the whole train split (at most max_steps steps when > 0), every cpu
+# artifact, the whole validation split.
 hydra:
   sweeper:
     params:
 {fixed}      train.epochs: {epochs}
+      train.max_steps: {max_steps}
       train.save_steps: 500
       train.lr: {lrs}
 """
@@ -147,11 +149,13 @@ def final(work: Path, args) -> None:
         sys.exit("the screen has no finished trial")
     ranked = sorted(done, key=lambda r: -r["values"]["val_exact_match"])  # validation only
     lrs = [lr_of(r) for r in ranked[:args.finalists]]
-    text = FINAL.format(fixed=FIXED.format(model=MODEL, data=DATA), epochs=args.epochs, lrs=",".join(lrs))
+    text = FINAL.format(fixed=FIXED.format(model=MODEL, data=DATA), epochs=args.epochs, max_steps=args.max_steps,
+                        lrs=",".join(lrs))
     state["final_baseline"] = commit_file(repo, "conf/search/b77_final.yaml", text)
     state["final_file"] = text
     left = state["budget"] - (time.time() - state["start"])
-    print(f"final round: lr {lrs}, {args.epochs} epoch(s), {left:.0f} s of the budget left", flush=True)
+    print(f"final round: lr {lrs}, {args.epochs} epoch(s), max_steps {args.max_steps}, {left:.0f} s of the budget "
+          "left", flush=True)
     t1 = time.time()
     code = search(repo, "b77_final", left)
     total = time.time() - state["start"]
@@ -189,6 +193,8 @@ def main() -> None:
     ap.add_argument("--screen-steps", type=int, default=200)
     ap.add_argument("--screen-limit", type=int, default=300, help="screen: validation (and test) rows scored")
     ap.add_argument("--epochs", type=int, default=2, help="final: epochs on the whole train split")
+    ap.add_argument("--max-steps", type=int, default=-1,
+                    help="final: at most this many steps (> 0 overrides --epochs; size it from the screen's step time)")
     ap.add_argument("--finalists", type=int, default=1, help="final: how many of the screen's best learning rates")
     args = ap.parse_args()
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # dvc, slmake
