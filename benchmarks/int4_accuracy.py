@@ -65,6 +65,11 @@ OV_CANDIDATES = {  # targets.intel_npu overrides on conf/targets/intel_npu.yaml 
                                                   "dataset": "auto", "num_samples": 64}},
     "g32_r08_awq_se": {"group_size": 32, "int4": {"ratio": 0.8, "awq": True, "scale_estimation": True,
                                                   "dataset": "auto", "num_samples": 64}},
+    # the same, calibrated on the build's train split (prompt + response) instead of generated text
+    "g64_r08_awq_se_train": {"group_size": 64, "int4": {"ratio": 0.8, "awq": True, "scale_estimation": True,
+                                                        "dataset": "train", "num_samples": 64}},
+    "g64_r08_awq_se_train128": {"group_size": 64, "int4": {"ratio": 0.8, "awq": True, "scale_estimation": True,
+                                                           "dataset": "train", "num_samples": 128}},
 }
 
 
@@ -166,7 +171,8 @@ def _intel_npu(name: str, override: dict, args, merged: Path, ref_dir: Path, sch
         if res is None:
             continue
         rows.append({**_row(f"{name}:{suffix}", override, res, size, json.dumps(override), 28),
-                     "export_args": notes.get("export_args"), "weight_types": notes.get("weight_types")})
+                     "export_args": notes.get("export_args"), "weight_types": notes.get("weight_types"),
+                     "calibration": notes.get("calibration")})
     return rows
 
 

@@ -62,6 +62,45 @@ def test_intel_npu_data_aware_options_need_a_dataset():
         "--weight-format", "int4", "--sym", "--ratio", "1.0", "--group-size", "-1", "--backup-precision", "int8_asym"]
 
 
+def test_intel_npu_train_calibration_is_the_train_split_as_trained(tmp_path):
+    """int4.dataset: train hands NNCF the first num_samples train rows, prompt + response (the text
+    the cpu target's importance matrix calibrates on), and the manifest notes say so; auto leaves the
+    exporter its own; a build without a train split fails that IR naming the key."""
+    import json
+
+    from slmake.targets.base import BuildContext
+    from slmake.targets.cpu import imatrix
+
+    rows = [{"prompt": "### Ticket\nVPN down\n### Triage\n", "response": '{"category": "network"}'},
+            {"text": "no prompt: skipped"}, {"prompt": "### Ticket\nno answer\n### Triage\n"},
+            {"prompt": "### Ticket\nprinter\n### Triage\n", "response": '{"category": "hardware"}'}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n")
+    (tmp_path / "val.jsonl").write_text(json.dumps({"prompt": "VAL", "response": "VAL"}) + "\n")
+    ctx = BuildContext(merged=tmp_path, out=tmp_path / "out", data=tmp_path, logs=tmp_path / "logs")
+    s = {"group_size": 64, "backup_precision": "int8_asym",
+         "int4": {"ratio": 0.8, "awq": True, "scale_estimation": True, "dataset": "train", "num_samples": 2}}
+    assert intel_npu.validate_settings(s) == []
+    path, notes, err = intel_npu.calibration(ctx, "int4_sym", s)
+    texts = json.loads(path.read_text())
+    assert err == "" and texts == [rows[0]["prompt"] + rows[0]["response"], rows[2]["prompt"]]
+    assert imatrix.calibration_text(tmp_path / "train.jsonl", 2) == ("\n\n".join(texts) + "\n", 2)  # one reader
+    assert notes["dataset"] == "train" and notes["samples"] == 2 and len(notes["sha256"]) == 64
+    assert path.parent == ctx.logs                            # outside the cached output
+    args = intel_npu._export_args("int4_sym", s)
+    assert args[args.index("--dataset") + 1:args.index("--dataset") + 4] == ["train", "--num-samples", "2"]
+    assert intel_npu.calibration(ctx, "fp32", s) == (None, {}, "")
+    s["int4"]["dataset"] = "auto"
+    assert intel_npu.calibration(ctx, "int4_sym", s) == (None, {"dataset": "auto", "source": "texts the model "
+                                                                "generates itself (NNCF)", "num_samples": 2}, "")
+    s["int4"]["dataset"] = "train"
+    _, _, err = intel_npu.calibration(BuildContext(tmp_path, tmp_path, tmp_path / "nothing", tmp_path), "int4_sym", s)
+    assert "train.jsonl does not exist" in err and "targets.intel_npu.int4.dataset" in err
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["targets"]["intel_npu"] = {**yaml.safe_load((ROOT / "conf/targets/intel_npu.yaml").read_text())[
+        "intel_npu"], "int4": {"dataset": "val"}}
+    assert spec_mod.validate(params) == ["targets.intel_npu.int4.dataset: 'val' is not one of [None, 'auto', 'train']"]
+
+
 def test_intel_npu_defaults_are_the_measured_int4_setting():
     """conf/targets/intel_npu.yaml must export what benchmarks/int4_accuracy.py measured at -0.5 pts
     on SmolLM2 (channel-wise, the NPU guide's recipe, lost 33.5) and pass the target's own check."""

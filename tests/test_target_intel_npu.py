@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("openvino_genai")
 pytest.importorskip("optimum.intel")
-from e2e_utils import BENCH, NEW, build_ctx
+from e2e_utils import BENCH, NEW, PROMPTS, build_ctx
 from slmake.compile import settings_problems
 from slmake.metrics import parity
 from slmake.targets import intel_npu
@@ -146,7 +146,8 @@ def test_bad_inputs_raise(built, tmp_path):
 def test_shipped_data_aware_recipe_builds_and_runs(built, tmp_path):
     """conf/targets/intel_npu.yaml's int4 recipe as shipped (group 64, NNCF ratio 0.8, AWQ + scale
     estimation on samples the model generates itself): the export runs offline, mixes int4 with
-    int8, records what NNCF did, and the IR generates through the NPU pipeline on CPU."""
+    int8, records what NNCF did, and the IR generates through the NPU pipeline on CPU. The same
+    recipe calibrated on the train split (int4.dataset: train) builds too."""
     from pathlib import Path
 
     import yaml
@@ -167,3 +168,27 @@ def test_shipped_data_aware_recipe_builds_and_runs(built, tmp_path):
     assert types.get("i4", 0) > 0 and types.get("u8", 0) > 2, types
     got = [g.tokens for g in _tokens(art, tmp_path, ids)]
     assert all(0 < len(t) <= NEW and all(0 <= x < 320 for x in t) for t in got)
+    assert art.notes["calibration"] == {"dataset": "auto", "source": "texts the model generates itself (NNCF)",
+                                        "num_samples": shipped["int4"]["num_samples"]}
+
+    # int4.dataset: train: NNCF calibrates on the train split's rows as trained (never val/test);
+    # the manifest notes say so, and the texts stay out of the artifact
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text("".join(json.dumps({"prompt": f"### Ticket\n{p}\n### Triage\n",
+                                                          "response": "TRAINROW"}) + "\n" for p in PROMPTS))
+    (data / "val.jsonl").write_text(json.dumps({"prompt": "VALROW", "response": "VALROW"}) + "\n")
+    train_settings = {**settings, "int4": {**shipped["int4"], "dataset": "train", "num_samples": 4}}
+    assert not settings_problems("intel_npu", train_settings)
+    out = tmp_path / "train"
+    art = next(a for a in intel_npu.compile(build_ctx(model, out, data), train_settings)
+               if a.name == "ov_int4_sym_npuw_cpu")
+    assert art.status == "built", art.reason
+    calib = art.notes["calibration"]
+    assert calib["dataset"] == "train" and calib["samples"] == 4 and len(calib["sha256"]) == 64, calib
+    texts = json.loads((out / "logs" / "ov_int4_sym-calibration.json").read_text())
+    assert texts == [f"### Ticket\n{p}\n### Triage\nTRAINROW" for p in PROMPTS[:4]]
+    assert art.notes["weight_types"].get("i4", 0) > 0
+    ir = out / "ov_int4_sym"
+    assert not any(b"TRAINROW" in f.read_bytes() or b"VALROW" in f.read_bytes() for f in ir.rglob("*") if f.is_file())
+    assert json.loads((ir / "openvino_config.json").read_text())["quantization_config"]["dataset"] is None

@@ -1,7 +1,7 @@
 """Helpers every target shares: check the merged model, run a toolchain offline into a log (or send
 in-process libraries' output there), turn a failure into a reason a user can act on, refuse to run
-what was not built, and build ONNX Runtime GenAI models (the cpu and cuda targets both use its
-builder)."""
+what was not built, build ONNX Runtime GenAI models (the cpu and cuda targets both use its
+builder), and read the train split as calibration text (the cpu and intel_npu targets)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,23 @@ def check_merged(merged: Path) -> None:
         raise ValueError(f"{merged}: not a Hugging Face model folder (no config.json)")
     if not any(merged.glob("*.safetensors")):
         raise ValueError(f"{merged}: no *.safetensors weights (slmake loads safetensors only)")
+
+
+def train_texts(train: Path, max_rows: int) -> list[str]:
+    """The first ``max_rows`` train rows as the model saw them in training: prompt (already rendered
+    with the spec's template by curate) followed by its response. The calibration data of the
+    task-calibrated quantizers (cpu: llama.cpp's importance matrix; intel_npu: NNCF's data-aware
+    int4); they never read the val or test split."""
+    texts = []
+    with open(train, encoding="utf-8") as f:
+        for line in f:
+            if len(texts) >= max_rows:
+                break
+            row = json.loads(line) if line.strip() else None
+            if isinstance(row, dict) and isinstance(row.get("prompt"), str):
+                response = row.get("response")
+                texts.append(row["prompt"] + (response if isinstance(response, str) else ""))
+    return texts
 
 
 def run_tool(cmd: list[str], log: Path, cwd: str | Path | None = None, **extra_env: str) -> int:

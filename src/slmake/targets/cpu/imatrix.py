@@ -14,12 +14,11 @@ depend on it: checked by two runs at 1 and 2 threads giving the same bytes).
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from ...runtimes.llamacpp import load_llama_cpp
 from ...toolchain import llama_cpp_tool
-from ..tools import last_error, output_to, run_tool
+from ..tools import last_error, output_to, run_tool, train_texts
 
 # llama-quantize refuses these without an importance matrix (tools/quantize/quantize.cpp)
 REQUIRED = frozenset({"iq2_xxs", "iq2_xs", "iq1_s"})
@@ -41,17 +40,9 @@ def uses_imatrix(quant: str, enabled: bool | None) -> bool:
 
 
 def calibration_text(train: Path, max_prompts: int) -> tuple[str, int]:
-    """The first ``max_prompts`` train rows as the model saw them in training: prompt (already
-    rendered with the spec's template by curate) followed by its response."""
-    texts = []
-    with open(train, encoding="utf-8") as f:
-        for line in f:
-            if len(texts) >= max_prompts:
-                break
-            row = json.loads(line) if line.strip() else None
-            if isinstance(row, dict) and isinstance(row.get("prompt"), str):
-                response = row.get("response")
-                texts.append(row["prompt"] + (response if isinstance(response, str) else ""))
+    """The first ``max_prompts`` train rows as the model saw them in training (``tools.train_texts``),
+    one text for llama-imatrix; and how many rows it holds."""
+    texts = train_texts(train, max_prompts)
     return "\n\n".join(texts) + "\n", len(texts)
 
 

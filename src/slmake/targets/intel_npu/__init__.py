@@ -2,7 +2,8 @@
 
 Build: optimum-intel's own exporter (``optimum-cli export openvino``, in a subprocess, offline) with
 int4 symmetric weights (conf default: group 64, 80 % int4 with AWQ + scale estimation on
-self-generated data; the NPU guide's channel-wise ratio-1.0 recipe lost SmolLM2 33 points:
+self-generated data, or on the build's train split with ``int4.dataset: train`` through
+export_with_texts.py; the NPU guide's channel-wise ratio-1.0 recipe lost SmolLM2 33 points:
 benchmarks/int4_accuracy.py --target intel_npu), tokenizer/detokenizer IRs included; optionally
 int8_sym / fp16 / fp32 IRs (fp32 is the parity baseline: it separates errors of the static-shape
 pipeline from errors of quantization).
@@ -23,6 +24,7 @@ partitioning) for MHA models only; the choice is recorded in each artifact's not
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import sys
@@ -31,7 +33,7 @@ from pathlib import Path
 from ...io import atomic_dir
 from ...runtimes.openvino import OpenVINORunner
 from ..base import Artifact, BuildContext, Probe, Skipped, TargetInfo
-from ..tools import ToolFailed, check_merged, require_built, run_tool
+from ..tools import ToolFailed, check_merged, require_built, run_tool, train_texts
 from ..tools import last_error as _last_error
 
 TARGET = TargetInfo(
@@ -75,8 +77,9 @@ def probe() -> Probe:
 def validate_settings(settings: dict) -> list[str]:
     """The schema says the rest (weights minItems 1, shapes multiples of 64)."""
     int4 = settings.get("int4", {})
-    return [f"targets.intel_npu.int4.{k}: NNCF's {k} is data-aware: set int4.dataset (auto = samples the "
-            "model generates itself)" for k in ("awq", "scale_estimation") if int4.get(k) and not int4.get("dataset")]
+    return [f"targets.intel_npu.int4.{k}: NNCF's {k} is data-aware: set int4.dataset (train = the build's "
+            "train split; auto = samples the model generates itself)"
+            for k in ("awq", "scale_estimation") if int4.get(k) and not int4.get("dataset")]
 
 
 def compile(ctx: BuildContext, settings: dict) -> list[Artifact]:
@@ -164,12 +167,40 @@ def _export_args(w: str, s: dict) -> list[str]:
                 "--group-size", str(s["group_size"]), "--backup-precision", s["backup_precision"]]
         args += [flag for key, flag in (("awq", "--awq"), ("scale_estimation", "--scale-estimation"))
                  if int4.get(key)]
-        if int4.get("dataset"):
+        if int4.get("dataset"):   # train: export_with_texts.py swaps in the train split's texts
             args += ["--dataset", int4["dataset"], "--num-samples", str(int4.get("num_samples", 128))]
         return args
     if w == "int8_sym":
         return ["--weight-format", "int8", "--sym"]
     return ["--weight-format", w]
+
+
+def calibration(ctx: BuildContext, w: str, s: dict) -> tuple[Path | None, dict, str]:
+    """NNCF's calibration data for IR ``w``: (the JSON list of texts export_with_texts.py passes as
+    the dataset, or None for the exporter's own; what the manifest records; error or "").
+    ``int4.dataset: train`` takes the first ``num_samples`` rows of the build's train split as the
+    model saw them in training (``tools.train_texts``, as the cpu target's importance matrix does);
+    never val or test."""
+    dataset = s.get("int4", {}).get("dataset") if w == "int4_sym" else None
+    if dataset is None:
+        return None, {}, ""
+    num_samples = s["int4"].get("num_samples", 128)
+    if dataset == "auto":
+        return None, {"dataset": "auto", "source": "texts the model generates itself (NNCF)",
+                      "num_samples": num_samples}, ""
+    train = ctx.data / "train.jsonl"
+    if not train.is_file():
+        return None, {}, (f"no calibration data: {train} does not exist (targets.intel_npu.int4.dataset: train; "
+                          "auto calibrates on text the model generates itself)")
+    texts = train_texts(train, num_samples)
+    if not texts:
+        return None, {}, f"{train}: no rows with a string `prompt` field to calibrate on (targets.intel_npu.int4.dataset)"
+    blob = json.dumps(texts, ensure_ascii=False, indent=0) + "\n"
+    ctx.logs.mkdir(parents=True, exist_ok=True)
+    path = ctx.logs / f"ov_{w}-calibration.json"
+    path.write_text(blob, encoding="utf-8")
+    return path, {"dataset": "train", "source": "train split (prompt + response)", "samples": len(texts),
+                  "sha256": hashlib.sha256(blob.encode("utf-8")).hexdigest()}, ""
 
 
 def _export(ctx: BuildContext, w: str, s: dict) -> tuple[str, dict]:
@@ -181,12 +212,18 @@ def _export(ctx: BuildContext, w: str, s: dict) -> tuple[str, dict]:
         missing = ["optimum-intel"]
     if missing:
         return f"{', '.join(missing)} not installed; {INSTALL_HINT}", notes
+    texts, calib, err = calibration(ctx, w, s)
+    if calib:
+        notes["calibration"] = calib
+    if err:
+        return err, notes
+    exporter = ([str(Path(__file__).with_name("export_with_texts.py")), str(texts)] if texts else
+                ["-m", "optimum.commands.optimum_cli", "export", "openvino"])
     log = ctx.logs / f"ov_{w}.log"
     try:
         with atomic_dir(ctx.out / f"ov_{w}") as tmp:
-            rc = run_tool([sys.executable, "-m", "optimum.commands.optimum_cli", "export", "openvino", "--model",
-                           str(ctx.merged), "--task", "text-generation-with-past", *args, str(tmp)], log,
-                          cwd=log.parent, TQDM_DISABLE="1")
+            rc = run_tool([sys.executable, *exporter, "--model", str(ctx.merged), "--task",
+                           "text-generation-with-past", *args, str(tmp)], log, cwd=log.parent, TQDM_DISABLE="1")
             if rc != 0 or not (tmp / "openvino_model.xml").is_file():
                 raise ToolFailed(f"optimum-cli export openvino exited {rc}: {_last_error(log)}")
             absent = [f for f in ("openvino_tokenizer.xml", "openvino_detokenizer.xml") if not (tmp / f).is_file()]
@@ -202,13 +239,17 @@ def _export(ctx: BuildContext, w: str, s: dict) -> tuple[str, dict]:
 
 def _normalise(folder: Path) -> None:
     """openvino_config.json records the merged model's absolute path; drop it so the artifact's
-    bytes depend on the model, not on where it was built."""
+    bytes depend on the model, not on where it was built. It also records a list-of-texts dataset
+    whole: drop it too (the train split's rows have no place in a deployed artifact; the manifest
+    notes record the calibration)."""
     cfg_path = folder / "openvino_config.json"
     if cfg_path.is_file():
         cfg = json.loads(cfg_path.read_text())
         q = cfg.get("quantization_config")
         if isinstance(q, dict) and isinstance(q.get("tokenizer"), str):
             q["tokenizer"] = None
+        if isinstance(q, dict) and isinstance(q.get("dataset"), list):
+            q["dataset"] = None
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
