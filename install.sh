@@ -2,6 +2,7 @@
 # The one command: create .venv, install the pinned stack, then build the default spec (`dvc repro`).
 #   ./install.sh             install + build
 #   ./install.sh --no-build  install only
+# Opt-in larger bases, after install: bash requirements/models.sh gemma3_270m (docs/guide/base-models.md)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
