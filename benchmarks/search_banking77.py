@@ -63,8 +63,8 @@ hydra:
 """
 FINAL = """# @package _global_
 # BANKING77 final round (benchmarks/search_banking77.py): the screen's best learning rate(s), {epochs}
-# epoch(s) of full fine-tuning on the whole train split (at most max_steps steps when > 0), every cpu
-# artifact, the whole validation split.
+# epoch(s) of full fine-tuning on the whole train split (at most max_steps steps when > 0), the cpu
+# artifacts {quants} + ONNX {onnx}, the whole validation split.
 hydra:
   sweeper:
     params:
@@ -72,6 +72,8 @@ hydra:
       train.max_steps: {max_steps}
       train.save_steps: 500
       train.lr: {lrs}
+      targets.cpu.gguf.quants: "{quants}"
+      targets.cpu.onnx_genai.precisions: "{onnx}"
 """
 
 
@@ -150,7 +152,7 @@ def final(work: Path, args) -> None:
     ranked = sorted(done, key=lambda r: -r["values"]["val_exact_match"])  # validation only
     lrs = [lr_of(r) for r in ranked[:args.finalists]]
     text = FINAL.format(fixed=FIXED.format(model=MODEL, data=DATA), epochs=args.epochs, max_steps=args.max_steps,
-                        lrs=",".join(lrs))
+                        lrs=",".join(lrs), quants=args.quants, onnx=args.onnx)
     state["final_baseline"] = commit_file(repo, "conf/search/b77_final.yaml", text)
     state["final_file"] = text
     left = state["budget"] - (time.time() - state["start"])
@@ -195,6 +197,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="final: epochs on the whole train split")
     ap.add_argument("--max-steps", type=int, default=-1,
                     help="final: at most this many steps (> 0 overrides --epochs; size it from the screen's step time)")
+    ap.add_argument("--quants", default="[f16,q8_0,q4_k_m]", help="final: the cpu target's GGUF quants")
+    ap.add_argument("--onnx", default="[int4]", help="final: the cpu target's ONNX precisions ([] for none)")
     ap.add_argument("--finalists", type=int, default=1, help="final: how many of the screen's best learning rates")
     args = ap.parse_args()
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # dvc, slmake
