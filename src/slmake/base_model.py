@@ -165,6 +165,7 @@ def import_hf(cfg: dict, out_dir: Path) -> dict:
             raise BaseModelError(str(e)) from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    out_dir.mkdir(parents=True, exist_ok=True)   # a SentencePiece GGUF writes tokenizer.model there first
     kw = dict(trust_remote_code=cfg["trust_remote_code"], local_files_only=not cfg["allow_network"])
     if h.get("revision"):
         kw["revision"] = h["revision"]
