@@ -153,7 +153,20 @@ class ScriptedRunner:
         pass
 
 
-def _client(tmp_path, monkeypatch, runner, schema=TEXT_SCHEMA, fmt="text", **limits):
+class _SpanRecorder:
+    """Stands in for serve.otel.Otel: what the app hands to each request's span."""
+
+    def __init__(self):
+        self.spans = []
+
+    def record(self, **attributes):
+        self.spans.append(attributes)
+
+    def shutdown(self):
+        pass
+
+
+def _client(tmp_path, monkeypatch, runner, schema=TEXT_SCHEMA, fmt="text", otel=None, **limits):
     from fastapi.testclient import TestClient
     from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -174,7 +187,7 @@ def _client(tmp_path, monkeypatch, runner, schema=TEXT_SCHEMA, fmt="text", **lim
         open_runner=lambda art, folder, opts: runner))
     engine = Engine(Package(tmp_path, contract))
     telemetry = Telemetry("cpu/fake", tmp_path / "requests.jsonl")
-    return TestClient(create_app(engine, Limits(**limits), telemetry)), telemetry
+    return TestClient(create_app(engine, Limits(**limits), telemetry, otel)), telemetry
 
 
 def _events(response) -> list[dict]:
@@ -212,7 +225,8 @@ def test_logprobs_in_openai_shapes_and_the_label_probability(tmp_path, monkeypat
 
 
 def test_min_confidence_answers_needs_review_instead_of_a_guess(tmp_path, monkeypatch):
-    client, telemetry = _client(tmp_path, monkeypatch, ScriptedRunner("email", math.log(0.4)),
+    spans = _SpanRecorder()
+    client, telemetry = _client(tmp_path, monkeypatch, ScriptedRunner("email", math.log(0.4)), otel=spans,
                                 min_confidence=0.5, review_answer="needs a person")
     r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "printer jammed"}],
                                                   "logprobs": True}).json()
@@ -226,6 +240,9 @@ def test_min_confidence_answers_needs_review_instead_of_a_guess(tmp_path, monkey
     assert events[-1]["choices"][0]["finish_reason"] == "needs_review" and events[-1]["slmake"]["needs_review"]
     log = [json.loads(line) for line in (tmp_path / "requests.jsonl").read_text().splitlines()]
     assert [(e["needs_review"], e["confidence"]) for e in log] == [(True, 0.4), (True, 0.4)]
+    # the OTel span says what the client got (finish reason needs_review), beside the model's confidence
+    assert [(s["finish_reason"], s["needs_review"], s["confidence"]) for s in spans.spans] == [
+        ("needs_review", True, 0.4), ("needs_review", True, 0.4)]
     assert 'slmake_needs_review_total{artifact="cpu/fake",endpoint="chat.completions"} 1.0' in \
         telemetry.metrics_body()[0].decode()
     sure, _ = _client(tmp_path, monkeypatch, ScriptedRunner("email", math.log(0.9)), min_confidence=0.5)

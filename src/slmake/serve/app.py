@@ -220,7 +220,8 @@ def create_app(engine: Front, limits: Limits, telemetry=None, otel=None) -> Fast
         if otel is not None:
             otel.record(endpoint=endpoint, max_tokens=budget, stream=stream, latency_s=ans.latency_s,
                         ttft_s=ans.ttft_s, queue_s=ans.queue_s, prompt_tokens=ans.prompt_tokens,
-                        completion_tokens=ans.completion_tokens, finish_reason=ans.finish_reason,
+                        completion_tokens=ans.completion_tokens,
+                        finish_reason=NEEDS_REVIEW if review else ans.finish_reason,  # as the client got it
                         schema_valid=ans.schema_valid, error_type="invalid_output" if ans.error else None,
                         confidence=ans.confidence, needs_review=review)
         if telemetry is not None:
