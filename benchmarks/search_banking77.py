@@ -171,8 +171,8 @@ def final(work: Path, args) -> None:
             rows.append({"round": name.split("_")[1], "experiment": r["experiment"], "lr": lr_of(r),
                          "status": r["status"], "reason": r.get("reason"), "seconds": r.get("seconds"),
                          "best artifact": r.get("best"), "validation": r.get("values"),
-                         "artifacts": [{k: a.get(k) for k in ("artifact", "val_exact_match", "size_mb",
-                                                               "decode_tok_s", "pareto", "gate")}
+                         "artifacts": [{k: a.get(k) for k in ("artifact", "val_exact_match", "size_mb", "decode_tok_s",
+                                                               "delta", "delta_low", "refused")}
                                        for a in r.get("rows", [])]})
     figures = {"budget s": state["budget"], "screen s": state.get("screen_s"), "final s": round(time.time() - t1, 1),
                "total s": round(total, 1), "final exit": code, "pick": pick, "test exact match of the pick": test,
