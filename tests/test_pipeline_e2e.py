@@ -7,6 +7,7 @@ show up in `dvc exp show`, and byte-identical rebuilds.
 """
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -25,6 +26,32 @@ def _ran(out: str) -> set[str]:
     """Stages a repro ran, less `check`: it runs every time (it validates the spec and hashes the
     files behind model.hf.path before anything else), and its constant output invalidates nothing."""
     return ran_stages(out) - {"check"}
+
+
+def _saved(repo) -> tuple[dict, set]:
+    """params.yaml, dvc.lock and every report, as the build left them, and every path under build/
+    and reports/: what _restore brings back."""
+    files = {p: p.read_bytes() for p in [repo / "params.yaml", repo / "dvc.lock", *(repo / "reports").rglob("*")]
+             if p.is_file()}
+    return files, {p for top in ("build", "reports") for p in (repo / top).rglob("*")}
+
+
+def _restore(repo, saved: tuple[dict, set]) -> None:
+    """Back to the build as it was without re-running its stages: what appeared under build/ and
+    reports/ removed (another target's outputs and reports: deps of report and monitor), the saved
+    files written back, then the cached outputs of the saved dvc.lock (`dvc checkout`); `dvc status`
+    must agree."""
+    files, paths = saved
+    for p in sorted({p for top in ("build", "reports") for p in (repo / top).rglob("*")} - paths):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    for p, content in files.items():
+        p.write_bytes(content)
+    sh("dvc checkout --force", repo)
+    stale = {ln.strip().rstrip(":") for ln in sh("dvc status", repo).stdout.splitlines() if ln and ln[0] not in " \t"}
+    assert stale <= {"check"}, stale   # check is always_changed; everything else as the build left it
 
 
 def test_first_build_runs_every_stage(repo):
@@ -95,15 +122,14 @@ def test_noop_repro_runs_nothing(repo):
 
 def test_bench_only_change_reruns_only_bench_and_report(repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    original = (repo / "params.yaml").read_text()
+    saved = _saved(repo)
     params["bench"]["repeats"] = 2
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         out = sh("dvc repro", repo).stdout
         assert _ran(out) == {"bench@cpu", "deploy@cpu", "report", "monitor"}, out   # deploy: the card's figures
     finally:
-        (repo / "params.yaml").write_text(original)
-        sh("dvc repro", repo)
+        _restore(repo, saved)   # no second bench run
 
 
 def test_quality_gate_refuses_a_broken_artifact(repo):
@@ -187,18 +213,19 @@ def test_rebuild_gives_identical_artifacts(repo):
 
 
 def test_exp_run_shows_in_exp_show(repo):
-    sh("dvc exp run -S bench.speed_prompts=1 -n speed1", repo)
+    # a param only the report reads: the experiment reruns the report, not bench
+    sh("dvc exp run -S cost.monthly_requests=2000000 -n cost2m", repo)
     rows = json.loads(sh("dvc exp show --json", repo).stdout)
     found = []
     for row in rows:
         for exp in row.get("experiments") or []:
             for rev in exp.get("revs", []):
                 data = rev.get("data", {})
-                if rev.get("name") == "speed1" or data.get("name") == "speed1":
+                if rev.get("name") == "cost2m" or data.get("name") == "cost2m":
                     found.append(data)
     assert found, json.dumps(rows)[:2000]
     data = found[0]
-    assert data["params"]["params.yaml"]["data"]["bench"]["speed_prompts"] == 1
+    assert data["params"]["params.yaml"]["data"]["cost"]["monthly_requests"] == 2000000
     metrics = data["metrics"]["reports/bench/cpu.json"]["data"]["cpu"]
     assert metrics["gguf_q4_k_m"]["exact_match"] >= 0
 
@@ -225,8 +252,8 @@ def test_built_gguf_imports_as_a_base_model(repo, tmp_path):
 
 
 def test_adding_and_changing_a_target_reruns_only_that_target(repo):
-    original = (repo / "params.yaml").read_text()
-    params = yaml.safe_load(original)
+    saved = _saved(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     params["targets"]["cuda"] = {"hf_fp16": True, "onnx_genai": {"precisions": ["int4"]}}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
@@ -242,14 +269,16 @@ def test_adding_and_changing_a_target_reruns_only_that_target(repo):
         stale = {line.strip().rstrip(":") for line in sh("dvc status", repo).stdout.splitlines()
                  if line and not line.startswith((" ", "\t"))}
         assert {"compile@cuda", "bench@cuda"} <= stale and not stale & {"compile@cpu", "bench@cpu"}, stale
-        params["targets"]["cuda"]["hf_fp16"] = False
+        # the change drops the ONNX model (the one the builder takes seconds to make): the rebuild
+        # casts the fp16 safetensors again, and bench re-checks that one
+        params["targets"]["cuda"]["onnx_genai"]["precisions"] = []
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         out = sh("dvc repro", repo).stdout
         assert _ran(out) == {"compile@cuda", "bench@cuda", "deploy@cuda", "report", "monitor"}, out
         assert "cuda" in (repo / "reports/report.md").read_text()
+        assert set(_bench(repo, "cuda")) == {"hf_fp16_cuda", "hf_fp16_cpu_check"}   # the change took
     finally:
-        (repo / "params.yaml").write_text(original)
-        sh("dvc repro", repo)   # back to the cpu-only build the later tests expect
+        _restore(repo, saved)   # back to the cpu-only build the later tests expect
 
 
 def test_readme_exp_show_fits_160_columns(repo):

@@ -1,8 +1,9 @@
 """`slmake search` end to end on the micro build (issue 19 items 1, 3): a 2x2 grid (train.lr x
-targets.cpu.gguf.quants, 10 training steps, GGUF only) whose four trials are real `dvc exp run`s;
-the objective is the validation figure, the quant-only trial restores training from the run cache,
-the Pareto table and the pick are written, and the printed `dvc exp apply` brings the pick's spec
-into the workspace; a trial the wall-time budget stops leaves the project clean."""
+targets.cpu.gguf.quants; 10 training steps, 8 evaluated and benched rows per split, GGUF only) whose
+four trials are real `dvc exp run`s; the objective is the validation figure, the quant-only trial
+restores training from the run cache, the Pareto table and the pick are written, and the printed
+`dvc exp apply` brings the pick's spec into the workspace; a trial the wall-time budget stops leaves
+the project clean."""
 
 import json
 import re
@@ -24,6 +25,8 @@ hydra:
       targets.cpu.gguf.quants: "[q8_0],[q4_k_m]"
       train.max_steps: 10
       targets.cpu.onnx_genai.precisions: "[]"
+      eval.limit: 8
+      bench.limit: 8
 """
 
 
