@@ -166,6 +166,17 @@ def limit_threads(threads: int | None, jobs: int | None = None) -> int:
     return n
 
 
+def deterministic_algorithms(torch) -> None:
+    """torch.use_deterministic_algorithms(True, warn_only=True) without its first line: that function
+    imports torch._inductor.config, and with it inductor, dynamo and sklearn/scipy (1.7 s of every
+    stage's start, ~1/5 of a micro build's CPU). Inductor's flag matters only to torch.compile, which
+    slmake never calls; it is still set where inductor is already loaded. Eager kernels read only the
+    global flag set here, so the numerics are those of the public call."""
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
+    if "torch._inductor.config" in sys.modules:
+        sys.modules["torch._inductor.config"].deterministic = True
+
+
 def setup(threads: int | None = None, seed: int | None = None, allow_network: bool = False) -> int:
     """Every stage's first call. Returns the thread count used."""
     offline(allow_network)
@@ -179,5 +190,5 @@ def setup(threads: int | None = None, seed: int | None = None, allow_network: bo
     if seed is not None:
         random.seed(seed)
         torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        deterministic_algorithms(torch)
     return threads
