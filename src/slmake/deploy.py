@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from . import gguf_meta
 from .charts import accuracy_size  # matplotlib loads only when a chart is drawn
 from .chat_template import CHAT, resolved
 from .compile import MANIFEST_GLOB, manifest_path
@@ -353,11 +354,9 @@ def _license(model: dict, data: dict) -> str:
     hf = model.get("hf") or {}
     if model["source"] == "hf" and hf.get("gguf_file"):
         try:
-            from gguf import GGUFReader
-
-            field = GGUFReader(Path(hf["path"]) / hf["gguf_file"]).fields.get("general.license")
-            if field is not None:
-                return bytes(field.parts[field.data[0]]).decode()
+            licence = gguf_meta.read(Path(hf["path"]) / hf["gguf_file"]).fields.get("general.license")
+            if licence is not None:
+                return licence
         except Exception:  # an unreadable file is the base stage's error to report, not ours
             pass
     if model["source"] == "hf" and hf.get("path"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from . import gguf_meta
 from .runtimes.llamacpp import load_llama_cpp
 
 # llama.cpp's byte-level BPE pre-tokenizer names -> how transformers' converters reproduce them.
@@ -43,17 +44,15 @@ class TokenizerError(Exception):
 
 
 def fields(gguf_path: Path) -> dict:
-    """Every metadata field of the GGUF, read once per file version (parsing a 49k-token
-    vocabulary takes seconds, and import, config fix-up and check all need it)."""
+    """Every metadata field of the GGUF, read once per file version (import, config fix-up and
+    check all need it)."""
     st = Path(gguf_path).stat()
     return _fields(str(Path(gguf_path).resolve()), st.st_size, st.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=4)
 def _fields(path: str, size: int, mtime_ns: int) -> dict:
-    import gguf
-
-    return {k: f.contents() for k, f in gguf.GGUFReader(path).fields.items()}
+    return gguf_meta.read(path).fields
 
 
 def metadata(gguf_path: Path) -> dict:

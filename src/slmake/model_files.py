@@ -15,6 +15,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import gguf_meta
 from .io import relative_paths_note, sha256_file, write_json_atomic
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -145,17 +146,17 @@ def _safetensors_modules(folder: Path, tied: bool) -> list[str] | None:
 
 def _gguf_facts(path: Path) -> ModelFacts:
     try:
-        import gguf
+        import gguf  # noqa: F401 - gguf_meta hands unusual files to it
     except ImportError:
         return ModelFacts(str(path))
     try:
-        reader = gguf.GGUFReader(str(path))
+        reader = gguf_meta.read(path)
     except Exception as e:  # noqa: BLE001 - gguf raises ValueError/struct errors on damaged files
         raise ModelFileError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
     fields = reader.fields
 
     def get(key):
-        return fields[key].contents() if key in fields else None
+        return fields.get(key)
 
     arch = get("general.architecture")
     modules = None

@@ -20,6 +20,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from ... import gguf_meta
 from ...runtimes.llamacpp import LlamaCppRunner, load_llama_cpp
 from ...runtimes.ortgenai import OrtGenAIRunner
 from ..base import Artifact, BuildContext, Probe, Skipped, TargetInfo
@@ -209,9 +210,7 @@ def _quantize_imatrix(ctx: BuildContext, art: Artifact, f16: Artifact, quant: st
 def _tensor_types(path: Path) -> dict:
     """Count tensor types as written (authoritative, unlike the requested ftype)."""
     try:
-        from gguf import GGUFReader
-
-        types = Counter(t.tensor_type.name.lower() for t in GGUFReader(path).tensors)
+        types = Counter(gguf_meta.type_name(t.type_id).lower() for t in gguf_meta.read(path).tensors)
         return {"tensor_types": dict(sorted(types.items()))}
     except Exception:  # the gguf package is optional at this point
         return {}
