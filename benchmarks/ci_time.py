@@ -66,7 +66,8 @@ def main() -> int:
     if (ROOT.parent / "shared").is_dir() and not (work / "shared").exists():
         (work / "shared").symlink_to(ROOT.parent / "shared")
     env = {**os.environ, **({} if args.pip_cache else {"PIP_NO_CACHE_DIR": "1"})}
-    env.pop("VIRTUAL_ENV", None)
+    env.pop("VIRTUAL_ENV", None)   # the clone makes its own .venv from the system's python3
+    env["PATH"] = os.pathsep.join(d for d in env.get("PATH", "").split(os.pathsep) if "/.venv/" not in d + "/")
     log = work / "ci.log"
     t0 = time.perf_counter()
     lines = []
