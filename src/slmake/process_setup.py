@@ -168,8 +168,8 @@ def limit_threads(threads: int | None, jobs: int | None = None) -> int:
 
 def deterministic_algorithms(torch) -> None:
     """torch.use_deterministic_algorithms(True, warn_only=True) without its first line: that function
-    imports torch._inductor.config, and with it inductor, dynamo and sklearn/scipy (1.7 s of every
-    stage's start, ~1/5 of a micro build's CPU). Inductor's flag matters only to torch.compile, which
+    imports torch._inductor.config, and with it inductor and dynamo (1.7 s of every stage's start;
+    6 of the 32 s a micro build spent importing). Inductor's flag matters only to torch.compile, which
     slmake never calls; it is still set where inductor is already loaded. Eager kernels read only the
     global flag set here, so the numerics are those of the public call."""
     torch._C._set_deterministic_algorithms(True, warn_only=True)
