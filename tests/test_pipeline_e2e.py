@@ -28,6 +28,11 @@ def _ran(out: str) -> set[str]:
     return ran_stages(out) - {"check"}
 
 
+def _stale(repo) -> set[str]:
+    """The stages `dvc status` names (its unindented lines)."""
+    return {ln.strip().rstrip(":") for ln in sh("dvc status", repo).stdout.splitlines() if ln and ln[0] not in " \t"}
+
+
 def _saved(repo) -> tuple[dict, set]:
     """params.yaml, dvc.lock and every report, as the build left them, and every path under build/
     and reports/: what _restore brings back."""
@@ -50,7 +55,7 @@ def _restore(repo, saved: tuple[dict, set]) -> None:
     for p, content in files.items():
         p.write_bytes(content)
     sh("dvc checkout --force", repo)
-    stale = {ln.strip().rstrip(":") for ln in sh("dvc status", repo).stdout.splitlines() if ln and ln[0] not in " \t"}
+    stale = _stale(repo)
     assert stale <= {"check"}, stale   # check is always_changed; everything else as the build left it
 
 
@@ -144,13 +149,11 @@ def test_quality_gate_refuses_a_broken_artifact(repo):
     from slmake.gate import gate
     from slmake.serve.package import pick_package
 
-    original = (repo / "params.yaml").read_text()
-    params = yaml.safe_load(original)
+    saved = _saved(repo)   # restored afterwards with the cached outputs (dvc checkout): no second bench run
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     # every one of evaluate's 24 rows per split (bench.limit 12 otherwise): more prompts the fp32 model
     # gets right for the broken one to lose; max_drop 0.1, as finer than that 24 rows cannot resolve
     params["bench"].update(limit=None, max_drop=0.1)
-    # restored afterwards with the cached outputs (dvc checkout): no second bench run
-    saved = {p: p.read_bytes() for p in [repo / "dvc.lock", *(repo / "reports").rglob("*")] if p.is_file()}
     gguf = repo / "build/compile/cpu/gguf_q8_0/model.gguf"
     data = bytearray(gguf.read_bytes())
     for t in GGUFReader(gguf).tensors:
@@ -185,12 +188,7 @@ def test_quality_gate_refuses_a_broken_artifact(repo):
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 2 and "no artifact meets the constraints (max_size_mb 0.001)" in res.stderr, res.stderr
     finally:
-        (repo / "params.yaml").write_text(original)
-        for p, content in saved.items():
-            p.write_bytes(content)
-        sh("dvc checkout --force", repo)
-    stale = {ln.strip().rstrip(":") for ln in sh("dvc status", repo).stdout.splitlines() if ln and ln[0] not in " \t"}
-    assert stale <= {"check"}, stale   # check is always_changed; everything else as the build left it
+        _restore(repo, saved)   # asserts dvc status: everything but check as the build left it
 
 
 def test_rebuild_gives_identical_artifacts(repo):
@@ -266,8 +264,7 @@ def test_adding_and_changing_a_target_reruns_only_that_target(repo):
         # a target is one folder: editing it re-runs that target only (dvc status says so before a run)
         module = repo / "src/slmake/targets/cuda/__init__.py"
         module.write_text(module.read_text() + "\n# touched\n")
-        stale = {line.strip().rstrip(":") for line in sh("dvc status", repo).stdout.splitlines()
-                 if line and not line.startswith((" ", "\t"))}
+        stale = _stale(repo)
         assert {"compile@cuda", "bench@cuda"} <= stale and not stale & {"compile@cpu", "bench@cpu"}, stale
         # the change drops the ONNX model (the one the builder takes seconds to make): the rebuild
         # casts the fp16 safetensors again, and bench re-checks that one

@@ -19,9 +19,8 @@ from typing import Any
 MAGIC = 0x46554747   # "GGUF" read as a little-endian uint32
 VERSIONS = (2, 3)
 STRING, ARRAY = 8, 9
+# GGUF value type -> its struct format, which numpy also takes as the dtype of an array of them
 SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-DTYPES = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8",
-          12: "<f8"}
 
 
 @dataclass(frozen=True)
@@ -88,8 +87,8 @@ def _parse(mm) -> Header:
                     s, pos = string(pos)
                     items.append(s)
                 fields[key] = items
-            elif etype in DTYPES:
-                arr = np.frombuffer(mm, dtype=DTYPES[etype], count=count, offset=pos)
+            elif etype in SCALARS:
+                arr = np.frombuffer(mm, dtype=SCALARS[etype], count=count, offset=pos)
                 fields[key] = arr.tolist()
                 pos += arr.nbytes
             else:
