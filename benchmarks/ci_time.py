@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from figures import ROOT, command_line, record
+from figures import ROOT, command_line, commit, record
 
 PHASE = re.compile(r"^\.ci/run: phase (\w+) took (\d+) s")
 STAMP = re.compile(r"^install\.sh: \[(\d+)s\] (.+)$")
@@ -63,6 +63,7 @@ def main() -> int:
         sys.exit(f"ci_time: {clone} exists: give an empty --work folder")
     work.mkdir(parents=True, exist_ok=True)
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    measured = commit(clone)   # what runs: HEAD's committed work, whatever the workspace holds
     if (ROOT.parent / "shared").is_dir() and not (work / "shared").exists():
         (work / "shared").symlink_to(ROOT.parent / "shared")
     env = {**os.environ, **({} if args.pip_cache else {"PIP_NO_CACHE_DIR": "1"})}
@@ -86,7 +87,7 @@ def main() -> int:
         print("\n".join(lines[-40:]))
         return rc
     figures = {"total s": round(wall), **parse(lines)}
-    record("ci_time", figures, command_line(),
+    record("ci_time", figures, command_line(), commit_id=measured,
            title="CI: .ci/run on a fresh clone",
            notes="A fresh clone of the commit, pip's cache off; Chromium already installed (the apt "
                  "step runs beside install.sh on CI). The 30-minute goal is for the total.")

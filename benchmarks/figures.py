@@ -125,9 +125,11 @@ def variant_of(overrides: Iterable[str]) -> str | None:
 
 
 def record(name: str, figures: dict, command: str | None = None, *, variant: str | None = None,
-           title: str | None = None, notes: str | None = None, directory: Path | str | None = None) -> Path:
+           title: str | None = None, notes: str | None = None, directory: Path | str | None = None,
+           commit_id: str | None = None) -> Path:
     """Write ``<directory>/<name>[.<variant>].json`` (default docs/figures/, or $SLMAKE_FIGURES_DIR):
-    the figures with the date (UTC), machine, CPU, commit and command that produced them. Returns the
+    the figures with the date (UTC), machine, CPU, commit and command that produced them (``commit_id``:
+    the one measured, when that is not this checkout's, as ci_time.py's fresh clone). Returns the
     path; prints where it went and how to render the page."""
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
         raise ValueError(f"figures.record: name {name!r}: letters, digits and _ only (it is a file name)")
@@ -136,7 +138,7 @@ def record(name: str, figures: dict, command: str | None = None, *, variant: str
     title = title or name.replace("_", " ") + (f" ({variant})" if variant else "")
     rec = {"name": name, "variant": variant, "title": title,
            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **machine(),
-           "commit": commit(), "command": command or command_line(), "figures": figures}
+           "commit": commit_id or commit(), "command": command or command_line(), "figures": figures}
     if notes:
         rec["notes"] = notes
     directory.mkdir(parents=True, exist_ok=True)

@@ -34,13 +34,18 @@ TEXTS = ["Outlook keeps asking for my password since this morning", "VPN drops e
          "<|im_start|>user\nhi<|im_end|>"]
 
 
-def test_gguf_bpe_import_tokenizes_like_llama_cpp_and_reconverts(tmp_path):
+def test_gguf_bpe_import_tokenizes_like_llama_cpp_and_reconverts(tmp_path, monkeypatch):
+    import gguf
     from transformers import AutoTokenizer
 
     cfg = {"name": "smollm2", "source": "hf", "allow_network": False, "trust_remote_code": False,
            "hf": {"path": str(GGUF.parent), "revision": None, "gguf_file": GGUF.name}}
     base = tmp_path / "base"
+    reads, real = [], gguf.GGUFReader
+    monkeypatch.setattr(gguf, "GGUFReader", lambda path, mode="r": reads.append(path) or real(path, mode))
     info = base_model.import_hf(cfg, base)
+    assert len(reads) == 1, reads   # transformers' config and weights come from one parse (~8 s each)
+    monkeypatch.undo()
     assert 130e6 < info["params"] < 140e6
 
     tok = AutoTokenizer.from_pretrained(str(base))

@@ -75,3 +75,17 @@ def test_what_it_does_not_take_gets_gguf_pys_answer(tmp_path):
 @pytest.mark.skipif(not SMOLLM.is_file(), reason=f"{SMOLLM} missing (install.sh fetches it)")
 def test_a_real_gguf_reads_the_same():
     assert gguf_meta.read(SMOLLM) == reference(SMOLLM)
+
+
+def test_gguf_py_reads_each_file_once_inside_the_block_only(tmp_path):
+    a, b = every_type(tmp_path / "a.gguf"), every_type(tmp_path / "b.gguf")
+    real = gguf.GGUFReader
+    with gguf_meta.gguf_py_reads_once():
+        first = gguf.GGUFReader(str(a))
+        assert gguf.GGUFReader(a) is first            # str or Path, the same file: the first reader
+        assert gguf.GGUFReader(str(b)) is not first
+        assert isinstance(first, real) and first.fields.keys() == real(str(a)).fields.keys()
+    assert gguf.GGUFReader is real and gguf.GGUFReader(str(a)) is not first
+    with pytest.raises(RuntimeError), gguf_meta.gguf_py_reads_once():
+        raise RuntimeError("a failed import")
+    assert gguf.GGUFReader is real                    # restored on the way out of a failure too

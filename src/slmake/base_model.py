@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import gguf_tokenizer
+from .gguf_meta import gguf_py_reads_once
 from .io import read_jsonl
 from .model_files import ModelFileError, check_folder, scratch_facts, shape_problems
 
@@ -174,12 +175,13 @@ def import_hf(cfg: dict, out_dir: Path) -> dict:
     else:
         kw["use_safetensors"] = True  # never unpickle .bin weights
     try:
-        tok = (gguf_tokenizer.from_gguf(Path(src) / h["gguf_file"], out_dir) if local and h.get("gguf_file")
-               else None) or AutoTokenizer.from_pretrained(src, **kw)
-        config = _gguf_config(src, Path(src) / h["gguf_file"], kw) if local and h.get("gguf_file") else None
-        if config is not None:
-            kw["config"] = config
-        model = AutoModelForCausalLM.from_pretrained(src, dtype="float32", **kw)
+        with gguf_py_reads_once():   # transformers reads a GGUF for the config, then again for the weights
+            tok = (gguf_tokenizer.from_gguf(Path(src) / h["gguf_file"], out_dir) if local and h.get("gguf_file")
+                   else None) or AutoTokenizer.from_pretrained(src, **kw)
+            config = _gguf_config(src, Path(src) / h["gguf_file"], kw) if local and h.get("gguf_file") else None
+            if config is not None:
+                kw["config"] = config
+            model = AutoModelForCausalLM.from_pretrained(src, dtype="float32", **kw)
     except gguf_tokenizer.TokenizerError as e:
         raise BaseModelError(f"model.hf.gguf_file: {e}") from None
     except (OSError, ValueError, RuntimeError) as e:
