@@ -31,14 +31,20 @@ SUMMARY = re.compile(r"^=*\s*(\d+ passed.*) in ([\d.]+)s")
 SLOW = re.compile(r"^([\d.]+)s (setup|call|teardown)\s+(\S+)")
 
 
-def parse(lines: list[str]) -> dict:
-    """The figures in a `.ci/run` log: phases, install steps, tier summaries, the slowest tests."""
-    phases, install, tiers, slowest, tier = {}, [], [], [], None
-    for line in lines:
+def parse(lines: list[str], arrived: list[float] | None = None) -> dict:
+    """The figures in a `.ci/run` log: phases, install steps, tier summaries, the slowest tests.
+    ``arrived``: each line's arrival, in monotonic seconds since .ci/run started; phases and install
+    steps are then timed by it, not by the seconds .ci/run and install.sh print (bash's SECONDS and
+    install.sh's stamps follow the wall clock, which a time sync can move by a minute mid-run)."""
+    phases, install, tiers, slowest, tier, last_phase = {}, [], [], [], None, 0.0
+    for i, line in enumerate(lines):
         if m := PHASE.match(line):
-            phases[m.group(1)] = int(m.group(2))
+            if arrived is None:
+                phases[m.group(1)] = int(m.group(2))
+            else:
+                phases[m.group(1)], last_phase = round(arrived[i] - last_phase), arrived[i]
         elif m := STAMP.match(line):
-            install.append(f"{m.group(1)} s: {m.group(2)}")
+            install.append(f"{m.group(1) if arrived is None else round(arrived[i])} s: {m.group(2)}")
         elif m := SUMMARY.match(line):
             tiers.append({"summary": m.group(1).strip(" ="), "pytest s": float(m.group(2))})
         elif "slowest" in line and "durations" in line:
@@ -71,13 +77,14 @@ def main() -> int:
     env["PATH"] = os.pathsep.join(d for d in env.get("PATH", "").split(os.pathsep) if "/.venv/" not in d + "/")
     log = work / "ci.log"
     t0 = time.perf_counter()
-    lines = []
+    lines, arrived = [], []
     with log.open("w") as out:
         proc = subprocess.Popen(["bash", ".ci/run"], cwd=clone, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1)
         for line in proc.stdout:
             out.write(line)
             lines.append(line.rstrip("\n"))
+            arrived.append(time.perf_counter() - t0)
             if PHASE.match(line) or STAMP.match(line) or SUMMARY.match(line):
                 print(f"[{time.perf_counter() - t0:6.0f} s] {line.rstrip()}", flush=True)
         rc = proc.wait()
@@ -86,7 +93,7 @@ def main() -> int:
     if rc != 0:
         print("\n".join(lines[-40:]))
         return rc
-    figures = {"total s": round(wall), **parse(lines)}
+    figures = {"total s": round(wall), **parse(lines, arrived)}
     record("ci_time", figures, command_line(), commit_id=measured,
            title="CI: .ci/run on a fresh clone",
            notes="A fresh clone of the commit, pip's cache off; Chromium already installed (the apt "

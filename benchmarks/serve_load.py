@@ -1,14 +1,18 @@
 """Load test: `slmake serve` (llama-server engine) against bare llama-server and the in-process engine.
 
 Closed-loop clients (each sends its next request when the previous one answered) at concurrency
-1, 4 and 16 (`--levels`), a bounded number of requests each, on loopback. Three servers on the same
+1, 4 and 16 (`--levels`), a bounded number of requests each, on loopback. Four servers on the same
 GGUF, the same threads and the same response-schema grammar:
 
 - `slmake serve` with its default engine: llama.cpp's llama-server as a child with `--slots` parallel
   slots (continuous batching), slmake's front in front (template, grammar per request, validation);
 - bare llama-server, started with exactly the child's arguments (slmake.serve.llama_server.server_args)
   and the grammar as its default constraint, sent the prompt already rendered with the template;
-- `slmake serve --engine in_process`: one generation at a time with bench's runner.
+- `slmake serve --engine in_process`: one generation at a time with bench's runner;
+- `slmake serve --no-confidence` (llama-server engine): bare llama-server's work per token. By
+  default slmake asks llama-server for each token's probability (n_probs: the enum label's
+  confidence, `slmake.confidence`), a softmax and sort over the vocabulary per token that bare
+  llama-server, sent no n_probs, does not do: this row is the like-for-like comparison.
 
 Prints requests/s, p50/p95/p99 latency and errors per server and concurrency, and the ratios to
 bare llama-server and to the in-process engine; then, for `slmake serve` streaming (`stream: true`)
@@ -16,9 +20,9 @@ at `--stream-levels`, the time to the first text piece against the time to the w
 
     python benchmarks/serve_load.py [--artifact cpu/gguf_q4_k_m] [--requests 12] [--levels 1,4,16] [--slots 4] [--rounds 3]
 
-The three servers run side by side (an idle one uses no CPU) and every level is run on each in
+The four servers run side by side (an idle one uses no CPU) and every level is run on each in
 turn, --rounds times; a figure is the median round, so load from elsewhere on the box weighs on all
-three alike.
+four alike.
 
 It also writes reports/serve_load.json (`--out`): slmake's default server's requests/s per
 concurrency, which the report's cost table uses instead of the bench estimate (`cost.load_report`;
@@ -143,19 +147,21 @@ def main() -> int:
                                           max_prompt_tokens=contract["max_prompt_tokens"]),
                 *(["--grammar-file", str(grammar)] if gbnf else [])]
 
-    def slmake(engine: str):
+    def slmake(engine: str, *extra: str):
         return lambda port: [sys.executable, "-m", "slmake.cli", "serve", args.artifact, "--request-log", "",
                              "--engine", engine, "--slots", str(args.slots), "--threads", str(threads),
-                             "--port", str(port)]
+                             "--port", str(port), *extra]
 
     new, old, bare_name = "slmake serve (llama-server engine)", "slmake serve (in-process engine)", "llama-server (bare)"
+    quiet = "slmake serve --no-confidence (llama-server engine)"
     servers = {   # name: (command for a port, health path, request bodies)
         bare_name: (bare, "/health", [{"prompt": p, "max_tokens": budget} for p in prompts]),
         new: (slmake("llama_server"), "/health", raw_bodies),
+        quiet: (slmake("llama_server", "--no-confidence"), "/health", raw_bodies),
         old: (slmake("in_process"), "/health", raw_bodies),
     }
-    # all three up at once (idle ones use no CPU), the levels interleaved across them and repeated
-    # --rounds times, each figure the median round: the box's other load then weighs on all three alike
+    # all four up at once (idle ones use no CPU), the levels interleaved across them and repeated
+    # --rounds times, each figure the median round: the box's other load then weighs on all four alike
     up, runs = {}, {}
     try:
         for name, (cmd, health, _) in servers.items():
@@ -199,14 +205,17 @@ def main() -> int:
                               {"concurrency": c, "first piece p50 ms": round(r["ttft_p50"], 1),
                                "whole answer p50 ms": round(r["whole_p50"], 1), "errors": r["errors"]}
                               for c, r in streaming.items()],
-                          "goal": ">= 0.95x bare llama-server at every level, >= 2x the in-process engine at 16"},
+                          "goal": ">= 0.95x bare llama-server at every level (like for like: --no-confidence), "
+                                  ">= 2x the in-process engine at 16"},
            variant=args.artifact, title="Serving: slmake serve (llama-server engine) vs bare llama-server and the "
                                          "in-process engine",
            notes=(f"{args.artifact}, {threads} runtime threads, {args.slots} slots, {budget}-token budget, grammar on "
-                  f"for all three, closed-loop clients x {args.requests} requests each on loopback, the levels "
-                  f"interleaved across the three servers, median of {args.rounds} rounds; the clients share "
+                  f"for all four, closed-loop clients x {args.requests} requests each on loopback, the levels "
+                  f"interleaved across the four servers, median of {args.rounds} rounds; the clients share "
                   "the cores with the servers. Bare llama-server runs with the child's exact arguments and gets the "
-                  "rendered prompt; slmake's front adds the template, tokenizer, per-request grammar and validation."))
+                  "rendered prompt; slmake's front adds the template, tokenizer, per-request grammar and validation, "
+                  "and by default asks for each token's probability (the label's confidence), which "
+                  "--no-confidence turns off."))
     print(f"\n{args.artifact}, {threads} threads, {args.slots} slots, {budget} max tokens, "
           f"{args.requests} requests per client\n")
     print("| server | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | vs bare llama-server | vs in-process |")

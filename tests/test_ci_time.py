@@ -36,3 +36,13 @@ def test_parse_reads_phases_install_steps_tiers_and_the_slow_tiers_slowest():
     assert got["test tiers"]["slow"]["pytest s"] == 1100.2
     assert got["slow tier's 15 slowest"] == ["283 s setup tests/test_loop_e2e.py::test_stable_traffic_is_not_flagged",
                                               "246 s call tests/test_kill_recovery.py::test_kills"]
+
+
+def test_phases_and_install_steps_follow_the_lines_arrival_not_the_printed_seconds():
+    """bash's SECONDS follows the wall clock: a time sync mid-run moved it by ~65 s on the dev VM."""
+    lines = LOG.splitlines()
+    arrived = [10.0 * i for i in range(len(lines))]
+    got = ci_time.parse(lines, arrived)
+    assert got["phases s"] == {"install": 30, "lint": 10, "unit": 40, "slow": 70}
+    assert got["install steps (elapsed at each)"][2].startswith("20 s: llama.cpp toolchain")
+    assert got["test tiers"]["slow"]["pytest s"] == 1100.2   # pytest's own figure, as printed

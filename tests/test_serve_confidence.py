@@ -166,7 +166,7 @@ class _SpanRecorder:
         pass
 
 
-def _client(tmp_path, monkeypatch, runner, schema=TEXT_SCHEMA, fmt="text", otel=None, **limits):
+def _client(tmp_path, monkeypatch, runner, schema=TEXT_SCHEMA, fmt="text", otel=None, confidence=True, **limits):
     from fastapi.testclient import TestClient
     from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -185,7 +185,7 @@ def _client(tmp_path, monkeypatch, runner, schema=TEXT_SCHEMA, fmt="text", otel=
                 "artifact": {"name": "fake", "format": "onnx", "precision": "int4", "path": "m", "runtime": "fake"}}
     monkeypatch.setattr(engine_mod.targets, "load", lambda target: SimpleNamespace(
         open_runner=lambda art, folder, opts: runner))
-    engine = Engine(Package(tmp_path, contract))
+    engine = Engine(Package(tmp_path, contract), confidence=confidence)
     telemetry = Telemetry("cpu/fake", tmp_path / "requests.jsonl")
     return TestClient(create_app(engine, Limits(**limits), telemetry, otel)), telemetry
 
@@ -260,3 +260,40 @@ def test_an_engine_without_probabilities_says_so(tmp_path, monkeypatch):
         _client(tmp_path, monkeypatch, ScriptedRunner("email", -0.1, logprobs=False), min_confidence=0.5)
     with pytest.raises(ValueError, match="enum label"):
         _client(tmp_path, monkeypatch, ScriptedRunner("email", -0.1), schema={"type": "string"}, min_confidence=0.5)
+
+
+class AskedRunner(ScriptedRunner):
+    """ScriptedRunner, recording the alternatives per token each generation was asked for."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.asked = []
+
+    def generate(self, ids, max_tokens, constraint=None, on_token=None, logprobs=None):
+        self.asked.append(logprobs)
+        return super().generate(ids, max_tokens, constraint=constraint, on_token=on_token, logprobs=logprobs)
+
+
+def test_probabilities_cost_only_what_the_request_needs(tmp_path, monkeypatch):
+    """The label's confidence needs each token's probability but not its text: the per-token pieces
+    (a prefix decode per token) are made only for a client that asked for logprobs. `slmake serve
+    --no-confidence` asks the engine for no probabilities at all unless the client does."""
+    from slmake.serve.engine import Front
+
+    pieces = []
+    real = Front.token_logprobs
+    monkeypatch.setattr(Front, "token_logprobs", lambda self, *a: pieces.append(1) or real(self, *a))
+    runner = AskedRunner("email", math.log(0.8))
+    client, _ = _client(tmp_path, monkeypatch, runner)
+    plain = client.post("/v1/completions", json={"prompt": "printer jammed"}).json()["choices"][0]
+    assert (runner.asked, pieces, plain["logprobs"], plain["slmake"]["confidence"]["probability"]) == ([0], [], None, 0.8)
+    asked = client.post("/v1/completions", json={"prompt": "printer jammed", "logprobs": 1}).json()["choices"][0]
+    assert (runner.asked[-1], len(pieces), asked["logprobs"]["tokens"]) == (1, 1, ["email"])
+
+    runner, pieces[:] = AskedRunner("email", math.log(0.8)), []
+    client, _ = _client(tmp_path, monkeypatch, runner, confidence=False)
+    plain = client.post("/v1/completions", json={"prompt": "printer jammed"}).json()["choices"][0]
+    assert (runner.asked, pieces, plain["text"], plain["slmake"]["confidence"]) == ([None], [], "email", None)
+    asked = client.post("/v1/completions", json={"prompt": "printer jammed", "logprobs": 0}).json()["choices"][0]
+    assert runner.asked[-1] == 0 and asked["logprobs"]["token_logprobs"] == [pytest.approx(math.log(0.8))]
+    assert asked["slmake"]["confidence"]["probability"] == 0.8   # computed when the probabilities are there

@@ -11,6 +11,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from itertools import pairwise
 from pathlib import Path
@@ -203,6 +205,11 @@ def test_logprobs_and_label_confidence_are_benchs_and_route_uncertain_answers(mi
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    # --no-confidence (no probabilities computed unasked) cannot route on them
+    refused = subprocess.run([sys.executable, "-m", "slmake.cli", "serve", ARTIFACT, "--no-confidence",
+                              "--min-confidence", "0.5", "--request-log", ""], cwd=micro_repo, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2 and "--no-confidence" in refused.stderr and "min_confidence" in refused.stderr
     details = json.loads((micro_repo / "reports/bench/cpu.details.json").read_text())["cpu"][ARTIFACT.split("/")[1]]
     assert details["confidence"]["label_field"] == "category" and details["confidence"]["rows"][0]["coverage"] == 1.0
     assert "## Confidence routing" in (micro_repo / "reports/report.md").read_text()

@@ -42,6 +42,10 @@ def add_parser(sub) -> None:
                    help="answer \"needs review\" (serve.review_answer, finish_reason needs_review) instead of a "
                         "guess whose enum label's probability is below this (default: params.yaml's "
                         "serve.min_confidence, else off)")
+    p.add_argument("--no-confidence", action="store_true",
+                   help="do not compute the enum label's probability (slmake.confidence is null): llama-server then "
+                        "skips each token's probabilities, a bare llama-server's work per token; a request that "
+                        "asks for logprobs still gets them. Not with --min-confidence")
     p.add_argument("--no-schema-enforcement", action="store_true",
                    help="decode without the response-schema grammar (answers are still validated)")
     p.add_argument("--request-log", default="logs/requests.jsonl",
@@ -88,6 +92,10 @@ def run(args) -> int:
     if args.min_confidence is not None and not 0 < args.min_confidence <= 1:
         print(f"slmake serve: min_confidence: {args.min_confidence} is not a probability in (0, 1]", file=sys.stderr)
         return 2
+    if args.min_confidence is not None and args.no_confidence:
+        print(f"slmake serve: --no-confidence: min_confidence {args.min_confidence} (serve.min_confidence or "
+              "--min-confidence) needs the label's probability; drop one of them", file=sys.stderr)
+        return 2
     binary = llama_cpp_tool("llama-server")
     try:
         kind, note = pick_engine(choice, c["artifact"].get("format"), binary)
@@ -102,9 +110,10 @@ def run(args) -> int:
                                        threads=args.threads, slots=slots,
                                        max_tokens=args.max_tokens or c["max_new_tokens"],
                                        log=SERVE_LOGS / f"llama-server-{args.port}.log",
-                                       max_waiting=args.max_queue)
+                                       max_waiting=args.max_queue, confidence=not args.no_confidence)
         else:
-            engine = Engine(package, enforce_schema=not args.no_schema_enforcement, threads=args.threads)
+            engine = Engine(package, enforce_schema=not args.no_schema_enforcement, threads=args.threads,
+                            confidence=not args.no_confidence)
     except (EngineError, ValueError) as e:
         print(f"slmake serve: {e}", file=sys.stderr)
         return 2

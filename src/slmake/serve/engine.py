@@ -61,7 +61,7 @@ class Front:
 
     slots = 1          # generations that run at once (the HTTP layer queues the rest)
 
-    def __init__(self, package: Package, *, enforce_schema: bool = True):
+    def __init__(self, package: Package, *, enforce_schema: bool = True, confidence: bool = True):
         from tokenizers import Tokenizer
 
         c = package.contract
@@ -83,6 +83,9 @@ class Front:
         # log-probabilities; an engine that cannot compute them says why here
         self.label_enum, self.label_field = label_target(self.schema, c.get("label_field"))
         self.logprobs_unavailable: str | None = None
+        # the label's probability unasked (`slmake serve --no-confidence`: off, and with it the
+        # per-token probabilities the engine computes for it: a bare llama-server's work per token)
+        self.confidence = confidence
 
     def logprob_top(self, requested: int | None) -> int | None:
         """How many alternatives per token to compute: the client's ``top_logprobs`` (0: the chosen
@@ -91,7 +94,7 @@ class Front:
             return None
         if requested is not None:
             return max(0, requested)
-        return 0 if self.label_enum else None
+        return 0 if self.label_enum and self.confidence else None
 
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -165,16 +168,18 @@ class Front:
 
     def finish(self, ids: list[int], tokens: list[int], finish_reason: str, max_tokens: int, t0: float,
                ttft_s: float, queue_s: float, logprobs: list[float] | None = None,
-               top_logprobs: list[list[tuple[int, float]]] | None = None) -> Answer:
+               top_logprobs: list[list[tuple[int, float]]] | None = None, pieces: bool = True) -> Answer:
         """The Answer for generated ``tokens`` (end-of-generation ids not included), validated; with
-        the tokens' ``logprobs`` (and alternatives), its per-token log-probabilities and, for a valid
-        enum answer, the label's probability."""
+        the tokens' ``logprobs`` (and alternatives), for a valid enum answer the label's probability
+        and, when the client asked for them (``pieces``), its per-token log-probabilities (each token's
+        text decodes a prefix: ~n decodes, not spent on a request that only needs the confidence)."""
         text = self.answer_text(tokens)
         valid, parsed, error = self.check(text, finish_reason, max_tokens)
         ans = Answer(text, len(ids), len(tokens), finish_reason, ttft_s, time.perf_counter() - t0, valid, parsed,
                      error, queue_s)
         if logprobs is not None and len(logprobs) == len(tokens):
-            ans.token_logprobs = self.token_logprobs(tokens, logprobs, top_logprobs)
+            if pieces:
+                ans.token_logprobs = self.token_logprobs(tokens, logprobs, top_logprobs)
             if self.label_enum and valid:
                 ans.confidence = label_probability(tokens, logprobs, self.decode, self.label_field)
         return ans
@@ -183,8 +188,9 @@ class Front:
 class Engine(Front):
     """Generation in this process, one at a time, with the runner bench used (any runtime)."""
 
-    def __init__(self, package: Package, *, enforce_schema: bool = True, threads: int | None = None):
-        super().__init__(package, enforce_schema=enforce_schema)
+    def __init__(self, package: Package, *, enforce_schema: bool = True, threads: int | None = None,
+                 confidence: bool = True):
+        super().__init__(package, enforce_schema=enforce_schema, confidence=confidence)
         c = package.contract
         art = Artifact.from_dict(c["artifact"])
         # the package's bench.threads; null: the runtime's default, or cores // SLMAKE_PARALLEL_JOBS
@@ -231,7 +237,8 @@ class Engine(Front):
         gen = self._runner_thread.submit(generate).result()   # waits its turn (FIFO), then the runner's work
         queued = started[0] - t_wait + (t_run - t0)   # and before a worker thread picked the request up
         return self.finish(ids, gen.tokens, gen.finish_reason, max_tokens, t0, gen.ttft_s, queued,
-                           getattr(gen, "logprobs", None), getattr(gen, "top_logprobs", None))
+                           getattr(gen, "logprobs", None), getattr(gen, "top_logprobs", None),
+                           pieces=logprobs is not None)
 
     async def stream(self, raw_input: str, max_tokens: int, arrived: float | None = None,
                      logprobs: int | None = None):
@@ -262,7 +269,8 @@ class Engine(Front):
                 yield delta
         gen = job.result()
         yield self.finish(ids, gen.tokens, gen.finish_reason, max_tokens, t0, gen.ttft_s, started[0] - t0,
-                          getattr(gen, "logprobs", None), getattr(gen, "top_logprobs", None))
+                          getattr(gen, "logprobs", None), getattr(gen, "top_logprobs", None),
+                          pieces=logprobs is not None)
 
     def close(self) -> None:
         """After the generations already queued (the server drains on SIGTERM); idempotent."""

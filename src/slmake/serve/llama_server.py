@@ -174,9 +174,9 @@ class LlamaServerEngine(Front):
 
     def __init__(self, package: Package, *, binary: Path, enforce_schema: bool = True, threads: int | None = None,
                  slots: int = DEFAULT_SLOTS, max_tokens: int | None = None, log: Path | None = None,
-                 max_waiting: int = DEFAULT_MAX_WAITING,
+                 max_waiting: int = DEFAULT_MAX_WAITING, confidence: bool = True,
                  start_timeout_s: float = START_TIMEOUT_S):
-        super().__init__(package, enforce_schema=enforce_schema)
+        super().__init__(package, enforce_schema=enforce_schema, confidence=confidence)
         c = package.contract
         if slots < 1:
             raise ValueError(f"serve.slots must be at least 1, not {slots}")
@@ -364,13 +364,14 @@ class LlamaServerEngine(Front):
         if not last.get("stop"):
             raise self._error(None, "the stream ended before the answer did")
         yield self._answer(ids, {**last, "tokens": made, "completion_probabilities": probs}, max_tokens, t0,
-                           self.logprob_top(logprobs))
+                           logprobs)
 
-    def _answer(self, ids: list[int], result: dict, max_tokens: int, t0: float, top: int | None = None) -> Answer:
+    def _answer(self, ids: list[int], result: dict, max_tokens: int, t0: float, logprobs: int | None) -> Answer:
+        """``logprobs``: what the client asked for (None: only the label's confidence, if anything)."""
         tokens, finish = parse_result(result)
         ttft, queued = timing(result, time.perf_counter() - t0)
-        lps, alts = parse_probs(result.get("completion_probabilities"), tokens, top)
-        return self.finish(ids, tokens, finish, max_tokens, t0, ttft, queued, lps, alts)
+        lps, alts = parse_probs(result.get("completion_probabilities"), tokens, self.logprob_top(logprobs))
+        return self.finish(ids, tokens, finish, max_tokens, t0, ttft, queued, lps, alts, pieces=logprobs is not None)
 
     def _body(self, raw_input: str, max_tokens: int, logprobs: int | None = None) -> tuple[list[int], dict]:
         ids = self.request_ids(raw_input)
@@ -380,10 +381,10 @@ class LlamaServerEngine(Front):
                logprobs: int | None = None) -> Answer:
         t0 = time.perf_counter() if arrived is None else arrived
         ids, body = self._body(raw_input, max_tokens, logprobs)
-        return self._answer(ids, self._post(body), max_tokens, t0, self.logprob_top(logprobs))
+        return self._answer(ids, self._post(body), max_tokens, t0, logprobs)
 
     async def answer_async(self, raw_input: str, max_tokens: int, arrived: float | None = None,
                            logprobs: int | None = None) -> Answer:
         t0 = time.perf_counter() if arrived is None else arrived
         ids, body = self._body(raw_input, max_tokens, logprobs)
-        return self._answer(ids, await self._apost(body), max_tokens, t0, self.logprob_top(logprobs))
+        return self._answer(ids, await self._apost(body), max_tokens, t0, logprobs)
