@@ -110,15 +110,15 @@ def span_logprob(logprobs: Sequence[float], ends: Sequence[int], span: tuple[int
 
 
 def label_probability(tokens: Sequence[int], logprobs: Sequence[float] | None, decode: Callable[[list[int]], str],
-                      field: str | None) -> float | None:
+                      field: str | None, ends: Sequence[int] | None = None) -> float | None:
     """The chosen label's probability (module docstring), None without log-probabilities or a label
-    value in the answer."""
+    value in the answer. ``ends``: token_ends(tokens, decode) when the caller has them already."""
     if logprobs is None or len(logprobs) != len(tokens) or not tokens:
         return None
     span = value_span(decode(list(tokens)), field)
     if span is None:
         return None
-    return math.exp(span_logprob(logprobs, token_ends(tokens, decode), span))
+    return math.exp(span_logprob(logprobs, token_ends(tokens, decode) if ends is None else ends, span))
 
 
 def coverage_table(probs: Sequence[float | None], hits: Sequence[bool],

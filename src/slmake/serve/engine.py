@@ -99,12 +99,12 @@ class Front:
     def decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
-    def token_logprobs(self, tokens: list[int], logprobs: list[float], top: list[list[tuple[int, float]]] | None
-                       ) -> list[dict]:
+    def token_logprobs(self, tokens: list[int], logprobs: list[float], top: list[list[tuple[int, float]]] | None,
+                       ends: list[int]) -> list[dict]:
         """Per token: its text as it appears in the answer (the decoded prefixes' difference, so
         the pieces add up to the answer), where it starts, its log-probability and the alternatives'."""
         full, begin, out = self.decode(tokens), 0, []
-        for i, (lp, end) in enumerate(zip(logprobs, token_ends(tokens, self.decode))):
+        for i, (lp, end) in enumerate(zip(logprobs, ends)):
             alts = [(self.decode([t]), a) for t, a in (top[i] if top else [])]
             out.append({"token": full[begin:end], "offset": begin, "logprob": lp, "top": alts})
             begin = max(begin, end)
@@ -177,11 +177,12 @@ class Front:
         valid, parsed, error = self.check(text, finish_reason, max_tokens)
         ans = Answer(text, len(ids), len(tokens), finish_reason, ttft_s, time.perf_counter() - t0, valid, parsed,
                      error, queue_s)
-        if logprobs is not None and len(logprobs) == len(tokens):
+        if logprobs is not None and len(logprobs) == len(tokens) and (pieces or (self.label_enum and valid)):
+            ends = token_ends(tokens, self.decode)   # both below read where each token ends: decoded once
             if pieces:
-                ans.token_logprobs = self.token_logprobs(tokens, logprobs, top_logprobs)
+                ans.token_logprobs = self.token_logprobs(tokens, logprobs, top_logprobs, ends)
             if self.label_enum and valid:
-                ans.confidence = label_probability(tokens, logprobs, self.decode, self.label_field)
+                ans.confidence = label_probability(tokens, logprobs, self.decode, self.label_field, ends)
         return ans
 
 
