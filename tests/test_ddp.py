@@ -15,6 +15,7 @@ Measured (2 cores): loss 1.1e-7 relative at step 10, equal at 20-40; val 2.7e-4;
 import copy
 import json
 import math
+import re
 import shutil
 
 import pytest
@@ -43,7 +44,11 @@ def test_two_gloo_processes_follow_the_single_process_curve(tmp_path):
     make_project(repo, SPEC)
     sh("dvc repro base", repo)
 
-    sh("PYTHONHASHSEED=0 python stages/train.py", repo)
+    first = sh("PYTHONHASHSEED=0 python -X importtime stages/train.py", repo)
+    # a LoRA run never loads bitsandbytes (QLoRA's library; 2.4 s of imports): stages/train.py keeps it out
+    # (-X importtime lists the refused attempt too, in microseconds; a real import loads its submodules)
+    assert not re.search(r"\|\s+bitsandbytes\.", first.stderr), first.stderr[-2000:]
+    assert re.search(r"\|\s+peft\b", first.stderr), first.stderr[-2000:]
     shutil.copytree(repo / "build/train/merged", tmp_path / "one")
     one, one_sum = _curve(repo), json.loads((repo / "reports/train/summary.json").read_text())
 
