@@ -4,8 +4,8 @@ Converts the build's merged model to gguf_f16 once (the cpu target's own convert
 importance matrix with llama-imatrix on the train split (targets.cpu.gguf.imatrix's code path), then
 quantizes each type twice — llama.cpp's plain quantizer and llama-quantize --imatrix — and runs
 bench's own worker on the test split for each: exact match, its delta against the fp32 reference
-of the evaluate stage (± its paired 95 % interval), parity, size. This is how the default of
-targets.cpu.gguf.imatrix.enabled was chosen.
+of the evaluate stage (± its paired 95 % interval), parity, size; and the same on the validation
+split, which is what the default of targets.cpu.gguf.imatrix.enabled is chosen on (never the test split).
 
     python benchmarks/gguf_imatrix.py --build /tmp/default/build [--quants q4_k_m,iq4_xs] [--max-prompts 256]
 """
@@ -72,7 +72,11 @@ def main() -> None:
             res = _bench_artifact("cpu", entry, ctx.out, ref_dir, args, max_new, schema, name)
             if res is None:
                 continue
-            rows.append({**_row(name, mode, res, size, mode, 18), "tensor_types": art.notes.get("tensor_types")})
+            val = {k: res.get(k) for k in ("val_exact_match", "val_delta", "val_delta_ci95")}
+            if val["val_delta"] is not None:   # the validation split: what a default is chosen on
+                print(f"{'':18} val em {val['val_exact_match']:.3f} ({100 * val['val_delta']:+.1f} "
+                      f"±{100 * (val['val_delta_ci95'] or 0):.1f} pts)", flush=True)
+            rows.append({**_row(name, mode, res, size, mode, 18), **val, "tensor_types": art.notes.get("tensor_types")})
     (args.work / "rows.json").write_text(json.dumps({"fp32_exact_match": fp32, "imatrix": imat[1], "rows": rows},
                                                     indent=1) + "\n")
     import yaml

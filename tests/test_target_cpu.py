@@ -23,8 +23,9 @@ from slmake.targets.base import Artifact, Skipped  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 INT4 = yaml.safe_load((ROOT / "conf/targets/cpu.yaml").read_text())["cpu"]["onnx_genai"].get("int4", {})
-# imatrix null: q4_k_m and iq4_xs are quantized with an importance matrix from the train split
-SETTINGS = {"gguf": {"quants": ["f16", "q8_0", "q4_k_m", "iq4_xs"], "imatrix": {"enabled": None, "max_prompts": 64}},
+# imatrix true: q4_k_m and iq4_xs are quantized with an importance matrix from the train split (null, the
+# default, keeps the 4-bit types plain: tests/test_gguf_imatrix.py)
+SETTINGS = {"gguf": {"quants": ["f16", "q8_0", "q4_k_m", "iq4_xs"], "imatrix": {"enabled": True, "max_prompts": 64}},
             "onnx_genai": {"precisions": ["int4"], "int4": INT4}}
 WORDS = "the a cat dog sat on mat ran red blue house tree bank money card transfer my account near".split()
 PROMPTS = ["the cat sat on the", "blue house near a tree", "money transfer to my account", "x"]
