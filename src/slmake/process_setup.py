@@ -10,6 +10,8 @@ import random
 import sys
 from pathlib import Path
 
+from slmake import mkl_vendor
+
 # Every switch that keeps a library in this stack from reaching the network on its own: hub
 # downloads and update checks, and telemetry pings (huggingface_hub, trl, datasets, DVC/dvclive,
 # NNCF, OpenVINO's tools, wandb, gradio). Set in the environment, so the tools stages run as
@@ -34,15 +36,13 @@ OFFLINE = {
 # reaches a oneDNN kernel whose rounding differs (tests/test_portable_numerics.py, levels up to AMX).
 # A value the user exported wins.
 #
-# ACROSS VENDORS (Intel vs AMD) the bytes still differ, and MKL is why: its CNR branches other than
-# AUTO and COMPATIBLE "are available only for Intel processors" and are silently replaced by AUTO on
-# others (Intel MKL developer guide, "Specifying code branches"). Measured on an AMD EPYC: MKL_CBWR=
-# AVX2, SSE4_2 and AVX512 all give AUTO's bytes; only COMPATIBLE (SSE2, no rcpps) differs. So an Intel
-# Xeon runs MKL's AVX2 branch and an AMD EPYC MKL's own AMD path: different sgemm rounding. COMPATIBLE is
-# the one vendor-neutral branch, but it is no cure here: the default build's base and train took 2.4x
-# and 2.3x as long (126 vs 52 s, 157 vs 68 s, 2 threads) and its train bytes depend on the thread count
-# (1 vs 2 threads differ; STRICT is honoured only on AVX2 and later branches). Left as AVX2,STRICT:
-# fast and thread-count independent; `benchmarks/lock_diff.py` is the cross-CPU oracle.
+# ACROSS VENDORS (Intel vs AMD): MKL's CNR branches other than AUTO and COMPATIBLE "are available only
+# for Intel processors" and are silently replaced by AUTO on others (Intel MKL developer guide,
+# "Specifying code branches"): an AMD EPYC ran MKL's own AMD path, and its lock matched an Intel Xeon's
+# for curate only. COMPATIBLE (the one vendor-neutral branch) cost 2.4x in base and train and is not
+# thread-count independent. So mkl_vendor.load() answers MKL's vendor question ("Intel") with a
+# one-line shared library, and MKL takes the AVX2 STRICT branch on both vendors (see mkl_vendor.py);
+# `benchmarks/lock_diff.py` is the cross-CPU oracle.
 #
 # THREAD-COUNT NUMERICS: with these settings base, train and evaluate give the same bytes at 1, 2, 4,
 # 8 and 16 threads (MKL's STRICT sgemm is thread-count independent; measured on the default build at
@@ -55,10 +55,12 @@ PORTABLE_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT"}
 
 
 def portable_numerics() -> None:
-    """Cap the CPU kernels' ISA (must run before torch is imported)."""
+    """Cap the CPU kernels' ISA and make MKL honour the cap on every vendor (must run before torch is
+    imported)."""
     if platform.machine().lower() in ("x86_64", "amd64"):
         for k, v in PORTABLE_NUMERICS.items():
             os.environ.setdefault(k, v)
+        mkl_vendor.load()
 
 
 def offline(allow_network: bool = False) -> None:
