@@ -59,6 +59,24 @@ def timed_repro(work: Path, env: dict, log: Path, cmd: tuple[str, ...] = ("dvc",
     return times, end - t0
 
 
+def accuracy(work: Path) -> dict:
+    """What the build scored: fp32 (evaluate) and every cpu artifact (bench), validation and test."""
+    out = {}
+    ev = work / "reports" / "evaluate.json"
+    if ev.exists():
+        ft = json.loads(ev.read_text()).get("finetuned", {})
+        out["fine-tuned fp32"] = {"test exact match": ft.get("exact_match"), "val exact match": ft.get("val_exact_match"),
+                                  "test prompts": ft.get("n")}
+    bench = work / "reports" / "bench" / "cpu.json"
+    if bench.exists():
+        out["cpu artifacts"] = [{"artifact": name, "test exact match": row.get("exact_match"),
+                                 "val exact match": row.get("val_exact_match"), "size MB": row.get("size_mb"),
+                                 "decode tok/s": row.get("decode_tok_s")}
+                                for name, row in sorted(json.loads(bench.read_text()).get("cpu", {}).items())
+                                if isinstance(row, dict)]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keep", type=Path, help="build in this folder and keep it (default: a temp dir)")
@@ -78,7 +96,8 @@ def main() -> None:
     (work / "stage_times.json").write_text(json.dumps({"total_s": round(total, 1),
                                                        "stages": {n: round(s, 1) for n, s in times}}, indent=2))
     stages = [{"stage": n, "seconds": round(s, 1), "share": f"{s / total:.1%}"} for n, s in times]
-    record("stage_times", {"stages": stages, "total s": round(total, 1)}, variant=variant_of(args.overrides))
+    record("stage_times", {"stages": stages, "total s": round(total, 1), **accuracy(work)},
+           variant=variant_of(args.overrides))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
