@@ -38,10 +38,28 @@ class ShimError(RuntimeError):
     """No C compiler could build the shim."""
 
 
+def shim_paths() -> list[Path]:
+    """Where the compiled shim may live, named by its source's hash: inside this Python environment,
+    else (a read-only environment) the user's cache."""
+    name = f"mkl_intel_cpu_true-{hashlib.sha256(SOURCE.encode()).hexdigest()[:12]}.so"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "slmake")
+    return [Path(sys.prefix, "lib", "slmake", name), cache / name]
+
+
 def shim_path() -> Path:
-    """Where the compiled shim lives: inside this Python environment, named by its source's hash."""
-    digest = hashlib.sha256(SOURCE.encode()).hexdigest()[:12]
-    return Path(sys.prefix, "lib", "slmake", f"mkl_intel_cpu_true-{digest}.so")
+    """The first of shim_paths() that exists, or the first one a shim can be written to."""
+    paths = shim_paths()
+    for path in paths:
+        if path.exists():
+            return path
+    for path in paths:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path.parent, os.W_OK):
+            return path
+    return paths[0]
 
 
 def build(path: Path | None = None, source: str = SOURCE) -> Path:
