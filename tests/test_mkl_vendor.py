@@ -26,9 +26,13 @@ print("shim mapped" if any("mkl_intel_cpu_true" in line for line in open("/proc/
 """
 
 
+def clean_env() -> dict[str, str]:
+    """This environment without the settings under test (a shell may export them)."""
+    return {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "LD_PRELOAD", mkl_vendor.SWITCH)}
+
+
 def report(mode: str, **env: str) -> list[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "LD_PRELOAD", mkl_vendor.SWITCH)}
-    res = subprocess.run([sys.executable, "-c", REPORT, mode], env={**clean, **env},
+    res = subprocess.run([sys.executable, "-c", REPORT, mode], env={**clean_env(), **env},
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     return res.stdout.split()
@@ -48,8 +52,7 @@ def test_children_inherit_the_shim():
     """Exporters and converters run as subprocesses: a child that never calls setup still has it."""
     code = ("from slmake import process_setup, mkl_vendor; process_setup.portable_numerics(); import subprocess, sys; "
             f"print(subprocess.run([sys.executable, '-c', {REPORT!r}, 'plain'], capture_output=True, text=True).stdout)")
-    clean = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "LD_PRELOAD", mkl_vendor.SWITCH)}
-    out = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True, timeout=180).stdout
+    out = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True, timeout=180).stdout
     assert out.split() == ["AVX2,STRICT", "shim", "mapped"]
 
 

@@ -3,11 +3,11 @@
 torch's CPU wheel links oneMKL, and MKL picks its sgemm kernels by CPU vendor: on a CPU it does not
 recognise as Intel it ignores `MKL_CBWR` (its reproducibility branches "are available only for Intel
 processors") and runs its own AMD path, whose rounding differs. So the committed `dvc.lock` built on an
-AMD EPYC matched an Intel Xeon for `curate` only (issue 17). MKL asks one function,
-`mkl_serv_intel_cpu_true()`, whether the CPU is Intel, and libtorch calls it through its PLT (a dynamic
-symbol). A one-line shared library that defines it to return 1, loaded RTLD_GLOBAL before torch, wins
-the symbol lookup, and MKL then honours `MKL_CBWR=AVX2,STRICT` on every vendor: the AVX2 CNR kernels,
-which AMD CPUs run natively. On Intel it changes nothing (the function already returns 1).
+AMD EPYC matched an Intel Xeon for `curate` only (issue 17). MKL asks `mkl_serv_intel_cpu_true()`
+(and its sibling `mkl_serv_intel_cpu()`) whether the CPU is Intel, and libtorch calls them through its
+PLT (dynamic symbols). A two-line shared library that defines both to return 1, loaded RTLD_GLOBAL
+before torch, wins the symbol lookup, and MKL then honours `MKL_CBWR=AVX2,STRICT` on every vendor: the
+AVX2 CNR kernels, which AMD CPUs run natively. On Intel it changes nothing (both already return 1).
 
 Measured on an Intel Xeon (AVX-512, AMX): defining it to return 0 instead sends MKL to the
 `COMPATIBLE` branch's bytes whatever `MKL_CBWR` says, which is how we know the override is reached.
@@ -85,7 +85,7 @@ def build(path: Path | None = None, source: str = SOURCE) -> Path:
 
 
 def applies() -> bool:
-    """x86-64 Linux (where torch's wheel carries MKL), not switched off, torch not yet loaded."""
+    """x86-64 Linux (where torch's wheel carries MKL) and not switched off."""
     return (sys.platform == "linux" and platform.machine().lower() in ("x86_64", "amd64")
             and os.environ.get(SWITCH, "").lower() != "native")
 

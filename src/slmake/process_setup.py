@@ -41,7 +41,7 @@ OFFLINE = {
 # "Specifying code branches"): an AMD EPYC ran MKL's own AMD path, and its lock matched an Intel Xeon's
 # for curate only. COMPATIBLE (the one vendor-neutral branch) cost 2.4x in base and train and is not
 # thread-count independent. So mkl_vendor.load() answers MKL's vendor question ("Intel") with a
-# one-line shared library, and MKL takes the AVX2 STRICT branch on both vendors (see mkl_vendor.py);
+# two-line shared library, and MKL takes the AVX2 STRICT branch on both vendors (see mkl_vendor.py);
 # `benchmarks/lock_diff.py` is the cross-CPU oracle.
 #
 # THREAD-COUNT NUMERICS: with these settings base, train and evaluate give the same bytes at 1, 2, 4,
