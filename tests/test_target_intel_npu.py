@@ -192,3 +192,34 @@ def test_shipped_data_aware_recipe_builds_and_runs(built, tmp_path):
     ir = out / "ov_int4_sym"
     assert not any(b"TRAINROW" in f.read_bytes() or b"VALROW" in f.read_bytes() for f in ir.rglob("*") if f.is_file())
     assert json.loads((ir / "openvino_config.json").read_text())["quantization_config"]["dataset"] is None
+
+
+def test_exporter_calibrates_in_f32_on_every_cpu(monkeypatch, tmp_path):
+    """export.py runs optimum-cli's own command with optimum's Core set to f32 before anything
+    compiles: the self-generated calibration samples are then the same on AMX/AVX512-BF16 CPUs
+    (where OpenVINO picks bf16 by default, and where a one-thread bf16 compile of the fp32 IR died
+    with SIGFPE) as on every other CPU. Texts given as JSON replace --dataset; "-" keeps it."""
+    import importlib.util
+    from pathlib import Path
+
+    from optimum.commands.export.openvino import OVExportCommand
+    from optimum.intel.openvino import modeling_base
+
+    seen = []
+    monkeypatch.setattr(OVExportCommand, "run", lambda self: seen.append(
+        (self.args.dataset, str(modeling_base.core.get_property("CPU", "INFERENCE_PRECISION_HINT")))))
+    spec = importlib.util.spec_from_file_location("ov_export", Path(intel_npu.__file__).with_name("export.py"))
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    modeling_base.core.set_property("CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps(["a ticket", "another"]))
+    try:
+        export.main(["-", "--model", "m", "--weight-format", "int4", "--dataset", "auto", "out"])
+        export.main([str(texts), "--model", "m", "--weight-format", "int4", "--dataset", "x", "out"])
+        texts.write_text("[]")
+        with pytest.raises(SystemExit, match="not a non-empty JSON list"):
+            export.main([str(texts), "--model", "m", "--dataset", "x", "out"])
+    finally:
+        modeling_base.core.set_property("CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert seen == [("auto", "<Type: 'float32'>"), (["a ticket", "another"], "<Type: 'float32'>")]

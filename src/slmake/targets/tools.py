@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,15 @@ def run_tool(cmd: list[str], log: Path, cwd: str | Path | None = None, **extra_e
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
         return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd).returncode
+
+
+def exited(rc: int) -> str:
+    """How a tool ended, for an error message: "exited 1", or the signal that killed it by name
+    (a crash in native code reads as "was killed by SIGFPE", not as exit code -8)."""
+    if rc < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-rc).name}"
+    return f"exited {rc}"
 
 
 def last_error(log: Path) -> str:
@@ -166,7 +176,7 @@ def build_ort_genai(ctx: BuildContext, precision: str, provider: str, options: l
             if shim.get("changes"):
                 art.notes["builder_config_changes"] = shim["changes"]
             if rc != 0 or not (tmp / "genai_config.json").is_file():
-                raise ToolFailed(f"onnxruntime_genai.models.builder exited {rc}: {last_error(log)}")
+                raise ToolFailed(f"onnxruntime_genai.models.builder {exited(rc)}: {last_error(log)}")
             problem = graph_problem(tmp / "model.onnx")
             if problem:  # seen with -p fp32 -e cuda on 0.18: packed Attention without present.* outputs
                 raise ToolFailed(f"onnxruntime_genai.models.builder -p {precision} -e {provider}: {problem}")

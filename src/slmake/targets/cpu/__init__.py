@@ -27,6 +27,7 @@ from ..base import Artifact, BuildContext, Probe, Skipped, TargetInfo
 from ..tools import (
     build_ort_genai,
     check_merged,
+    exited,
     ort_genai_int4_options,
     output_to,
     require_built,
@@ -149,7 +150,7 @@ def _convert(ctx: BuildContext, outtype: str) -> Artifact:
     rc = _run([sys.executable, str(script), str(ctx.merged), "--outtype", outtype, "--outfile", str(tmp)], log)
     if rc != 0 or not tmp.is_file():
         shutil.rmtree(dest.parent, ignore_errors=True)
-        return _failed(art, f"{CONVERTER} exited {rc}: {_last_error(log)}")
+        return _failed(art, f"{CONVERTER} {exited(rc)}: {_last_error(log)}")
     os.replace(tmp, dest)
     art.notes = {"tool": "llama.cpp convert_hf_to_gguf.py", **_tensor_types(dest)}
     return art

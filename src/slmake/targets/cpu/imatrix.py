@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ...runtimes.llamacpp import load_llama_cpp
 from ...toolchain import llama_cpp_tool
-from ..tools import last_error, output_to, run_tool, train_texts
+from ..tools import exited, last_error, output_to, run_tool, train_texts
 
 # llama-quantize refuses these without an importance matrix (tools/quantize/quantize.cpp)
 REQUIRED = frozenset({"iq2_xxs", "iq2_xs", "iq1_s"})
@@ -75,7 +75,7 @@ def compute(f16: Path, train: Path, logs: Path, max_prompts: int) -> tuple[Path 
     rc = run_tool([str(tool), "-m", str(f16), "-f", CALIBRATION, "-o", IMATRIX, "-c", str(ctx), "-b", str(ctx),
                    "-ub", str(ctx), "-t", str(THREADS), "-tb", str(THREADS), "--no-ppl", "-s", "0"], log, cwd=logs)
     if rc != 0 or not out.is_file():
-        return None, {"error": f"llama-imatrix exited {rc}: {last_error(log)}"}
+        return None, {"error": f"llama-imatrix {exited(rc)}: {last_error(log)}"}
     return out, {"source": "train split (prompt + response)", "prompts": n, "tokens": n_tokens,
                  "ctx": ctx, "chunks": n_tokens // ctx, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
                  "tool": "llama-imatrix"}

@@ -1,9 +1,10 @@
 """The intel_npu target: OpenVINO IR built the way OpenVINO's NPU guide says, run by OpenVINO GenAI.
 
-Build: optimum-intel's own exporter (``optimum-cli export openvino``, in a subprocess, offline) with
+Build: optimum-intel's own exporter (``optimum-cli export openvino``'s command, run by export.py in a
+subprocess, offline, its calibration model in f32 on every CPU) with
 int4 symmetric weights (conf default: group 64, 80 % int4 with AWQ + scale estimation on
 self-generated data, or on the build's train split with ``int4.dataset: train`` through
-export_with_texts.py; the NPU guide's channel-wise ratio-1.0 recipe lost SmolLM2 33 points:
+export.py; the NPU guide's channel-wise ratio-1.0 recipe lost SmolLM2 33 points:
 benchmarks/int4_accuracy.py --target intel_npu), tokenizer/detokenizer IRs included; optionally
 int8_sym / fp16 / fp32 IRs (fp32 is the parity baseline: it separates errors of the static-shape
 pipeline from errors of quantization).
@@ -33,7 +34,7 @@ from pathlib import Path
 from ...io import atomic_dir
 from ...runtimes.openvino import OpenVINORunner
 from ..base import Artifact, BuildContext, Probe, Skipped, TargetInfo
-from ..tools import ToolFailed, check_merged, require_built, run_tool, train_texts
+from ..tools import ToolFailed, check_merged, exited, require_built, run_tool, train_texts
 from ..tools import last_error as _last_error
 
 TARGET = TargetInfo(
@@ -167,7 +168,7 @@ def _export_args(w: str, s: dict) -> list[str]:
                 "--group-size", str(s["group_size"]), "--backup-precision", s["backup_precision"]]
         args += [flag for key, flag in (("awq", "--awq"), ("scale_estimation", "--scale-estimation"))
                  if int4.get(key)]
-        if int4.get("dataset"):   # train: export_with_texts.py swaps in the train split's texts
+        if int4.get("dataset"):   # train: export.py swaps in the train split's texts
             args += ["--dataset", int4["dataset"], "--num-samples", str(int4.get("num_samples", 128))]
         return args
     if w == "int8_sym":
@@ -176,7 +177,7 @@ def _export_args(w: str, s: dict) -> list[str]:
 
 
 def calibration(ctx: BuildContext, w: str, s: dict) -> tuple[Path | None, dict, str]:
-    """NNCF's calibration data for IR ``w``: (the JSON list of texts export_with_texts.py passes as
+    """NNCF's calibration data for IR ``w``: (the JSON list of texts export.py passes as
     the dataset, or None for the exporter's own; what the manifest records; error or "").
     ``int4.dataset: train`` takes the first ``num_samples`` rows of the build's train split as the
     model saw them in training (``tools.train_texts``, as the cpu target's importance matrix does);
@@ -217,15 +218,14 @@ def _export(ctx: BuildContext, w: str, s: dict) -> tuple[str, dict]:
         notes["calibration"] = calib
     if err:
         return err, notes
-    exporter = ([str(Path(__file__).with_name("export_with_texts.py")), str(texts)] if texts else
-                ["-m", "optimum.commands.optimum_cli", "export", "openvino"])
+    exporter = [str(Path(__file__).with_name("export.py")), str(texts) if texts else "-"]
     log = ctx.logs / f"ov_{w}.log"
     try:
         with atomic_dir(ctx.out / f"ov_{w}") as tmp:
             rc = run_tool([sys.executable, *exporter, "--model", str(ctx.merged), "--task",
                            "text-generation-with-past", *args, str(tmp)], log, cwd=log.parent, TQDM_DISABLE="1")
             if rc != 0 or not (tmp / "openvino_model.xml").is_file():
-                raise ToolFailed(f"optimum-cli export openvino exited {rc}: {_last_error(log)}")
+                raise ToolFailed(f"optimum-cli export openvino {exited(rc)}: {_last_error(log)}")
             absent = [f for f in ("openvino_tokenizer.xml", "openvino_detokenizer.xml") if not (tmp / f).is_file()]
             if absent:
                 raise ToolFailed(f"the exporter wrote no {', '.join(absent)} (openvino-tokenizers could not "
