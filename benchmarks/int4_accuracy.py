@@ -55,6 +55,10 @@ CANDIDATES = {
     "hqq_mixed": {"algorithm": "hqq", "lm_head": "int8", "sensitive_layers": "int8", "embeddings": "float"},
     "gptq_mixed": {"algorithm": "gptq", "lm_head": "int8", "sensitive_layers": "int8", "embeddings": "float",
                    "calibration_samples": 64},
+    # slmake's own: asymmetric blocks with a float minimum (targets/ort_scale_min.py), int8 head
+    "scale_min": {"algorithm": "scale_min"},
+    "scale_min_acc1": {"algorithm": "scale_min", "accuracy_level": 1},
+    "scale_min_mixed": {"algorithm": "scale_min", "sensitive_layers": "int8"},
 }
 OV_CANDIDATES = {  # targets.intel_npu overrides on conf/targets/intel_npu.yaml (weights: [int4_sym])
     "npu_recipe": {},   # OpenVINO's NPU recipe: int4 sym channel-wise, ratio 1.0, int8_asym embedding/head
@@ -114,13 +118,15 @@ def main() -> None:
             continue
         posthoc = CANDIDATES[name].get("algorithm") in ("hqq", "gptq")
         precision = CANDIDATES[name].get("precision", "int4")
-        opts = [] if posthoc or precision != "int4" else ort_genai_int4_options(CANDIDATES[name])
+        scale_min = CANDIDATES[name] if CANDIDATES[name].get("algorithm") == "scale_min" else None
+        opts = [] if posthoc or scale_min or precision != "int4" else ort_genai_int4_options(CANDIDATES[name])
         out = args.work / name
         folder = f"onnx_{precision}"
-        ctx = BuildContext(merged=merged, out=out, data=args.build / "data", logs=out / "logs")
+        ctx = BuildContext(merged=merged, out=out, data=args.build / "data", logs=out / "logs",
+                           base=(args.build / "base").resolve() if (args.build / "base/config.json").is_file() else None)
         art = None
         if not (out / folder / "genai_config.json").is_file():
-            art = build_ort_genai(ctx, "fp32" if posthoc else precision, args.provider, opts)
+            art = build_ort_genai(ctx, "fp32" if posthoc else precision, args.provider, opts, scale_min=scale_min)
             if posthoc and art.status == "built":
                 from ort_int4_posthoc import quantize_folder
 
@@ -135,7 +141,8 @@ def main() -> None:
         res = _bench_artifact("cpu", entry, out, ref_dir, args, max_new, schema, name)
         if res is None:
             continue
-        rows.append(_row(name, opts, res, entry["size_bytes"], ' '.join(opts) or '(builder defaults)', 18))
+        described = ' '.join(opts) or ("scale_min " + json.dumps(scale_min) if scale_min else '(builder defaults)')
+        rows.append(_row(name, opts or scale_min or [], res, entry["size_bytes"], described, 18))
     if args.json:
         args.json.write_text(json.dumps({"fp32_exact_match": fp32, "rows": rows}, indent=1) + "\n")
     import yaml

@@ -13,15 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from slmake.targets.ort_scale_min import sensitive_layers, untie_embedding
+
 EMBED, HEAD = "/model/embed_tokens/Gather", "/lm_head/MatMul"
-
-
-def sensitive_layers(num_layers: int) -> list[str]:
-    """The builder's `mixed_layers` selection (llama.cpp's q4_k_m rule): first/last eighth of the
-    layers and every third one between, qkv and down projections."""
-    n = num_layers
-    return [f"/model/layers.{i}/{p}/MatMul" for i in range(n)
-            if i < n / 8 or i >= 7 * n / 8 or (i - round(n / 8)) % 3 == 2 for p in ("attn/qkv_proj", "mlp/down_proj")]
 
 
 def calibration_feeds(folder: Path, split: Path, samples: int) -> list[dict]:
@@ -62,7 +56,7 @@ def quantize(model, feeds: list[dict] | None, int4: dict, num_layers: int):
     upgraded = ([HEAD] if int4.get("lm_head", "int8") == "int8" else []) + \
         (sensitive_layers(num_layers) if int4.get("sensitive_layers") == "int8" else [])
     floats = [HEAD] if int4.get("lm_head") == "float" else []
-    model = _untie_embedding(model)
+    model = untie_embedding(model)
     q = MatMulNBitsQuantizer(model, bits=4, block_size=block, is_symmetric=bool(int4.get("symmetric", False)),
                              accuracy_level=int4.get("accuracy_level"), nodes_to_exclude=upgraded + floats,
                              algo_config=GPTQWeightOnlyQuantConfig(calibration_data_reader=feeds) if feeds
@@ -81,24 +75,6 @@ def quantize(model, feeds: list[dict] | None, int4: dict, num_layers: int):
             block_size=block, is_symmetric=True, op_types_to_quantize=("Gather",), bits=4))
         q.process()
         model = q.model.model
-    return model
-
-
-def _untie_embedding(model):
-    """The fp32 builder feeds the embedding Gather through a Transpose of the tied LM head weight;
-    give the Gather its own initializer so it can be quantized apart from the head."""
-    from onnx import numpy_helper
-
-    g = model.graph
-    gather = next((n for n in g.node if n.name == EMBED), None)
-    producer = next((n for n in g.node if gather is not None and gather.input[0] in n.output), None)
-    if producer is None or producer.op_type != "Transpose":
-        return model
-    init = next(i for i in g.initializer if i.name == producer.input[0])
-    table = numpy_helper.from_array(numpy_helper.to_array(init).T.copy(), "model.embed_tokens.weight")
-    g.initializer.append(table)
-    gather.input[0] = table.name
-    g.node.remove(producer)
     return model
 
 

@@ -17,7 +17,7 @@ from slmake.compile import CompileError, compile_target  # noqa: E402
 
 try:
     entries = compile_target(target, params["targets"][target], Path("build/train/merged"), Path("build/data"),
-                             Path("build/compile"), Path("build/logs/compile"))
+                             Path("build/compile"), Path("build/logs/compile"), Path("build/base"))
 except CompileError as e:
     sys.exit(f"slmake compile@{target}: invalid settings:\n{e}")
 for e in entries:

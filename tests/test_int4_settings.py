@@ -31,9 +31,27 @@ def test_default_int4_settings_reach_the_builder_only_for_int4():
     from slmake.targets import cpu
 
     conf = yaml.safe_load((ROOT / "conf/targets/cpu.yaml").read_text())["cpu"]
-    assert cpu._int4_options(conf, "int4") == ort_genai_int4_options(conf["onnx_genai"]["int4"])
-    assert cpu._int4_options(conf, "int4")   # the tuned defaults are not the builder's
-    assert cpu._int4_options(conf, "fp32") == []
+    int4 = conf["onnx_genai"]["int4"]
+    args = cpu._builder_args(conf, "int4")
+    if int4["algorithm"] == "scale_min":   # slmake quantizes the builder's fp32 graph itself
+        assert args == {"scale_min": int4}
+    else:
+        assert args == {"options": ort_genai_int4_options(int4)} and args["options"]
+    assert cpu._builder_args(conf, "fp32") == {"options": []}
+    builder = {**conf, "onnx_genai": {**conf["onnx_genai"], "int4": {**int4, "algorithm": "k_quant"}}}
+    assert cpu._builder_args(builder, "int4")["options"][:2] == ["block_size=32", "algo_config=k_quant"]
+
+
+def test_scale_min_refuses_settings_it_cannot_honour():
+    from slmake.targets import cpu
+
+    conf = yaml.safe_load((ROOT / "conf/targets/cpu.yaml").read_text())["cpu"]
+    ok = {**conf, "onnx_genai": {**conf["onnx_genai"], "int4": {"algorithm": "scale_min", "sensitive_layers": "int8"}}}
+    assert cpu.validate_settings(ok) == []
+    bad = {**conf, "onnx_genai": {**conf["onnx_genai"], "int4": {"algorithm": "scale_min", "symmetric": True,
+                                                                  "lm_head": "float", "embeddings": "int4"}}}
+    (problem,) = cpu.validate_settings(bad)
+    assert "targets.cpu.onnx_genai.int4" in problem and "symmetric: True" in problem and "lm_head: float" in problem
 
 
 def test_schema_rejects_bad_int4_settings_by_key():

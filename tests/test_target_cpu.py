@@ -156,14 +156,18 @@ def test_onnx_int4_generates(built):
 
 
 def test_onnx_int4_follows_the_int4_settings(built):
-    """The default int4 settings reach the builder: its options are recorded, and the LM head has
-    the precision the settings ask for (MatMulNBits bits, or a float MatMul)."""
+    """The default int4 settings reach the quantizer: the builder's options or slmake's scale_min
+    record are in the notes, and the LM head has the precision the settings ask for."""
     import onnx
 
     from slmake.targets.tools import ort_genai_int4_options
 
     _, out, arts = built
-    assert arts["onnx_int4"].notes.get("builder_options", []) == ort_genai_int4_options(INT4)
+    notes = arts["onnx_int4"].notes
+    if INT4.get("algorithm") == "scale_min":
+        assert notes["int4"]["int4_matmuls"] == 2 * 5 and notes["int4"]["quantized_from"] == "fine-tuned"
+    else:
+        assert notes.get("builder_options", []) == ort_genai_int4_options(INT4)
     graph = onnx.load(str(out / "onnx_int4/model.onnx"), load_external_data=False).graph
     head = [n for n in graph.node if n.name.startswith("/lm_head/")]
     bits = {a.name: a.i for n in head for a in n.attribute if a.name == "bits"}
@@ -172,6 +176,41 @@ def test_onnx_int4_follows_the_int4_settings(built):
         assert [n.op_type for n in head] == ["MatMul"]
     else:
         assert [n.op_type for n in head] == ["MatMulNBits"] and bits["bits"] == int(want[3:])
+
+
+def test_scale_min_keeps_a_lora_change_of_the_base(built, tmp_path):
+    """With the base model known (build/base), scale_min quantizes the base and carries what a
+    LoRA changed at exactly its rank (the numerics: tests/test_ort_scale_min.py), and the artifact
+    runs in ONNX Runtime GenAI. Greedy tokens are not compared: on this random model the base's own
+    int4 rounding flips them."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model, _, _ = built
+    tuned = tmp_path / "tuned"
+    hf = AutoModelForCausalLM.from_pretrained(str(model))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for layer in hf.model.layers:    # a rank-2 change to q and down, as a merged LoRA leaves it
+            for lin in (layer.self_attn.q_proj, layer.mlp.down_proj):
+                out_f, in_f = lin.weight.shape
+                lin.weight += 0.02 * torch.randn(out_f, 2, generator=g) @ torch.randn(2, in_f, generator=g)
+    hf.save_pretrained(str(tuned))
+    for f in model.glob("tokenizer*"):
+        shutil.copy(f, tuned / f.name)
+    ctx = build_ctx(tuned, tmp_path / "out")
+    ctx.base = model.resolve()
+    settings = {"gguf": {"quants": []}, "onnx_genai": {"precisions": ["int4"], "int4": {"algorithm": "scale_min"}}}
+    (art,) = cpu.compile(ctx, settings)
+    assert art.status == "built", art.reason
+    assert art.notes["int4"]["quantized_from"] == "base" and art.notes["int4"]["fine_tune_rank"] == 2 * 2 * 2
+    runner = cpu.open_runner(art, tmp_path / "out", BENCH)
+    try:
+        for ids in _prompt_ids(model):
+            g = runner.generate(ids, 8)
+            assert 0 < len(g.tokens) <= 8 and all(0 <= t < 300 for t in g.tokens)
+    finally:
+        runner.close()
 
 
 def test_missing_toolchains_fail_softly(built, tmp_path, monkeypatch):

@@ -46,7 +46,7 @@ def settings_problems(name: str, settings: dict) -> list[str]:
 
 
 def compile_target(name: str, settings: dict, merged_dir: Path, data_dir: Path, out_root: Path,
-                   logs_root: Path) -> list[dict]:
+                   logs_root: Path, base_dir: Path | None = None) -> list[dict]:
     module = targets.load(name)
     problems = settings_problems(name, settings)
     if problems:
@@ -66,7 +66,8 @@ def compile_target(name: str, settings: dict, merged_dir: Path, data_dir: Path, 
                   + (f"  {art.reason}" if art.reason else ""), flush=True)
             clock[0] = time.perf_counter()
 
-        artifacts = module.compile(BuildContext(merged_dir, tmp, data_dir, logs, done), settings)
+        base = base_dir.resolve() if base_dir is not None and (base_dir / "config.json").is_file() else None
+        artifacts = module.compile(BuildContext(merged_dir, tmp, data_dir, logs, done, base), settings)
         entries = []
         for art in artifacts:
             entry = art.to_dict()

@@ -73,3 +73,4 @@ class BuildContext:
     data: Path                                # the curated splits (e.g. calibration data)
     logs: Path                                # toolchain logs: outside the cached output
     done: Callable[[Artifact], None] = lambda art: None   # once per finished artifact (progress)
+    base: Path | None = None                  # the HF folder that was fine-tuned (build/base), if known

@@ -150,9 +150,11 @@ def ort_genai_int4_options(int4: dict) -> list[str]:
     return opts
 
 
-def build_ort_genai(ctx: BuildContext, precision: str, provider: str, options: list[str] = ()) -> Artifact:
+def build_ort_genai(ctx: BuildContext, precision: str, provider: str, options: list[str] = (),
+                    scale_min: dict | None = None) -> Artifact:
     """ONNX Runtime GenAI's own model builder, offline, into ``ctx.out/onnx_<precision>``;
-    ``options`` are more builder ``--extra_options`` (key=value)."""
+    ``options`` are more builder ``--extra_options`` (key=value). With ``scale_min`` (int4 settings
+    whose algorithm is scale_min) the builder writes fp32 and ``ort_scale_min`` quantizes it."""
     art = Artifact(f"onnx_{precision}", "onnx-genai", precision, f"onnx_{precision}", "onnxruntime-genai",
                    notes={"tool": "onnxruntime_genai.models.builder", "execution_provider": provider})
     if options:
@@ -167,7 +169,7 @@ def build_ort_genai(ctx: BuildContext, precision: str, provider: str, options: l
             # the builder, with the config it is handed corrected per family (ort_genai_config)
             report = Path(work) / "config_report.json"
             rc = run_tool([sys.executable, "-m", "slmake.targets.ort_genai_config", "-i", str(ctx.merged),
-                           "-o", str(tmp), "-p", precision, "-e", provider, "-c", str(Path(work) / "cache"),
+                           "-o", str(tmp), "-p", "fp32" if scale_min else precision, "-e", provider, "-c", str(Path(work) / "cache"),
                            "--extra_options", "hf_token=false", *options], log, cwd=work,
                           SLMAKE_ORT_GENAI_REPORT=str(report))
             shim = json.loads(report.read_text()) if report.is_file() else {}
@@ -180,9 +182,30 @@ def build_ort_genai(ctx: BuildContext, precision: str, provider: str, options: l
             problem = graph_problem(tmp / "model.onnx")
             if problem:  # seen with -p fp32 -e cuda on 0.18: packed Attention without present.* outputs
                 raise ToolFailed(f"onnxruntime_genai.models.builder -p {precision} -e {provider}: {problem}")
+            if scale_min:
+                art.notes["int4"] = _scale_min(ctx, tmp, Path(work), provider, scale_min, log)
     except ToolFailed as e:
         return failed(art, str(e))
     return art
+
+
+def _scale_min(ctx: BuildContext, folder: Path, work: Path, provider: str, int4: dict, log: Path) -> dict:
+    """Quantize the builder's fp32 graph in ``folder`` with ort_scale_min; with the base model known,
+    the builder's fp32 graph of the base too, so a fine-tune's difference is kept exactly."""
+    from . import ort_scale_min
+
+    base = None
+    if ctx.base is not None:
+        base = work / "base_fp32"
+        base_log = log.with_name(f"{log.stem}.base.log")
+        rc = run_tool([sys.executable, "-m", "slmake.targets.ort_genai_config", "-i", str(ctx.base), "-o", str(base),
+                       "-p", "fp32", "-e", provider, "-c", str(work / "base_cache"), "--extra_options",
+                       "hf_token=false"], base_log, cwd=work)
+        if rc != 0 or not (base / "model.onnx").is_file():
+            raise ToolFailed(f"onnxruntime_genai.models.builder (the base, fp32) {exited(rc)}: {last_error(base_log)}")
+    with output_to(log.with_name(f"{log.stem}.quantize.log")):
+        return ort_scale_min.quantize_folder(folder, int4.get("block_size") or 32, int4.get("accuracy_level") or 4,
+                                             int4.get("sensitive_layers") or "int4", base_folder=base)
 
 
 def graph_problem(path: Path) -> str:

@@ -77,6 +77,14 @@ def probe() -> Probe:
 def validate_settings(settings: dict) -> list[str]:
     if not settings["gguf"]["quants"] and not settings["onnx_genai"]["precisions"]:
         return ["targets.cpu: nothing to build: gguf.quants and onnx_genai.precisions are both empty"]
+    int4 = settings["onnx_genai"].get("int4") or {}
+    if int4.get("algorithm") == "scale_min":
+        clash = [f"{k}: {int4[k]}" for k, ok in (("symmetric", (None, False)), ("lm_head", (None, "int8")),
+                                                 ("embeddings", (None, "int4")))
+                 if int4.get(k) not in ok]
+        if clash:
+            return [f"targets.cpu.onnx_genai.int4: algorithm scale_min writes asymmetric int4 blocks with an int8 "
+                    f"LM head and an int4 embedding; it cannot honour {', '.join(clash)}"]
     enabled = settings["gguf"].get("imatrix", {}).get("enabled")
     needs = [q for q in settings["gguf"]["quants"] if q in imatrix.REQUIRED]
     if enabled is False and needs:
@@ -90,13 +98,18 @@ def compile(ctx: BuildContext, settings: dict) -> list[Artifact]:
     quants, precisions = settings["gguf"]["quants"], settings["onnx_genai"]["precisions"]
     arts = _gguf(ctx, quants, settings["gguf"].get("imatrix", {})) if quants else []
     for p in precisions:
-        arts.append(build_ort_genai(ctx, p, "cpu", _int4_options(settings, p)))
+        arts.append(build_ort_genai(ctx, p, "cpu", **_builder_args(settings, p)))
         ctx.done(arts[-1])
     return arts
 
 
-def _int4_options(settings: dict, precision: str) -> list[str]:
-    return ort_genai_int4_options(settings["onnx_genai"].get("int4", {})) if precision == "int4" else []
+def _builder_args(settings: dict, precision: str) -> dict:
+    """build_ort_genai's keywords for one precision: the builder's own int4 options, or the int4
+    settings themselves where slmake quantizes the builder's fp32 graph (algorithm scale_min)."""
+    int4 = settings["onnx_genai"].get("int4", {}) if precision == "int4" else {}
+    if int4.get("algorithm") == "scale_min":
+        return {"scale_min": int4}
+    return {"options": ort_genai_int4_options(int4)}
 
 
 def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
