@@ -27,8 +27,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from slmake import bench  # noqa: E402
 from slmake.io import read_jsonl  # noqa: E402
 from slmake.metrics import score  # noqa: E402
+from slmake.targets import cpu  # noqa: E402
 from slmake.targets.base import BuildContext  # noqa: E402
-from slmake.targets.tools import build_ort_genai, ort_genai_int4_options  # noqa: E402
+from slmake.targets.tools import build_ort_genai  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import record  # noqa: E402
@@ -59,6 +60,9 @@ CANDIDATES = {
     "scale_min": {"algorithm": "scale_min"},
     "scale_min_acc1": {"algorithm": "scale_min", "accuracy_level": 1},
     "scale_min_mixed": {"algorithm": "scale_min", "sensitive_layers": "int8"},
+    # conf/targets/cpu.yaml's default: scale_min on a 4-bit GGUF base, k_quant otherwise
+    "cpu_default": {"algorithm": "auto", "block_size": 32, "lm_head": "int8", "embeddings": "int4",
+                    "sensitive_layers": "int8"},
 }
 OV_CANDIDATES = {  # targets.intel_npu overrides on conf/targets/intel_npu.yaml (weights: [int4_sym])
     "npu_recipe": {},   # OpenVINO's NPU recipe: int4 sym channel-wise, ratio 1.0, int8_asym embedding/head
@@ -118,12 +122,12 @@ def main() -> None:
             continue
         posthoc = CANDIDATES[name].get("algorithm") in ("hqq", "gptq")
         precision = CANDIDATES[name].get("precision", "int4")
-        scale_min = CANDIDATES[name] if CANDIDATES[name].get("algorithm") == "scale_min" else None
-        opts = [] if posthoc or scale_min or precision != "int4" else ort_genai_int4_options(CANDIDATES[name])
+        ctx_base = (args.build / "base").resolve() if (args.build / "base/config.json").is_file() else None
+        chosen = {} if posthoc else cpu._builder_args({"onnx_genai": {"int4": CANDIDATES[name]}}, precision, ctx_base)
+        opts, scale_min = chosen.get("options", []), chosen.get("scale_min")
         out = args.work / name
         folder = f"onnx_{precision}"
-        ctx = BuildContext(merged=merged, out=out, data=args.build / "data", logs=out / "logs",
-                           base=(args.build / "base").resolve() if (args.build / "base/config.json").is_file() else None)
+        ctx = BuildContext(merged=merged, out=out, data=args.build / "data", logs=out / "logs", base=ctx_base)
         art = None
         if not (out / folder / "genai_config.json").is_file():
             art = build_ort_genai(ctx, "fp32" if posthoc else precision, args.provider, opts, scale_min=scale_min)

@@ -27,19 +27,32 @@ def test_ort_genai_options_map_every_setting():
     assert ort_genai_int4_options({}) == []   # the builder's own defaults
 
 
-def test_default_int4_settings_reach_the_builder_only_for_int4():
+def test_default_int4_settings_reach_the_builder_only_for_int4(tmp_path):
+    """auto: scale_min where the base's weights sit on a 4-bit GGUF grid (and the keys allow it),
+    the builder's k_quant with the same keys otherwise."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
     from slmake.targets import cpu
 
     conf = yaml.safe_load((ROOT / "conf/targets/cpu.yaml").read_text())["cpu"]
     int4 = conf["onnx_genai"]["int4"]
-    args = cpu._builder_args(conf, "int4")
-    if int4["algorithm"] == "scale_min":   # slmake quantizes the builder's fp32 graph itself
-        assert args == {"scale_min": int4}
-    else:
-        assert args == {"options": ort_genai_int4_options(int4)} and args["options"]
+    assert int4["algorithm"] == "auto"
+    k_quant = ort_genai_int4_options({**int4, "algorithm": "k_quant"})
+    assert cpu._builder_args(conf, "int4") == {"options": k_quant} and "algo_config=k_quant" in k_quant
     assert cpu._builder_args(conf, "fp32") == {"options": []}
-    builder = {**conf, "onnx_genai": {**conf["onnx_genai"], "int4": {**int4, "algorithm": "k_quant"}}}
-    assert cpu._builder_args(builder, "int4")["options"][:2] == ["block_size=32", "algo_config=k_quant"]
+
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 16, (64, 4, 32))
+    levels[..., 0], levels[..., 1] = 0, 15
+    on_grid = (rng.uniform(-0.1, 0, (64, 4, 1)) + rng.uniform(0.001, 0.01, (64, 4, 1)) * levels).reshape(64, 128)
+    for name, w in (("grid", on_grid), ("float", rng.normal(0, 0.02, (64, 128)))):
+        (tmp_path / name).mkdir()
+        save_file({"model.layers.0.mlp.up_proj.weight": w.astype(np.float32)}, str(tmp_path / name / "model.safetensors"))
+    assert cpu._builder_args(conf, "int4", tmp_path / "grid") == {"scale_min": {**int4, "algorithm": "scale_min"}}
+    assert cpu._builder_args(conf, "int4", tmp_path / "float") == {"options": k_quant}
+    symmetric = {**conf, "onnx_genai": {**conf["onnx_genai"], "int4": {**int4, "symmetric": True}}}
+    assert "options" in cpu._builder_args(symmetric, "int4", tmp_path / "grid")   # scale_min cannot be symmetric
 
 
 def test_scale_min_refuses_settings_it_cannot_honour():

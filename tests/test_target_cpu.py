@@ -160,14 +160,14 @@ def test_onnx_int4_follows_the_int4_settings(built):
     record are in the notes, and the LM head has the precision the settings ask for."""
     import onnx
 
-    from slmake.targets.tools import ort_genai_int4_options
-
     _, out, arts = built
     notes = arts["onnx_int4"].notes
-    if INT4.get("algorithm") == "scale_min":
+    chosen = cpu._builder_args(SETTINGS, "int4")   # no base known here: auto is the builder's k_quant
+    if "scale_min" in chosen:
         assert notes["int4"]["int4_matmuls"] == 2 * 5 and notes["int4"]["quantized_from"] == "fine-tuned"
     else:
-        assert notes.get("builder_options", []) == ort_genai_int4_options(INT4)
+        assert notes.get("builder_options", []) == chosen["options"]
+        assert INT4["algorithm"] != "auto" or "algo_config=k_quant" in chosen["options"]
     graph = onnx.load(str(out / "onnx_int4/model.onnx"), load_external_data=False).graph
     head = [n for n in graph.node if n.name.startswith("/lm_head/")]
     bits = {a.name: a.i for n in head for a in n.attribute if a.name == "bits"}

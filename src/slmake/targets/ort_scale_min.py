@@ -59,6 +59,27 @@ def quantize_blocks(w: np.ndarray, block: int, steps: int = 20) -> tuple[np.ndar
     return best_q.reshape(n, k // block, block), d.astype(np.float32), (m + 8 * d).astype(np.float32)
 
 
+def base_on_grid(folder: Path, block: int = 32, rows: int = 64) -> bool:
+    """Whether ``folder``'s weights sit on a 4-bit scale + minimum grid (a base imported from a
+    Q4_1/q4_K GGUF): min/max rounding reproduces the first MLP projection's first ``rows`` rows."""
+    from safetensors import safe_open
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(path), framework="np") as f:
+            name = next((k for k in f.keys() if k.endswith("mlp.up_proj.weight")), None)
+            if name is None:
+                continue
+            w = f.get_slice(name)[:rows].astype(np.float32)
+            if w.ndim != 2 or w.shape[1] % block or not np.abs(w).max() > 0:
+                return False
+            x = w.reshape(-1, block)
+            lo, hi = x.min(-1, keepdims=True), x.max(-1, keepdims=True)
+            step = np.where(hi > lo, (hi - lo) / 15, 1)
+            back = np.rint((x - lo) / step) * step + lo
+            return bool(np.abs(back - x).max() <= 1e-3 * np.abs(x).max())
+    return False
+
+
 def _block_sums(k: int, block: int) -> np.ndarray:
     """[K, K/block] of 0/1: x @ it sums x over each block (a MatMul: one op, any rank of x)."""
     return np.kron(np.eye(k // block, dtype=np.float32), np.ones((block, 1), np.float32))

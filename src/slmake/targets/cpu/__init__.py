@@ -23,6 +23,7 @@ from pathlib import Path
 from ... import gguf_meta
 from ...runtimes.llamacpp import LlamaCppRunner, load_llama_cpp
 from ...runtimes.ortgenai import OrtGenAIRunner
+from .. import ort_scale_min
 from ..base import Artifact, BuildContext, Probe, Skipped, TargetInfo
 from ..tools import (
     build_ort_genai,
@@ -79,9 +80,7 @@ def validate_settings(settings: dict) -> list[str]:
         return ["targets.cpu: nothing to build: gguf.quants and onnx_genai.precisions are both empty"]
     int4 = settings["onnx_genai"].get("int4") or {}
     if int4.get("algorithm") == "scale_min":
-        clash = [f"{k}: {int4[k]}" for k, ok in (("symmetric", (None, False)), ("lm_head", (None, "int8")),
-                                                 ("embeddings", (None, "int4")))
-                 if int4.get(k) not in ok]
+        clash = _scale_min_clash(int4)
         if clash:
             return [f"targets.cpu.onnx_genai.int4: algorithm scale_min writes asymmetric int4 blocks with an int8 "
                     f"LM head and an int4 embedding; it cannot honour {', '.join(clash)}"]
@@ -98,18 +97,28 @@ def compile(ctx: BuildContext, settings: dict) -> list[Artifact]:
     quants, precisions = settings["gguf"]["quants"], settings["onnx_genai"]["precisions"]
     arts = _gguf(ctx, quants, settings["gguf"].get("imatrix", {})) if quants else []
     for p in precisions:
-        arts.append(build_ort_genai(ctx, p, "cpu", **_builder_args(settings, p)))
+        arts.append(build_ort_genai(ctx, p, "cpu", **_builder_args(settings, p, ctx.base)))
         ctx.done(arts[-1])
     return arts
 
 
-def _builder_args(settings: dict, precision: str) -> dict:
+def _builder_args(settings: dict, precision: str, base: Path | None = None) -> dict:
     """build_ort_genai's keywords for one precision: the builder's own int4 options, or the int4
-    settings themselves where slmake quantizes the builder's fp32 graph (algorithm scale_min)."""
-    int4 = settings["onnx_genai"].get("int4", {}) if precision == "int4" else {}
+    settings themselves where slmake quantizes the builder's fp32 graph (algorithm scale_min, or
+    auto on a base whose weights sit on a 4-bit GGUF grid; auto is k_quant otherwise)."""
+    int4 = dict(settings["onnx_genai"].get("int4", {})) if precision == "int4" else {}
+    if int4.get("algorithm") == "auto":
+        grid = base is not None and not _scale_min_clash(int4) and ort_scale_min.base_on_grid(base)
+        int4["algorithm"] = "scale_min" if grid else "k_quant"
     if int4.get("algorithm") == "scale_min":
         return {"scale_min": int4}
     return {"options": ort_genai_int4_options(int4)}
+
+
+def _scale_min_clash(int4: dict) -> list[str]:
+    """int4 settings scale_min cannot honour (it writes asymmetric blocks, an int8 head, an int4 embedding)."""
+    return [f"{k}: {int4[k]}" for k, ok in (("symmetric", (None, False)), ("lm_head", (None, "int8")),
+                                            ("embeddings", (None, "int4"))) if int4.get(k) not in ok]
 
 
 def open_runner(artifact: Artifact, artifact_dir: Path, bench: dict):
