@@ -276,3 +276,20 @@ def test_imatrix_quantization_is_deterministic_and_calibrated(built, tmp_path, m
     assert _sha(tmp_path / "b" / plain.path) != _sha(out / arts["gguf_q4_k_m"].path)
     text, n = imatrix.calibration_text(data / "train.jsonl", 3)
     assert n == 3 and text.count("### Triage") == 3
+
+
+def test_a_scale_min_failure_fails_the_artifact_softly(built, tmp_path, monkeypatch):
+    """An error inside the quantizer becomes the artifact's reason (naming it and its log), not a
+    traceback that stops the other artifacts."""
+    from slmake.targets import ort_scale_min
+
+    def broken(*args, **kwargs):
+        raise ValueError("cannot reshape array of size 480 into shape (960,newaxis)")
+
+    monkeypatch.setattr(ort_scale_min, "quantize_folder", broken)
+    model, _, _ = built
+    settings = {"gguf": {"quants": []}, "onnx_genai": {"precisions": ["int4"], "int4": {"algorithm": "scale_min"}}}
+    (art,) = cpu.compile(build_ctx(model, tmp_path / "out"), settings)
+    assert art.status == "failed" and "ort_scale_min could not quantize" in art.reason
+    assert "ValueError: cannot reshape" in art.reason and "onnx_int4.quantize.log" in art.reason
+    assert not (tmp_path / "out" / "onnx_int4").exists()

@@ -203,9 +203,14 @@ def _scale_min(ctx: BuildContext, folder: Path, work: Path, provider: str, int4:
                        "hf_token=false"], base_log, cwd=work)
         if rc != 0 or not (base / "model.onnx").is_file():
             raise ToolFailed(f"onnxruntime_genai.models.builder (the base, fp32) {exited(rc)}: {last_error(base_log)}")
-    with output_to(log.with_name(f"{log.stem}.quantize.log")):
-        return ort_scale_min.quantize_folder(folder, int4.get("block_size") or 32, int4.get("accuracy_level") or 4,
-                                             int4.get("sensitive_layers") or "int4", base_folder=base)
+    qlog = log.with_name(f"{log.stem}.quantize.log")
+    try:
+        with output_to(qlog):
+            return ort_scale_min.quantize_folder(folder, int4.get("block_size") or 32, int4.get("accuracy_level") or 4,
+                                                 int4.get("sensitive_layers") or "int4", base_folder=base)
+    except (ValueError, RuntimeError, OSError, KeyError) as e:   # onnx / onnxruntime's quantizer / numpy
+        raise ToolFailed(f"ort_scale_min could not quantize {folder.name}: {type(e).__name__}: {e} "
+                         f"(log: {_shown(qlog)})") from None
 
 
 def graph_problem(path: Path) -> str:
