@@ -103,7 +103,7 @@ def low_rank(delta: np.ndarray, max_rank: int, rel: float = 1e-4) -> tuple[np.nd
 
 def rewrite(model, block: int = 32, accuracy_level: int = 4, exclude: tuple[str, ...] = (HEAD,),
             base: dict | None = None, max_rank: int = 64) -> tuple[int, int]:
-    """Replace ``model``'s weight MatMuls (fp32 initializer [K, N], K % block == 0, input of rank 3)
+    """Replace ``model``'s weight MatMuls (fp32 initializer [K, N], K % block == 0)
     by MatMulNBits + the block-sum correction; return (how many, the total rank of the corrections).
 
     ``base`` (node name -> the base model's weight [K, N], from the same builder on the base): the
