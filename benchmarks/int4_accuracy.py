@@ -116,13 +116,13 @@ def main() -> None:
     candidates = OV_CANDIDATES if args.target == "intel_npu" else CANDIDATES
     names = args.only.split(",") if args.only else list(candidates)
     rows = []
+    ctx_base = (args.build / "base").resolve() if (args.build / "base/config.json").is_file() else None
     for name in names:
         if args.target == "intel_npu":
             rows += _intel_npu(name, candidates[name], args, merged, ref_dir, schema, max_new)
             continue
         posthoc = CANDIDATES[name].get("algorithm") in ("hqq", "gptq")
         precision = CANDIDATES[name].get("precision", "int4")
-        ctx_base = (args.build / "base").resolve() if (args.build / "base/config.json").is_file() else None
         chosen = {} if posthoc else cpu._builder_args({"onnx_genai": {"int4": CANDIDATES[name]}}, precision, ctx_base)
         opts, scale_min = chosen.get("options", []), chosen.get("scale_min")
         out = args.work / name

@@ -61,7 +61,8 @@ def quantize_blocks(w: np.ndarray, block: int, steps: int = 20) -> tuple[np.ndar
 
 def base_on_grid(folder: Path, block: int = 32, rows: int = 64) -> bool:
     """Whether ``folder``'s weights sit on a 4-bit scale + minimum grid (a base imported from a
-    Q4_1/q4_K GGUF): min/max rounding reproduces the first MLP projection's first ``rows`` rows."""
+    Q4_1/q4_K GGUF): ``quantize_blocks``' min/max rounding reproduces the first MLP projection's
+    first ``rows`` rows."""
     from safetensors import safe_open
 
     for path in sorted(Path(folder).glob("*.safetensors")):
@@ -72,11 +73,9 @@ def base_on_grid(folder: Path, block: int = 32, rows: int = 64) -> bool:
             w = f.get_slice(name)[:rows].astype(np.float32)
             if w.ndim != 2 or w.shape[1] % block or not np.abs(w).max() > 0:
                 return False
-            x = w.reshape(-1, block)
-            lo, hi = x.min(-1, keepdims=True), x.max(-1, keepdims=True)
-            step = np.where(hi > lo, (hi - lo) / 15, 1)
-            back = np.rint((x - lo) / step) * step + lo
-            return bool(np.abs(back - x).max() <= 1e-3 * np.abs(x).max())
+            q, d, c = quantize_blocks(w, block, steps=0)   # min/max rounding only: exact on such a grid
+            back = ((q - 8.0) * d[..., None] + c[..., None]).reshape(w.shape)
+            return bool(np.abs(back - w).max() <= 1e-3 * np.abs(w).max())
     return False
 
 
@@ -118,22 +117,20 @@ def rewrite(model, block: int = 32, accuracy_level: int = 4, exclude: tuple[str,
     inits = {i.name: i for i in g.initializer}
     out, done, rank = [], 0, 0
     for node in g.node:
-        w = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        w = _weight(node, inits)
         if w is None or node.name in exclude or len(w.dims) != 2 or w.dims[0] % block:
             out.append(node)
             continue
         wt = numpy_helper.to_array(w)                       # [K, N]
         k, n = wt.shape
         bt = base.get(node.name) if base is not None else None
-        bt = bt if bt is not None and bt.shape == wt.shape else wt
-        q, d, c = quantize_blocks(np.ascontiguousarray(bt.T), block)
-        correction = None
-        if bt is not wt:   # a difference of more than max_rank is not a LoRA's: quantize the weight itself
-            correction = low_rank(wt - bt, max_rank)
-            if correction is not None and correction[0].shape[1] >= max_rank:
-                q, d, c = quantize_blocks(np.ascontiguousarray(wt.T), block)
-                correction = None
-        stem = node.name.strip("/").replace("/", "_") or f"matmul{done}"
+        correction = low_rank(wt - bt, max_rank) if bt is not None and bt.shape == wt.shape else None
+        if correction is not None and correction[0].shape[1] < max_rank:
+            q, d, c = quantize_blocks(np.ascontiguousarray(bt.T), block)
+        else:   # no base, no change, or more than max_rank (not a LoRA's): quantize the weight itself
+            q, d, c = quantize_blocks(np.ascontiguousarray(wt.T), block)
+            correction = None
+        stem = _stem(node) or f"matmul{done}"
         # (x @ inner) @ outer: the block sums of x times each block's offset, and the fine-tune's difference
         inner, outer = _block_sums(k, block), np.ascontiguousarray(c.T)            # [K, K/block], [K/block, N]
         if correction is not None:
@@ -208,8 +205,17 @@ def _weights(model) -> dict:
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
-    return {n.name: numpy_helper.to_array(inits[n.input[1]]) for n in model.graph.node
-            if n.op_type == "MatMul" and len(n.input) == 2 and n.input[1] in inits}
+    return {n.name: numpy_helper.to_array(w) for n in model.graph.node if (w := _weight(n, inits)) is not None}
+
+
+def _weight(node, inits: dict):
+    """The initializer a MatMul multiplies by (its weight), or None for any other node."""
+    return inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+
+
+def _stem(node) -> str:
+    """A node's name as a prefix for the initializers and values that replace it."""
+    return node.name.strip("/").replace("/", "_")
 
 
 def sensitive_layers(num_layers: int) -> list[str]:
@@ -229,8 +235,8 @@ def int8(model, names: list[str], block: int, accuracy_level: int) -> int:
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     done = 0
-    for node in [n for n in g.node if n.name in set(names) and n.op_type == "MatMul"]:
-        w = inits.get(node.input[1])
+    for node in [n for n in g.node if n.name in set(names)]:
+        w = _weight(node, inits)
         if w is None or len(w.dims) != 2 or w.dims[0] % block:
             continue
         wt = numpy_helper.to_array(w)
@@ -238,9 +244,9 @@ def int8(model, names: list[str], block: int, accuracy_level: int) -> int:
         x = np.ascontiguousarray(wt.T).reshape(n, k // block, block).astype(np.float64)
         s = np.abs(x).max(-1) / 127
         q = np.clip(np.rint(x / np.where(s > 0, s, 1.0)[..., None]), -127, 127).astype(np.int16) + 128
-        base = node.name.strip("/").replace("/", "_")
-        new = [numpy_helper.from_array(q.astype(np.uint8), f"{base}.qweight8"),
-               numpy_helper.from_array(s.astype(np.float32).reshape(-1), f"{base}.scales8")]
+        stem = _stem(node)
+        new = [numpy_helper.from_array(q.astype(np.uint8), f"{stem}.qweight8"),
+               numpy_helper.from_array(s.astype(np.float32).reshape(-1), f"{stem}.scales8")]
         g.initializer.extend(new)
         g.initializer.remove(w)
         g.node.insert(list(g.node).index(node), helper.make_node(

@@ -168,9 +168,8 @@ def build_ort_genai(ctx: BuildContext, precision: str, provider: str, options: l
                 tempfile.TemporaryDirectory(prefix="slmake-ortgenai-") as work:  # the builder's -c cache and cwd
             # the builder, with the config it is handed corrected per family (ort_genai_config)
             report = Path(work) / "config_report.json"
-            rc = run_tool([sys.executable, "-m", "slmake.targets.ort_genai_config", "-i", str(ctx.merged),
-                           "-o", str(tmp), "-p", "fp32" if scale_min else precision, "-e", provider, "-c", str(Path(work) / "cache"),
-                           "--extra_options", "hf_token=false", *options], log, cwd=work,
+            rc = run_tool(_builder_cmd(ctx.merged, tmp, "fp32" if scale_min else precision, provider,
+                                       Path(work) / "cache", options), log, cwd=work,
                           SLMAKE_ORT_GENAI_REPORT=str(report))
             shim = json.loads(report.read_text()) if report.is_file() else {}
             if "error" in shim:
@@ -189,6 +188,12 @@ def build_ort_genai(ctx: BuildContext, precision: str, provider: str, options: l
     return art
 
 
+def _builder_cmd(model: Path, out: Path, precision: str, provider: str, cache: Path, options=()) -> list[str]:
+    """The builder's command line, through ort_genai_config (the config it is handed, corrected per family)."""
+    return [sys.executable, "-m", "slmake.targets.ort_genai_config", "-i", str(model), "-o", str(out),
+            "-p", precision, "-e", provider, "-c", str(cache), "--extra_options", "hf_token=false", *options]
+
+
 def _scale_min(ctx: BuildContext, folder: Path, work: Path, provider: str, int4: dict, log: Path) -> dict:
     """Quantize the builder's fp32 graph in ``folder`` with ort_scale_min; with the base model known,
     the builder's fp32 graph of the base too, so a fine-tune's difference is kept exactly."""
@@ -198,9 +203,7 @@ def _scale_min(ctx: BuildContext, folder: Path, work: Path, provider: str, int4:
     if ctx.base is not None:
         base = work / "base_fp32"
         base_log = log.with_name(f"{log.stem}.base.log")
-        rc = run_tool([sys.executable, "-m", "slmake.targets.ort_genai_config", "-i", str(ctx.base), "-o", str(base),
-                       "-p", "fp32", "-e", provider, "-c", str(work / "base_cache"), "--extra_options",
-                       "hf_token=false"], base_log, cwd=work)
+        rc = run_tool(_builder_cmd(ctx.base, base, "fp32", provider, work / "base_cache"), base_log, cwd=work)
         if rc != 0 or not (base / "model.onnx").is_file():
             raise ToolFailed(f"onnxruntime_genai.models.builder (the base, fp32) {exited(rc)}: {last_error(base_log)}")
     qlog = log.with_name(f"{log.stem}.quantize.log")
