@@ -1,7 +1,9 @@
 """Load test: `slmake serve` (llama-server engine) against bare llama-server and the in-process engine.
 
 Closed-loop clients (each sends its next request when the previous one answered) at concurrency
-1, 4 and 16 (`--levels`), a bounded number of requests each, on loopback. Four servers on the same
+1, 4 and 16 (`--levels`), a bounded number of requests each, on loopback, all on one asyncio loop
+(aiohttp): the load generator's own CPU per request is small, since on a 2-core box it shares the
+cores with the servers. Four servers on the same
 GGUF, the same threads and the same response-schema grammar:
 
 - `slmake serve` with its default engine: llama.cpp's llama-server as a child with `--slots` parallel
@@ -19,6 +21,11 @@ bare llama-server and to the in-process engine; then, for `slmake serve` streami
 at `--stream-levels`, the time to the first text piece against the time to the whole answer.
 
     python benchmarks/serve_load.py [--artifact cpu/gguf_q4_k_m] [--requests 12] [--levels 1,4,16] [--slots 4] [--rounds 3]
+                                    [--engine-cores 1]
+
+`--engine-cores 1` runs every llama-server (bare, and slmake's child) on core 1 only, with one thread
+per core given, and the fronts and the clients on the other cores: the layout of a box with cores
+to spare beside the engine's, where slmake's front does not take its CPU out of the engine's.
 
 The four servers run side by side (an idle one uses no CPU) and every level is run on each in
 turn, --rounds times; a figure is the median round, so load from elsewhere on the box weighs on all
@@ -32,13 +39,14 @@ rerun the report with `dvc repro -f -s report`).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -47,8 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import record
 
 
-def start(cmd: list[str], port: int, health: str) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start(cmd: list[str], port: int, health: str, cores: set[int] | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -62,24 +71,49 @@ def start(cmd: list[str], port: int, health: str) -> subprocess.Popen:
     raise SystemExit(f"server did not start: {' '.join(cmd)}")
 
 
-def run_level(url: str, bodies: list[dict], concurrency: int, per_client: int) -> dict:
-    def client(i: int) -> list[tuple[float, bool]]:
-        out = []
-        with httpx.Client(timeout=120) as http:
-            for j in range(per_client):
-                body = bodies[(i * per_client + j) % len(bodies)]
-                t0 = time.perf_counter()
-                try:
-                    ok = http.post(url, json=body).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                out.append((time.perf_counter() - t0, ok))
-        return out
+def pin_engines(pid: int, cores: set[int]) -> int:
+    """Move every thread of the llama-server processes under ``pid`` to ``cores``; how many processes."""
+    import psutil
 
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        results = [r for rs in pool.map(client, range(concurrency)) for r in rs]
-    wall = time.perf_counter() - t0
+    moved = 0
+    for child in psutil.Process(pid).children(recursive=True):
+        if "llama-server" in child.name():
+            for thread in child.threads():
+                os.sched_setaffinity(thread.id, cores)
+            moved += 1
+    return moved
+
+
+def _closed_loop(concurrency: int, per_client: int, one) -> tuple[list, float]:
+    """``concurrency`` clients on one event loop, each awaiting ``one(session, i)`` ``per_client``
+    times in turn ( i = its request's number); (every result, wall seconds)."""
+    import aiohttp
+
+    async def main():
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                         timeout=aiohttp.ClientTimeout(total=120)) as session:
+            async def client(c: int) -> list:
+                return [await one(session, c * per_client + j) for j in range(per_client)]
+            t0 = time.perf_counter()
+            results = await asyncio.gather(*(client(c) for c in range(concurrency)))
+            return [r for rs in results for r in rs], time.perf_counter() - t0
+    return asyncio.run(main())
+
+
+def run_level(url: str, bodies: list[dict], concurrency: int, per_client: int) -> dict:
+    import aiohttp
+
+    async def one(session, i: int) -> tuple[float, bool]:
+        t0 = time.perf_counter()
+        try:
+            async with session.post(url, json=bodies[i % len(bodies)]) as r:
+                await r.read()
+                ok = r.status == 200
+        except aiohttp.ClientError:
+            ok = False
+        return time.perf_counter() - t0, ok
+
+    results, wall = _closed_loop(concurrency, per_client, one)
     lat = sorted(s for s, _ in results)
     q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
     return {"requests": len(results), "rps": len(results) / wall, "p50": q[49] * 1000, "p95": q[94] * 1000,
@@ -88,22 +122,18 @@ def run_level(url: str, bodies: list[dict], concurrency: int, per_client: int) -
 
 def stream_level(url: str, bodies: list[dict], concurrency: int, per_client: int) -> dict:
     """Streamed requests (``stream: true``): time to the first text piece and to the whole answer."""
-    def client(i: int) -> list[tuple[float, float, bool]]:
-        out = []
-        with httpx.Client(timeout=120) as http:
-            for j in range(per_client):
-                body = {**bodies[(i * per_client + j) % len(bodies)], "stream": True}
-                t0, first, ok = time.perf_counter(), None, False
-                with http.stream("POST", url, json=body) as r:
-                    for line in r.iter_lines():
-                        if line.startswith("data: {") and first is None and '"text": ""' not in line:
-                            first = time.perf_counter() - t0
-                        ok = ok or line == "data: [DONE]"
-                out.append((first or time.perf_counter() - t0, time.perf_counter() - t0, ok and r.status_code == 200))
-        return out
+    async def one(session, i: int) -> tuple[float, float, bool]:
+        t0, first, ok = time.perf_counter(), None, False
+        async with session.post(url, json={**bodies[i % len(bodies)], "stream": True}) as r:
+            async for raw in r.content:
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith("data: {") and first is None and '"text": ""' not in line:
+                    first = time.perf_counter() - t0
+                ok = ok or line == "data: [DONE]"
+            ok = ok and r.status == 200
+        return first or time.perf_counter() - t0, time.perf_counter() - t0, ok
 
-    with ThreadPoolExecutor(concurrency) as pool:
-        results = [r for rs in pool.map(client, range(concurrency)) for r in rs]
+    results, _ = _closed_loop(concurrency, per_client, one)
     first, whole = sorted(r[0] for r in results), sorted(r[1] for r in results)
     return {"requests": len(results), "ttft_p50": statistics.median(first) * 1000,
             "whole_p50": statistics.median(whole) * 1000, "errors": sum(not r[2] for r in results)}
@@ -123,13 +153,23 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="repeats of every level (the median is reported)")
     ap.add_argument("--slots", type=int, default=4, help="llama-server's parallel slots (both llama-servers)")
     ap.add_argument("--out", default="reports/serve_load.json", help="results for the cost table ('' = none)")
+    ap.add_argument("--engine-cores", default="", help="comma-separated cores for every llama-server (one thread "
+                    "each); the fronts and the clients get the others (default: all share every core)")
     args = ap.parse_args()
+    engine_cores = {int(c) for c in args.engine_cores.split(",") if c}
+    others = set(os.sched_getaffinity(0)) - engine_cores
+    if engine_cores and (not others or not engine_cores <= set(os.sched_getaffinity(0))):
+        raise SystemExit(f"--engine-cores {args.engine_cores}: must be some, not all, of this process's cores "
+                         f"{sorted(os.sched_getaffinity(0))}")
+    if engine_cores:
+        os.sched_setaffinity(0, others)   # the clients
     pkg = Path("build/deploy") / args.artifact
     contract = json.loads((pkg / "serve.json").read_text())
     before, after = contract["prompt_template"].split("{instruction}")
     prompts = [json.loads(line)["prompt"] for line in Path("build/data/test.jsonl").read_text().splitlines()]
     raws = [p[len(before):len(p) - len(after)] for p in prompts]
-    budget, threads = contract["max_new_tokens"], resolve_threads(contract["threads"])
+    budget = contract["max_new_tokens"]
+    threads = len(engine_cores) if engine_cores else resolve_threads(contract["threads"])
     levels = [int(x) for x in args.levels.split(",")]
     stream_levels = [int(x) for x in args.stream_levels.split(",") if x]
     binary = llama_cpp_tool("llama-server")
@@ -166,7 +206,13 @@ def main() -> int:
     try:
         for name, (cmd, health, _) in servers.items():
             port = free_port()
-            up[name] = (start(cmd(port), port, health), f"http://127.0.0.1:{port}/v1/completions")
+            # pinned: the engines on engine_cores (the in-process engine whole: its front is its process),
+            # slmake's fronts on the others, their llama-server children moved to engine_cores
+            whole = name in (bare_name, old)
+            up[name] = (start(cmd(port), port, health, (engine_cores if whole else others) if engine_cores else None),
+                        f"http://127.0.0.1:{port}/v1/completions")
+            if engine_cores and not whole and pin_engines(up[name][0].pid, engine_cores) != 1:
+                raise SystemExit(f"{name}: no llama-server child to move to cores {args.engine_cores}")
             run_level(up[name][1], servers[name][2], 1, 2)   # warm-up
         for rnd in range(args.rounds):
             for c in levels:
@@ -199,7 +245,7 @@ def main() -> int:
                 "req/s vs bare llama-server": round(r["rps"] / table[(bare_name, c)]["rps"], 2),
                 "req/s vs in-process": round(r["rps"] / table[(old, c)]["rps"], 2)}
                for (name, c), r in table.items()]
-    record("serve_load", {"artifact": args.artifact, "threads": threads, "slots": args.slots, "max tokens": budget,
+    record("serve_load", {"artifact": args.artifact, "threads": threads, "engine cores": args.engine_cores or "all", "slots": args.slots, "max tokens": budget,
                           "requests per client": args.requests, "rounds (median)": args.rounds, "results": results,
                           "streamed (slmake serve, llama-server engine)": [
                               {"concurrency": c, "first piece p50 ms": round(r["ttft_p50"], 1),
@@ -207,12 +253,16 @@ def main() -> int:
                               for c, r in streaming.items()],
                           "goal": ">= 0.95x bare llama-server at every level (like for like: --no-confidence), "
                                   ">= 2x the in-process engine at 16"},
-           variant=args.artifact, title="Serving: slmake serve (llama-server engine) vs bare llama-server and the "
-                                         "in-process engine",
+           variant=args.artifact + (f"-engine-cores-{len(engine_cores)}" if engine_cores else ""),
+           title="Serving: slmake serve (llama-server engine) vs bare llama-server and the in-process engine"
+                 + (f", the engines on {len(engine_cores)} core(s) of their own" if engine_cores else ""),
            notes=(f"{args.artifact}, {threads} runtime threads, {args.slots} slots, {budget}-token budget, grammar on "
                   f"for all four, closed-loop clients x {args.requests} requests each on loopback, the levels "
-                  f"interleaved across the four servers, median of {args.rounds} rounds; the clients share "
-                  "the cores with the servers. Bare llama-server runs with the child's exact arguments and gets the "
+                  f"interleaved across the four servers, median of {args.rounds} rounds; "
+                  + (f"every engine on core(s) {args.engine_cores} (the in-process server whole), slmake's fronts "
+                     "and the clients (one asyncio loop) on the others. " if engine_cores else
+                     "the clients (one asyncio loop) share the cores with the servers. ")
+                  + "Bare llama-server runs with the child's exact arguments and gets the "
                   "rendered prompt; slmake's front adds the template, tokenizer, per-request grammar and validation, "
                   "and by default asks for each token's probability (the label's confidence), which "
                   "--no-confidence turns off."))

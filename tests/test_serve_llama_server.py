@@ -98,3 +98,69 @@ def test_a_child_that_never_becomes_ready_is_stopped(tmp_path):
     pid = int(pid_file.read_text())
     state = Path(f"/proc/{pid}/stat")
     assert not state.exists() or state.read_text().split(") ")[1][0] == "Z"   # stopped, not left running
+
+
+FAKE_SERVER = r'''#!{python}
+"""A stand-in llama-server: listens where --host says (a .sock path), answers /health and /completion."""
+import json, socketserver, sys
+from http.server import BaseHTTPRequestHandler
+host = sys.argv[sys.argv.index("--host") + 1]
+assert host.endswith(".sock") and "--port" not in sys.argv, sys.argv
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.reply({{"status": "ok"}})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        assert self.headers["Authorization"].startswith("Bearer ")
+        self.reply({{"tokens": [1, 0], "stop_type": "eos", "timings": {{}}, "echo": body["prompt"]}})
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+Server(host, Handler).serve_forever()
+'''
+
+
+def test_the_child_listens_on_a_private_unix_socket_that_close_removes(tmp_path):
+    """No loopback port (nothing to race for, nothing another local user can connect to): the child
+    gets a .sock path in a 0700 folder; both the sync and the async client reach it; close removes it."""
+    import asyncio
+    import sys
+
+    binary = tmp_path / "llama-server"
+    binary.write_text(FAKE_SERVER.format(python=sys.executable))
+    binary.chmod(0o755)
+    engine = LlamaServerEngine(_package(tmp_path), binary=binary, threads=1, log=tmp_path / "l.log")
+    try:
+        sock = engine.socket_path
+        assert engine.port is None and sock.is_socket() and (sock.parent.stat().st_mode & 0o777) == 0o700
+        assert engine.command[engine.command.index("--host") + 1] == str(sock)
+        assert engine.answer("printer", 8).text == "printer"
+
+        async def served():
+            try:
+                return (await engine.answer_async("printer", 8)).text
+            finally:
+                await engine.aclose()
+        assert asyncio.run(served()) == "printer"
+    finally:
+        engine.close()
+    assert not sock.parent.exists()

@@ -143,6 +143,21 @@ def test_bad_inputs_raise(built, tmp_path):
     assert len(problems) == 1 and problems[0].startswith("targets.intel_npu.weights.0: 'int3' is not one of"), problems
 
 
+def test_every_data_aware_algorithm_needs_calibration_data_and_reaches_nncf():
+    """AWQ, scale estimation, GPTQ and the low-rank correction are refused, by key, without
+    int4.dataset; with it, each becomes optimum-cli's flag (what NNCF is asked to do)."""
+    algos = {"awq": "--awq", "scale_estimation": "--scale-estimation", "gptq": "--gptq",
+             "lora_correction": "--lora-correction"}
+    for key, flag in algos.items():
+        problems = settings_problems("intel_npu", {**SETTINGS, "int4": {key: True}})
+        assert any(p.startswith(f"targets.intel_npu.int4.{key}:") and "int4.dataset" in p for p in problems), problems
+        settings = {**SETTINGS, "int4": {key: True, "dataset": "train", "num_samples": 8}}
+        assert not settings_problems("intel_npu", settings)
+        args = intel_npu._export_args("int4_sym", settings)
+        assert flag in args and [a for a in args if a in algos.values()] == [flag], args
+        assert args[args.index("--dataset") + 1] == "train" and args[args.index("--num-samples") + 1] == "8"
+
+
 def test_shipped_data_aware_recipe_builds_and_runs(built, tmp_path):
     """conf/targets/intel_npu.yaml's int4 recipe as shipped (group 64, NNCF ratio 0.8, AWQ + scale
     estimation on samples the model generates itself): the export runs offline, mixes int4 with

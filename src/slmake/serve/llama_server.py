@@ -1,7 +1,8 @@
 """Continuous batching for GGUF: `slmake serve`'s front over llama.cpp's own ``llama-server``.
 
 ``llama-server`` (built by requirements/llama_cpp.sh from the llama.cpp source that llama-cpp-python
-and bench use; slmake.toolchain finds it) runs as a child process on a free loopback port with
+and bench use; slmake.toolchain finds it) runs as a child process listening on a Unix socket in a
+private temporary folder (``socket_path``; a free loopback port where the OS has no Unix sockets) with
 ``slots`` parallel slots: requests that overlap are decoded together, one batch per step
 (continuous batching), instead of one after another. slmake's front stays in front of it exactly as
 with the in-process engine: the training template and tokenizer turn the raw input into the very
@@ -29,10 +30,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -87,12 +90,15 @@ def free_port() -> int:
 
 
 def server_args(model: Path, *, port: int, slots: int, threads: int, max_tokens: int,
-                max_prompt_tokens: int, max_waiting: int = DEFAULT_MAX_WAITING) -> list[str]:
-    """llama-server's arguments: the model, loopback, ``slots`` parallel slots over a context of
+                max_prompt_tokens: int, max_waiting: int = DEFAULT_MAX_WAITING,
+                unix_socket: Path | None = None) -> list[str]:
+    """llama-server's arguments: the model, loopback (or ``unix_socket``: llama-server listens on a
+    path ending in .sock instead of a port), ``slots`` parallel slots over a context of
     ``slots`` x one slot's, the answer budget as its cap, the threads, bench's greedy settings, an
     HTTP thread for every connection the front may open (``slots`` + ``max_waiting``), and threads
     that sleep instead of spinning between batches (the front needs the cores too)."""
-    return ["-m", str(model), "--host", "127.0.0.1", "--port", str(port), "--parallel", str(slots),
+    listen = ["--host", str(unix_socket)] if unix_socket else ["--host", "127.0.0.1", "--port", str(port)]
+    return ["-m", str(model), *listen, "--parallel", str(slots),
             "-c", str(slots * context_tokens(max_prompt_tokens, max_tokens)), "-n", str(max_tokens),
             "-t", str(threads), "-tb", str(threads), *GREEDY, "--no-cache-prompt", "--cont-batching", "--no-webui",
             "--threads-http", str(connections(slots, max_waiting) + 2), "--poll", "0"]
@@ -184,9 +190,13 @@ class LlamaServerEngine(Front):
         self.threads = threads or process_setup.resolve_threads(c["threads"])
         self.max_tokens = max_tokens or c["max_new_tokens"]
         self.constrained = self.gbnf is not None   # llama.cpp's grammar sampler, as bench's runner
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = Path(log) if log else SERVE_LOGS / f"llama-server-{self.port}.log"
+        # a Unix socket in a 0700 folder: no port to race another process for between free_port and
+        # the child's bind, and nothing but this user can even connect to the child
+        self._sockdir = Path(tempfile.mkdtemp(prefix="slmake-serve-")) if hasattr(socket, "AF_UNIX") else None
+        self.socket_path = self._sockdir / "llama-server.sock" if self._sockdir else None
+        self.port = None if self.socket_path else free_port()
+        self.base = "http://llama-server" if self.socket_path else f"http://127.0.0.1:{self.port}"
+        self.log = Path(log) if log else SERVE_LOGS / f"llama-server-{self.port or os.getpid()}.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self._key = secrets.token_urlsafe(24)
         self._headers = {"Authorization": f"Bearer {self._key}"}
@@ -194,7 +204,7 @@ class LlamaServerEngine(Front):
         self.command = [str(binary), *server_args(package.folder / c["artifact"]["path"], port=self.port,
                                                   slots=slots, threads=self.threads, max_tokens=self.max_tokens,
                                                   max_prompt_tokens=c["max_prompt_tokens"],
-                                                  max_waiting=max_waiting)]
+                                                  max_waiting=max_waiting, unix_socket=self.socket_path)]
         env = {**os.environ, "LLAMA_API_KEY": self._key}   # not on the command line (ps shows that)
         main = threading.current_thread() is threading.main_thread()   # PDEATHSIG follows the forking thread
         with open(self.log, "ab") as out:
@@ -217,17 +227,23 @@ class LlamaServerEngine(Front):
             return ""
         return "\n".join("    " + line for line in text)
 
+    def _sync_client(self, timeout):
+        import httpx
+
+        transport = httpx.HTTPTransport(uds=str(self.socket_path)) if self.socket_path else None
+        return httpx.Client(base_url=self.base, headers=self._headers, timeout=timeout, transport=transport)
+
     def _wait_ready(self, timeout_s: float) -> None:
         import httpx
 
         deadline = time.monotonic() + timeout_s
-        with httpx.Client(timeout=2) as http:
+        with self._sync_client(2) as http:
             while True:
                 if self.proc.poll() is not None:
                     raise EngineError(f"llama-server exited with status {self.proc.returncode} while starting; "
                                       f"its log, {self.log}, ends:\n{self._tail()}")
-                try:
-                    if http.get(f"{self.base}/health").status_code == 200:
+                try:   # (a socket not bound yet: no connect attempt, whose failure leaks a socket in httpcore)
+                    if (not self.socket_path or self.socket_path.exists()) and http.get("/health").status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass
@@ -259,14 +275,15 @@ class LlamaServerEngine(Front):
         if sync is not None:
             sync.close()
         proc = getattr(self, "proc", None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if getattr(self, "_sockdir", None) is not None:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
 
     async def aclose(self) -> None:
         """The event loop's client sessions (before the loop ends)."""
@@ -294,8 +311,7 @@ class LlamaServerEngine(Front):
 
         client = self._clients.get("sync")
         if client is None:
-            client = self._clients["sync"] = httpx.Client(base_url=self.base, headers=self._headers,
-                                                          timeout=httpx.Timeout(600, connect=5))
+            client = self._clients["sync"] = self._sync_client(httpx.Timeout(600, connect=5))
         try:
             return self._result(client.post("/completion", json=body))
         except httpx.HTTPError as e:
@@ -309,10 +325,13 @@ class LlamaServerEngine(Front):
         loop = asyncio.get_running_loop()   # a session's connections belong to one event loop
         session = self._clients.get(loop)
         if session is None:
+            # idle connections dropped before llama-server's own 5 s keep-alive timeout closes them
+            pool = {"limit": connections(self.slots, self.max_waiting), "keepalive_timeout": 4}
+            connector = (aiohttp.UnixConnector(path=str(self.socket_path), **pool) if self.socket_path
+                         else aiohttp.TCPConnector(**pool))
             session = self._clients[loop] = aiohttp.ClientSession(
                 self.base, headers=self._headers, timeout=aiohttp.ClientTimeout(total=600, connect=5),
-                # idle connections dropped before llama-server's own 5 s keep-alive timeout closes them
-                connector=aiohttp.TCPConnector(limit=connections(self.slots, self.max_waiting), keepalive_timeout=4))
+                connector=connector)
         return session
 
     async def _apost(self, body: dict) -> dict:

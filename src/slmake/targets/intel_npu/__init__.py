@@ -75,12 +75,17 @@ def probe() -> Probe:
                         f"{'present' if compiler else 'not in this openvino install'}")
 
 
+# NNCF's data-aware int4 algorithms: settings key -> optimum-cli flag (each needs int4.dataset)
+DATA_AWARE = {"awq": "--awq", "scale_estimation": "--scale-estimation", "gptq": "--gptq",
+              "lora_correction": "--lora-correction"}
+
+
 def validate_settings(settings: dict) -> list[str]:
     """The schema says the rest (weights minItems 1, shapes multiples of 64)."""
     int4 = settings.get("int4", {})
     return [f"targets.intel_npu.int4.{k}: NNCF's {k} is data-aware: set int4.dataset (train = the build's "
             "train split; auto = samples the model generates itself)"
-            for k in ("awq", "scale_estimation") if int4.get(k) and not int4.get("dataset")]
+            for k in DATA_AWARE if int4.get(k) and not int4.get("dataset")]
 
 
 def compile(ctx: BuildContext, settings: dict) -> list[Artifact]:
@@ -166,8 +171,7 @@ def _export_args(w: str, s: dict) -> list[str]:
         int4 = s.get("int4", {})
         args = ["--weight-format", "int4", "--sym", "--ratio", str(int4.get("ratio", 1.0)),
                 "--group-size", str(s["group_size"]), "--backup-precision", s["backup_precision"]]
-        args += [flag for key, flag in (("awq", "--awq"), ("scale_estimation", "--scale-estimation"))
-                 if int4.get(key)]
+        args += [flag for key, flag in DATA_AWARE.items() if int4.get(key)]
         if int4.get("dataset"):   # train: export.py swaps in the train split's texts
             args += ["--dataset", int4["dataset"], "--num-samples", str(int4.get("num_samples", 128))]
         return args
