@@ -82,10 +82,13 @@ OV_CANDIDATES = {  # targets.intel_npu overrides on conf/targets/intel_npu.yaml 
     "g64_r08_awq_se_train128": {"group_size": 64, "int4": {"ratio": 0.8, "awq": True, "scale_estimation": True,
                                                            "dataset": "train", "num_samples": 128}},
     # NNCF's other data-aware algorithms, on the train split: GPTQ, and a low-rank correction per layer
-    "g64_r08_gptq_se_train": {"group_size": 64, "int4": {"ratio": 0.8, "gptq": True, "scale_estimation": True,
-                                                         "dataset": "train", "num_samples": 128}},
-    "g64_r08_awq_lora_train": {"group_size": 64, "int4": {"ratio": 0.8, "awq": True, "lora_correction": True,
-                                                          "dataset": "train", "num_samples": 128}},
+    # (each candidate overrides conf/targets/intel_npu.yaml's int4 keys: AWQ and scale estimation stay on)
+    "g64_r08_gptq_se_train": {"group_size": 64, "int4": {"ratio": 0.8, "awq": True, "gptq": True,
+                                                         "scale_estimation": True, "dataset": "train",
+                                                         "num_samples": 128}},
+    "g64_r08_awq_lora_train": {"group_size": 64, "int4": {"ratio": 0.8, "awq": True, "scale_estimation": True,
+                                                          "lora_correction": True, "dataset": "train",
+                                                          "num_samples": 128}},
     "g64_r06_awq_se_train": {"group_size": 64, "int4": {"ratio": 0.6, "awq": True, "scale_estimation": True,
                                                         "dataset": "train", "num_samples": 128}},
     "g64_r06_awq_se_lora_train": {"group_size": 64, "int4": {"ratio": 0.6, "awq": True, "scale_estimation": True,

@@ -159,10 +159,11 @@ def test_every_data_aware_algorithm_needs_calibration_data_and_reaches_nncf():
 
 
 def test_shipped_data_aware_recipe_builds_and_runs(built, tmp_path):
-    """conf/targets/intel_npu.yaml's int4 recipe as shipped (group 64, NNCF ratio 0.8, AWQ + scale
-    estimation on samples the model generates itself): the export runs offline, mixes int4 with
-    int8, records what NNCF did, and the IR generates through the NPU pipeline on CPU. The same
-    recipe calibrated on the train split (int4.dataset: train) builds too."""
+    """conf/targets/intel_npu.yaml's int4 recipe as shipped (group 64, NNCF ratio 0.4, AWQ + scale
+    estimation calibrated on the train split's rows as trained, never val/test): the export runs
+    offline, mixes int4 with int8, records what NNCF did and on what, keeps the texts out of the
+    artifact, and the IR generates through the NPU pipeline on CPU. The same recipe calibrated on
+    samples the model generates itself (int4.dataset: auto) builds too."""
     from pathlib import Path
 
     import yaml
@@ -170,43 +171,42 @@ def test_shipped_data_aware_recipe_builds_and_runs(built, tmp_path):
     model, _, _, ids, _ = built
     conf = Path(__file__).resolve().parents[1] / "conf/targets/intel_npu.yaml"
     shipped = yaml.safe_load(conf.read_text())["intel_npu"]
-    assert shipped["int4"]["awq"] and shipped["int4"]["scale_estimation"] and shipped["int4"]["dataset"] == "auto"
+    assert shipped["int4"]["awq"] and shipped["int4"]["scale_estimation"] and shipped["int4"]["dataset"] == "train"
     settings = {**shipped, "weights": ["int4_sym"], "max_prompt_len": 128}
     assert not settings_problems("intel_npu", settings)
-    arts = {a.name: a for a in intel_npu.compile(build_ctx(model, tmp_path), settings)}
-    art = arts["ov_int4_sym_npuw_cpu"]
-    assert art.status == "built", art.reason
-    args, info = art.notes["export_args"], art.notes["nncf_weight_compression"]
-    assert {"--awq", "--scale-estimation"} <= set(args) and args[args.index("--dataset") + 1] == "auto"
-    assert info["group_size"] == str(shipped["group_size"]) and float(info["ratio"]) == shipped["int4"]["ratio"]
-    types = art.notes["weight_types"]   # backup int8_asym (u8): embedding, head, and ratio 0.8's int8 share
-    assert types.get("i4", 0) > 0 and types.get("u8", 0) > 2, types
-    got = [g.tokens for g in _tokens(art, tmp_path, ids)]
-    assert all(0 < len(t) <= NEW and all(0 <= x < 320 for x in t) for t in got)
-    assert art.notes["calibration"] == {"dataset": "auto", "source": "texts the model generates itself (NNCF)",
-                                        "num_samples": shipped["int4"]["num_samples"]}
-
-    # int4.dataset: train: NNCF calibrates on the train split's rows as trained (never val/test);
-    # the manifest notes say so, and the texts stay out of the artifact
     data = tmp_path / "data"
     data.mkdir()
     (data / "train.jsonl").write_text("".join(json.dumps({"prompt": f"### Ticket\n{p}\n### Triage\n",
                                                           "response": "TRAINROW"}) + "\n" for p in PROMPTS))
     (data / "val.jsonl").write_text(json.dumps({"prompt": "VALROW", "response": "VALROW"}) + "\n")
-    train_settings = {**settings, "int4": {**shipped["int4"], "dataset": "train", "num_samples": 4}}
-    assert not settings_problems("intel_npu", train_settings)
     out = tmp_path / "train"
-    art = next(a for a in intel_npu.compile(build_ctx(model, out, data), train_settings)
-               if a.name == "ov_int4_sym_npuw_cpu")
+    arts = {a.name: a for a in intel_npu.compile(build_ctx(model, out, data), settings)}
+    art = arts["ov_int4_sym_npuw_cpu"]
     assert art.status == "built", art.reason
-    calib = art.notes["calibration"]
-    assert calib["dataset"] == "train" and calib["samples"] == 4 and len(calib["sha256"]) == 64, calib
+    args, info = art.notes["export_args"], art.notes["nncf_weight_compression"]
+    assert {"--awq", "--scale-estimation"} <= set(args) and args[args.index("--dataset") + 1] == "train"
+    assert info["group_size"] == str(shipped["group_size"]) and float(info["ratio"]) == shipped["int4"]["ratio"]
+    types = art.notes["weight_types"]   # backup int8_asym (u8): embedding, head, and ratio 0.4's int8 share
+    assert types.get("i4", 0) > 0 and types.get("u8", 0) > 2, types
+    got = [g.tokens for g in _tokens(art, out, ids)]
+    assert all(0 < len(t) <= NEW and all(0 <= x < 320 for x in t) for t in got)
+    calib = art.notes["calibration"]   # fewer train rows than num_samples: all of them
+    assert calib["dataset"] == "train" and calib["samples"] == len(PROMPTS) and len(calib["sha256"]) == 64, calib
     texts = json.loads((out / "logs" / "ov_int4_sym-calibration.json").read_text())
-    assert texts == [f"### Ticket\n{p}\n### Triage\nTRAINROW" for p in PROMPTS[:4]]
-    assert art.notes["weight_types"].get("i4", 0) > 0
+    assert texts == [f"### Ticket\n{p}\n### Triage\nTRAINROW" for p in PROMPTS]
     ir = out / "ov_int4_sym"
     assert not any(b"TRAINROW" in f.read_bytes() or b"VALROW" in f.read_bytes() for f in ir.rglob("*") if f.is_file())
     assert json.loads((ir / "openvino_config.json").read_text())["quantization_config"]["dataset"] is None
+
+    # int4.dataset: auto: NNCF calibrates on samples the model generates itself (no data needed)
+    auto = {**settings, "int4": {**shipped["int4"], "dataset": "auto", "num_samples": 4}}
+    assert not settings_problems("intel_npu", auto)
+    art = next(a for a in intel_npu.compile(build_ctx(model, tmp_path / "auto"), auto)
+               if a.name == "ov_int4_sym_npuw_cpu")
+    assert art.status == "built", art.reason
+    assert art.notes["calibration"] == {"dataset": "auto", "source": "texts the model generates itself (NNCF)",
+                                        "num_samples": 4}
+    assert art.notes["weight_types"].get("i4", 0) > 0
 
 
 def test_exporter_calibrates_in_f32_on_every_cpu(monkeypatch, tmp_path):
