@@ -86,7 +86,7 @@ def pin_engines(pid: int, cores: set[int]) -> int:
 
 def _closed_loop(concurrency: int, per_client: int, one) -> tuple[list, float]:
     """``concurrency`` clients on one event loop, each awaiting ``one(session, i)`` ``per_client``
-    times in turn ( i = its request's number); (every result, wall seconds)."""
+    times in turn (i: the request's number); (every result, wall seconds)."""
     import aiohttp
 
     async def main():
