@@ -21,7 +21,14 @@ bare llama-server and to the in-process engine; then, for `slmake serve` streami
 at `--stream-levels`, the time to the first text piece against the time to the whole answer.
 
     python benchmarks/serve_load.py [--artifact cpu/gguf_q4_k_m] [--requests 12] [--levels 1,4,16] [--slots 4] [--rounds 3]
-                                    [--engine-cores 1]
+                                    [--engine-cores 1] [--request-log]
+
+`--request-log` has slmake's servers write their request log, as `slmake serve` does by default
+(every line PII-scrubbed, person names by the NER model), each to a file of its own in a temporary
+folder, and sends the prompts of every split (train, val, test), each level going on where the
+last stopped: live traffic is new tickets, and a repeated one would come from the scrubber's
+cache. Without it the servers run with `--request-log ''` (no log: the front's own cost only) on
+the test split's prompts.
 
 `--engine-cores 1` runs every llama-server (bare, and slmake's child) on core 1 only, with one thread
 per core given, and the fronts and the clients on the other cores: the layout of a box with cores
@@ -42,6 +49,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -100,13 +108,13 @@ def _closed_loop(concurrency: int, per_client: int, one) -> tuple[list, float]:
     return asyncio.run(main())
 
 
-def run_level(url: str, bodies: list[dict], concurrency: int, per_client: int) -> dict:
+def run_level(url: str, bodies: list[dict], concurrency: int, per_client: int, start: int = 0) -> dict:
     import aiohttp
 
     async def one(session, i: int) -> tuple[float, bool]:
         t0 = time.perf_counter()
         try:
-            async with session.post(url, json=bodies[i % len(bodies)]) as r:
+            async with session.post(url, json=bodies[(start + i) % len(bodies)]) as r:
                 await r.read()
                 ok = r.status == 200
         except aiohttp.ClientError:
@@ -155,6 +163,8 @@ def main() -> int:
     ap.add_argument("--out", default="reports/serve_load.json", help="results for the cost table ('' = none)")
     ap.add_argument("--engine-cores", default="", help="comma-separated cores for every llama-server (one thread "
                     "each); the fronts and the clients get the others (default: all share every core)")
+    ap.add_argument("--request-log", action="store_true", help="slmake's servers write their request log "
+                    "(slmake serve's default; PII and names scrubbed), each to a temporary file")
     args = ap.parse_args()
     engine_cores = {int(c) for c in args.engine_cores.split(",") if c}
     others = set(os.sched_getaffinity(0)) - engine_cores
@@ -166,7 +176,9 @@ def main() -> int:
     pkg = Path("build/deploy") / args.artifact
     contract = json.loads((pkg / "serve.json").read_text())
     before, after = contract["prompt_template"].split("{instruction}")
-    prompts = [json.loads(line)["prompt"] for line in Path("build/data/test.jsonl").read_text().splitlines()]
+    splits = ("train", "val", "test") if args.request_log else ("test",)   # a log: every ticket new, as live
+    prompts = [json.loads(line)["prompt"] for split in splits
+               for line in Path(f"build/data/{split}.jsonl").read_text().splitlines()]
     raws = [p[len(before):len(p) - len(after)] for p in prompts]
     budget = contract["max_new_tokens"]
     threads = len(engine_cores) if engine_cores else resolve_threads(contract["threads"])
@@ -187,8 +199,13 @@ def main() -> int:
                                           max_prompt_tokens=contract["max_prompt_tokens"]),
                 *(["--grammar-file", str(grammar)] if gbnf else [])]
 
+    logs = Path(tempfile.mkdtemp(prefix="serve-load-logs-"))
+
+    log_of = {}   # server name: its request log
+
     def slmake(engine: str, *extra: str):
-        return lambda port: [sys.executable, "-m", "slmake.cli", "serve", args.artifact, "--request-log", "",
+        log = str(logs / f"{engine}-{len(extra)}.jsonl") if args.request_log else ""
+        return lambda port: [sys.executable, "-m", "slmake.cli", "serve", args.artifact, "--request-log", log,
                              "--engine", engine, "--slots", str(args.slots), "--threads", str(threads),
                              "--port", str(port), *extra]
 
@@ -200,9 +217,24 @@ def main() -> int:
         quiet: (slmake("llama_server", "--no-confidence"), "/health", raw_bodies),
         old: (slmake("in_process"), "/health", raw_bodies),
     }
+    if args.request_log:
+        log_of = {new: logs / "llama_server-0.jsonl", quiet: logs / "llama_server-1.jsonl", old: logs / "in_process-0.jsonl"}
+    lag = {}   # server name: seconds its log's writer went on after the level's last answer (median round)
+
+    def caught_up(name: str, requests: int) -> None:
+        """Wait until ``name``'s request log holds ``requests`` lines: a writer still busy with the last
+        level's lines would otherwise take CPU from the next server's measurement."""
+        if name not in log_of:
+            return
+        t0 = time.perf_counter()
+        while (sum(1 for _ in open(log_of[name])) if log_of[name].exists() else 0) < requests:
+            if time.perf_counter() - t0 > 300:
+                raise SystemExit(f"{name}: its request log has fewer than {requests} lines after 300 s")
+            time.sleep(0.02)
+        lag.setdefault(name, []).append(time.perf_counter() - t0)
     # all four up at once (idle ones use no CPU), the levels interleaved across them and repeated
     # --rounds times, each figure the median round: the box's other load then weighs on all four alike
-    up, runs = {}, {}
+    up, runs, sent = {}, {}, {}
     try:
         for name, (cmd, health, _) in servers.items():
             port = free_port()
@@ -214,10 +246,14 @@ def main() -> int:
             if engine_cores and not whole and pin_engines(up[name][0].pid, engine_cores) != 1:
                 raise SystemExit(f"{name}: no llama-server child to move to cores {args.engine_cores}")
             run_level(up[name][1], servers[name][2], 1, 2)   # warm-up
+            sent[name] = 2
+            caught_up(name, 2)
         for rnd in range(args.rounds):
             for c in levels:
                 for name, (_, url) in up.items():
-                    r = run_level(url, servers[name][2], c, args.requests)
+                    r = run_level(url, servers[name][2], c, args.requests, sent.get(name, 0))
+                    sent[name] = sent.get(name, 0) + c * args.requests   # the next level goes on to new prompts
+                    caught_up(name, sent[name])
                     runs.setdefault((name, c), []).append(r)
                     print(f"round {rnd + 1} {name:<36} c={c:<3} {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f} ms  "
                           f"p95 {r['p95']:7.1f} ms  p99 {r['p99']:7.1f} ms  errors {r['errors']}", flush=True)
@@ -230,6 +266,7 @@ def main() -> int:
         for proc, _ in up.values():
             proc.terminate()
             proc.wait(timeout=30)
+        shutil.rmtree(logs, ignore_errors=True)
     table = {key: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] for key, rs in runs.items()}
     table = {(name, c): table[(name, c)] for name in servers for c in levels}
     if args.out:
@@ -245,17 +282,23 @@ def main() -> int:
                 "req/s vs bare llama-server": round(r["rps"] / table[(bare_name, c)]["rps"], 2),
                 "req/s vs in-process": round(r["rps"] / table[(old, c)]["rps"], 2)}
                for (name, c), r in table.items()]
-    record("serve_load", {"artifact": args.artifact, "threads": threads, "engine cores": args.engine_cores or "all", "slots": args.slots, "max tokens": budget,
+    record("serve_load", {"artifact": args.artifact, "threads": threads, "engine cores": args.engine_cores or "all",
+                          "request log": "on (scrubbed, names by NER)" if args.request_log else "off",
+                          "slots": args.slots, "max tokens": budget,
                           "requests per client": args.requests, "rounds (median)": args.rounds, "results": results,
+                          **({"request log catching up after a level, median s": {
+                              name: round(statistics.median(v), 2) for name, v in lag.items()}} if lag else {}),
                           "streamed (slmake serve, llama-server engine)": [
                               {"concurrency": c, "first piece p50 ms": round(r["ttft_p50"], 1),
                                "whole answer p50 ms": round(r["whole_p50"], 1), "errors": r["errors"]}
                               for c, r in streaming.items()],
                           "goal": ">= 0.95x bare llama-server at every level (like for like: --no-confidence), "
                                   ">= 2x the in-process engine at 16"},
-           variant=args.artifact + (f"-engine-cores-{len(engine_cores)}" if engine_cores else ""),
+           variant=args.artifact + (f"-engine-cores-{len(engine_cores)}" if engine_cores else "")
+           + ("-request-log" if args.request_log else ""),
            title="Serving: slmake serve (llama-server engine) vs bare llama-server and the in-process engine"
-                 + (f", the engines on {len(engine_cores)} core(s) of their own" if engine_cores else ""),
+                 + (f", the engines on {len(engine_cores)} core(s) of their own" if engine_cores else "")
+                 + (", slmake writing its request log" if args.request_log else ""),
            notes=(f"{args.artifact}, {threads} runtime threads, {args.slots} slots, {budget}-token budget, grammar on "
                   f"for all four, closed-loop clients x {args.requests} requests each on loopback, the levels "
                   f"interleaved across the four servers, median of {args.rounds} rounds; "
@@ -265,7 +308,10 @@ def main() -> int:
                   + "Bare llama-server runs with the child's exact arguments and gets the "
                   "rendered prompt; slmake's front adds the template, tokenizer, per-request grammar and validation, "
                   "and by default asks for each token's probability (the label's confidence), which "
-                  "--no-confidence turns off."))
+                  "--no-confidence turns off."
+                  + (" slmake's servers write the request log (`slmake serve`'s default: every line PII-scrubbed, "
+                     "person names by spaCy's NER model), bare llama-server none; the prompts of every split, "
+                     f"{len(prompts)}, each level going on to new ones." if args.request_log else "")))
     print(f"\n{args.artifact}, {threads} threads, {args.slots} slots, {budget} max tokens, "
           f"{args.requests} requests per client\n")
     print("| server | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | vs bare llama-server | vs in-process |")

@@ -132,6 +132,20 @@ def build_micro(repo: Path) -> Path:
     return repo
 
 
+def logged_lines(path: Path, n: int, timeout_s: float = 30) -> list[dict]:
+    """The request log's lines once it has at least ``n`` (slmake serve writes each line from a
+    thread of its own just after the answer); fails with what it has after ``timeout_s``."""
+    import json
+
+    deadline = time.time() + timeout_s
+    while True:
+        lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        if len(lines) >= n or time.time() > deadline:
+            assert len(lines) >= n, f"{path}: {len(lines)} line(s) after {timeout_s} s, expected {n}"
+            return lines
+        time.sleep(0.05)
+
+
 def start_serve(repo: Path, artifact: str, *args: str, log: Path) -> tuple[subprocess.Popen, str]:
     """`slmake serve <artifact> <args>` on a free loopback port, its output to ``log``; returns the
     process and its base URL once /health answers (60 s), else fails with the server's output."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e_utils import ROOT, make_project, micro_tickets, ran_stages, sh
+from e2e_utils import ROOT, logged_lines, make_project, micro_tickets, ran_stages, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -126,14 +126,18 @@ def loop(tmp_path_factory):
     try:
         for r in pools["natural"][:100]:                    # phase A: traffic like the build's data
             server.ask(r["ticket"])
+        log = repo / "logs/requests.jsonl"
+        logged_lines(log, 100)                              # every answer's line written (the log's own thread)
         found["stable"] = _monitor(repo, "--last", "100")
         shift = pools["shift"] + pools["natural"][100:140]  # phase B: printing 4/5 of traffic, long tickets
         for r in shift:
             server.ask(r["ticket"])
+        logged_lines(log, 100 + len(shift))
         found["shifted"] = _monitor(repo, "--last", str(len(shift)))
         for r in pools["eval"]:                             # the shifted slice, held out from feedback
             server.ask(r["ticket"])
         truth = _truth_file(repo / "eval_truth.jsonl", pools["eval"])
+        logged_lines(log, 100 + len(shift) + len(pools["eval"]))
         found["before"] = _monitor(repo, "--last", str(len(pools["eval"])), "--feedback", str(truth))
     finally:
         server.stop()
@@ -149,6 +153,7 @@ def loop(tmp_path_factory):
     try:
         for r in pools["eval"]:
             server.ask(r["ticket"])
+        logged_lines(repo / "logs/requests.jsonl", 100 + len(shift) + 2 * len(pools["eval"]))
         found["after"] = _monitor(repo, "--last", str(len(pools["eval"])), "--feedback", str(truth))
     finally:
         server.stop()

@@ -11,7 +11,8 @@ import yaml
 
 from slmake.data import ner
 from slmake.data.pii import PERSON, TYPES, Scrubber
-from slmake.telemetry import Telemetry, scrubber_for
+from slmake.request_log import scrubber_for
+from slmake.telemetry import Telemetry
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLD = ROOT / "tests/fixtures/pii/it_tickets_names.jsonl"
@@ -89,7 +90,7 @@ def test_request_log_scrubs_names_by_default_and_keeps_them_when_told(tmp_path):
     # the monitor's feedback matching builds the same scrubber as the log
     assert PERSON in scrubber_for(None).types and PERSON not in scrubber_for(None, names=False).types
     assert PERSON not in scrubber_for({"enabled": False, "types": list(TYPES)}).types
-    assert Telemetry("a", None)._scrubber._person is None  # no log, no model
+    assert Telemetry("a", None).log is None  # no log, no model
 
 
 def test_a_missing_model_says_what_to_install(monkeypatch, tmp_path):
@@ -139,3 +140,19 @@ def test_spacing_does_not_change_which_names_are_found():
     view, pos = ner.spaced("  Aiko  Andersson \n left ")
     assert view == "Aiko Andersson\n left" and [pos[i] for i in (0, 4, 5)] == [2, 6, 8]
     assert only.scrub("Aiko  Andersson left the company today ") == "<NAME> left the company today "
+
+
+def test_scrub_many_is_scrub_text_by_text(person):
+    """The request log's writer scrubs a batch at once (spaCy's pipe): the same texts come out, and
+    the same counts, as one call per text, cached or not."""
+    rows = [json.loads(x) for x in TICKETS.read_text().splitlines()[:120]]
+    texts = [r["ticket"] for r in rows] + ["", "network", rows[0]["ticket"], "Mail Aiko Andersson at a@b.example.org"]
+    one, many = Scrubber(types=[*TYPES, PERSON]), Scrubber(types=[*TYPES, PERSON])
+    one._person._cache.clear()
+    expected = [one.scrub(t) for t in texts]
+    counts = dict(one.counts)
+    one._person._cache.clear()
+    assert many.scrub_many(texts) == expected
+    assert dict(many.counts) == counts and counts[PERSON] > 0
+    assert many.scrub_many(texts) == expected          # the second time from the cache
+    assert expected[-1] == "Mail <NAME> at <EMAIL>"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_utils import start_serve
+from e2e_utils import logged_lines, start_serve
 from slmake.toolchain import llama_cpp_tool
 
 pytestmark = pytest.mark.e2e
@@ -114,8 +114,9 @@ def test_llama_server_engine_batches_serves_bench_answers_and_leaves_no_orphan(m
         with pytest.raises(openai.APIError, match="cut off at max_tokens = 3"):
             list(client.completions.create(model=ARTIFACT, prompt=raw[bench[0]["id"]], stream=True, max_tokens=3))
         streams = 3
-        entries = [json.loads(line) for line in (micro_repo / "batching_requests.jsonl").read_text().splitlines()]
-        assert len(entries) == len(bench) + 1 + len(inputs) + 3 + streams
+        expected = len(bench) + 1 + len(inputs) + 3 + streams
+        entries = logged_lines(micro_repo / "batching_requests.jsonl", expected)
+        assert len(entries) == expected
         assert sum(not e["schema_valid"] for e in entries) == 1                  # the stream cut at 3 tokens
 
         with ThreadPoolExecutor(1) as pool:   # SIGTERM: the request in flight is answered, then all stop

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e_utils import start_serve
+from e2e_utils import logged_lines, start_serve
 
 pytestmark = pytest.mark.e2e
 openai = pytest.importorskip("openai")
@@ -118,7 +118,7 @@ def test_served_answers_equal_bench_outputs_and_follow_the_schema(micro_repo, se
     assert same == len(bench)     # parity 1.0 wherever bench's own answer was valid
     chat = client.chat.completions.create(model=ARTIFACT, messages=[{"role": "user", "content": raw[bench[0]["id"]]}])
     assert chat.choices[0].message.content == bench[0]["text"] and chat.usage.completion_tokens > 0
-    log = [json.loads(line) for line in (micro_repo / "serve_requests.jsonl").read_text().splitlines()]
+    log = logged_lines(micro_repo / "serve_requests.jsonl", len(bench) + 1)
     assert len(log) == len(bench) + 1 and all(e["schema_valid"] for e in log)
 
 

@@ -2,6 +2,7 @@
 cap, concurrent requests each get one whole line, and /metrics counts what happened."""
 
 import json
+import os
 import threading
 
 import pytest
@@ -144,3 +145,40 @@ def test_each_telemetry_has_its_own_registry(tmp_path):
     _record(a)
     assert b"artifact=\"a\"" in a.metrics_body()[0]
     assert b"artifact=\"a\"" not in b.metrics_body()[0]
+
+
+def test_writer_process_writes_the_same_lines_in_order_and_close_writes_the_rest(tmp_path):
+    """slmake serve's log (background=True): a process of its own scrubs and writes; its lines are
+    the in-process log's, in order; flush() waits for them; close() writes what is left."""
+    lines = [dict(input_text=f"{i}: call me on +44 20 7946 0958, Aiko Andersson", parsed={"category": f"c{i}"})
+             for i in range(40)]
+    here, there = tmp_path / "here.jsonl", tmp_path / "there.jsonl"
+    t, bg = Telemetry("a", here, label_field="category"), Telemetry("a", there, label_field="category", background=True)
+    assert bg.log._proc.pid != os.getpid()
+    for kw in lines[:30]:
+        _record(t, **kw)
+        _record(bg, **kw)
+    bg.flush()
+    assert len(_lines(there)) == 30
+    for kw in lines[30:]:
+        _record(t, **kw)
+        _record(bg, **kw)
+    bg.close()
+    bg.close()   # idempotent
+    drop = ("ts",)
+    got, want = ([{k: v for k, v in x.items() if k not in drop} for x in _lines(f)] for f in (there, here))
+    assert got == want and got[5]["input"] == "5: call me on <PHONE>, <NAME>" and got[39]["label"] == "c39"
+
+
+def test_writer_process_gone_the_server_writes_the_log_itself(tmp_path, capsys):
+    log = tmp_path / "r.jsonl"
+    t = Telemetry("a", log, background=True)
+    _record(t, input_text="before, mail jane.doe@example.com")
+    t.flush()
+    t.log._proc.kill()
+    t.log._proc.wait()
+    _record(t, input_text="after, mail jane.doe@example.com")
+    t.flush()
+    t.close()
+    assert [x["input"] for x in _lines(log)] == ["before, mail <EMAIL>", "after, mail <EMAIL>"]
+    assert "its writer process exited" in capsys.readouterr().err

@@ -2,38 +2,23 @@
 
 The log is what `slmake monitor` reads back, so its inputs and outputs go through the same PII
 scrubber curation uses (slmake.data.pii) before a byte reaches the disk: raw PII is never written.
-The log rotates by size (logging.handlers.RotatingFileHandler: at most ``max_bytes`` per file and
-``backups`` old files), so a busy server cannot fill the disk. Metrics live in a CollectorRegistry
-of their own per Telemetry, so many servers (or tests) in one process do not collide.
+slmake.request_log writes it (rotated by size), in a process of its own for `slmake serve`
+(``background=True``): the answer goes out first, the scrubbed line after it. Metrics live in a
+CollectorRegistry of their own per Telemetry, so many servers (or tests) in one process do not collide.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import threading
 from datetime import datetime, timezone
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from .data.pii import LOG_TYPES, PERSON, Scrubber
+from .request_log import LogWriter, RequestLog
 
 # Request latency buckets (s): small models answer in milliseconds on CPU, big ones in seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-TRUNCATED = "…[truncated {n} chars]"
-
-
-def scrubber_for(pii: dict | None, names: bool = True) -> Scrubber:
-    """The request log's scrubber: the spec's ``data.pii`` slice (None: every built-in type, so a
-    server that was not told otherwise still never logs raw PII), plus person names by the NER
-    model (``names``, the default: people expect a log without names even where the training data
-    keeps them). `slmake monitor` builds the same one to match feedback to the log."""
-    cfg = {"enabled": True, "types": LOG_TYPES, "patterns": [], "presidio": False, **(pii or {})}
-    types = [t for t in cfg["types"] if t != PERSON] + ([PERSON] if names and cfg["enabled"] else [])
-    return Scrubber.from_config({**cfg, "types": types})
 
 
 class Telemetry:
@@ -41,25 +26,18 @@ class Telemetry:
 
     def __init__(self, artifact: str, log_path: str | Path | None, *, max_bytes: int = 50_000_000,
                  backups: int = 3, pii: dict | None = None, label_field: str | None = None,
-                 max_field_chars: int = 8_000, scrub_names: bool = True):
+                 max_field_chars: int = 8_000, scrub_names: bool = True, background: bool = False):
         if max_bytes < 1024:
             raise ValueError(f"Telemetry max_bytes: {max_bytes} is too small, expected >= 1024")
         if backups < 1:  # RotatingFileHandler never rotates with backupCount=0: the file would grow forever
             raise ValueError(f"Telemetry backups: {backups}, expected >= 1 (rotation needs one old file)")
-        self.artifact, self.label_field, self.max_field_chars = artifact, label_field, max_field_chars
+        self.artifact = artifact
         self.log_path = Path(log_path) if log_path is not None else None
-        # Person names (an NER model, loaded here, once per process) only where a log is written.
-        self._scrubber = scrubber_for(pii, names=scrub_names and self.log_path is not None)
-        self._lock = threading.Lock()
-        self._logger = None
+        self.log: RequestLog | LogWriter | None = None   # person names (an NER model) only where a log is written
         if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            handler = RotatingFileHandler(self.log_path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            self._logger = logging.Logger(f"slmake.requests:{self.log_path}")  # not in the global registry
-            self._logger.addHandler(handler)
-            self._logger.setLevel(logging.INFO)
-            self._logger.propagate = False
+            config = dict(max_bytes=max_bytes, backups=backups, pii=pii, names=scrub_names, label_field=label_field,
+                          max_field_chars=max_field_chars)
+            self.log = LogWriter(self.log_path, **config) if background else RequestLog(self.log_path, **config)
         self.registry = CollectorRegistry()
         reg, lab = self.registry, ["artifact", "endpoint"]
         self._requests = Counter("slmake_requests", "Requests served, by endpoint and HTTP status",
@@ -77,11 +55,6 @@ class Telemetry:
                                 registry=reg)
         self._review = Counter("slmake_needs_review", "Answers withheld for a person: the label's probability "
                                "was below serve.min_confidence", lab, registry=reg)
-
-    def _clip(self, text: str) -> str:
-        if len(text) <= self.max_field_chars:
-            return text
-        return text[: self.max_field_chars] + TRUNCATED.format(n=len(text) - self.max_field_chars)
 
     def record(self, *, endpoint: str, input_text: str, output_text: str, prompt_tokens: int,
                completion_tokens: int, latency_s: float, ttft_s: float | None, schema_valid: bool | None,
@@ -105,44 +78,39 @@ class Telemetry:
             self._invalid.labels(**lab).inc()
         if needs_review:
             self._review.labels(**lab).inc()
-        if self._logger is None:
+        if self.log is None:
             return
-        with self._lock:  # the scrubber keeps counters; the handler has its own lock for the file
-            s = self._scrubber
-            line = {
-                "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                "artifact": self.artifact,
-                "endpoint": endpoint,
-                "input": self._clip(s.scrub(input_text or "")),
-                "output": self._clip(s.scrub(output_text or "")),
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "latency_ms": None if latency_s is None else round(latency_s * 1000, 3),
-                "ttft_ms": None if ttft_s is None else round(ttft_s * 1000, 3),
-                "queue_ms": round(queue_s * 1000, 3) if timed else None,                 # waiting for the runner
-                "service_ms": round((latency_s - queue_s) * 1000, 3) if timed else None,  # the runner's work
-                "schema_valid": schema_valid,
-                "parsed": s.scrub_json(parsed) if parsed is not None else None,
-                "label": self._label(parsed),
-                "confidence": None if confidence is None else round(confidence, 6),   # the label's probability
-                "needs_review": needs_review,
-                "status": status,
-                "error": self._clip(s.scrub(error)) if error else None,
-            }
-        self._logger.info(json.dumps(line, ensure_ascii=False, default=str))
-
-    def _label(self, parsed) -> str | None:
-        if not self.label_field or not isinstance(parsed, dict) or parsed.get(self.label_field) is None:
-            return None
-        value = parsed[self.label_field]
-        return self._scrubber.scrub(value) if isinstance(value, str) else json.dumps(value)
+        self.log.write([{   # unscrubbed: in memory (and the pipe to the writer) until the log scrubs it
+            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "artifact": self.artifact,
+            "endpoint": endpoint,
+            "input": input_text or "",
+            "output": output_text or "",
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "latency_ms": None if latency_s is None else round(latency_s * 1000, 3),
+            "ttft_ms": None if ttft_s is None else round(ttft_s * 1000, 3),
+            "queue_ms": round(queue_s * 1000, 3) if timed else None,                 # waiting for the runner
+            "service_ms": round((latency_s - queue_s) * 1000, 3) if timed else None,  # the runner's work
+            "schema_valid": schema_valid,
+            "parsed": parsed,
+            "label": None,
+            "confidence": None if confidence is None else round(confidence, 6),   # the label's probability
+            "needs_review": needs_review,
+            "status": status,
+            "error": error or None,
+        }])
 
     def metrics_body(self) -> tuple[bytes, str]:
         """(body, content_type) for GET /metrics, in the Prometheus text format."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
+    def flush(self) -> None:
+        """Wait until every recorded line is in the log."""
+        if self.log is not None:
+            self.log.flush()
+
     def close(self) -> None:
-        if self._logger is not None:
-            for h in list(self._logger.handlers):
-                h.close()
-                self._logger.removeHandler(h)
+        """Write every line recorded so far, then close the log; idempotent."""
+        if self.log is not None:
+            self.log.close()

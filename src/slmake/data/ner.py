@@ -99,30 +99,28 @@ class PersonNames:
         return [(e.start_char, e.end_char) for e in doc.ents if e.label_ == LABEL and self._keep(view, e)]
 
     def spans(self, text: str) -> list[tuple[int, int]]:
-        if not self.worth_running(text):
-            return []
-        view, pos = spaced(text)
-        with self._lock:
-            found = self._cache.get(view)
-            if found is not None:
-                self._cache.move_to_end(view)
-            else:
-                found = self._found(view, self.nlp(view))
-                self._cache[view] = found
-                if len(self._cache) > self.CACHE:
-                    self._cache.popitem(last=False)
-        return [(pos[s], pos[e - 1] + 1) for s, e in found]
+        return self.spans_many([text])[0]
 
     def spans_many(self, texts: list[str], batch_size: int = 64) -> list[list[tuple[int, int]]]:
-        """``spans`` for many texts at once (spaCy's batched pipe: about 2x faster per text)."""
+        """``spans`` for many texts at once: the texts not in the cache go through spaCy's batched
+        pipe (about 2x faster per text than one call each)."""
         out: list[list[tuple[int, int]]] = [[] for _ in texts]
-        todo = [i for i, t in enumerate(texts) if self.worth_running(t)]
-        views = {i: spaced(texts[i]) for i in todo}
+        views = {i: spaced(t) for i, t in enumerate(texts) if self.worth_running(t)}
         with self._lock:
-            docs = self.nlp.pipe((views[i][0] for i in todo), batch_size=batch_size)
-            for i, doc in zip(todo, docs, strict=True):
-                view, pos = views[i]
-                out[i] = [(pos[s], pos[e - 1] + 1) for s, e in self._found(view, doc)]
+            found: dict[str, list[tuple[int, int]]] = {}
+            for view, _ in views.values():
+                hit = self._cache.get(view)
+                if hit is not None:
+                    self._cache.move_to_end(view)
+                    found[view] = hit
+            todo = list(dict.fromkeys(v for v, _ in views.values() if v not in found))   # once each, in order
+            docs = self.nlp.pipe(todo, batch_size=batch_size) if len(todo) > 1 else map(self.nlp, todo)
+            for view, doc in zip(todo, docs, strict=True):
+                found[view] = self._cache[view] = self._found(view, doc)
+                if len(self._cache) > self.CACHE:
+                    self._cache.popitem(last=False)
+        for i, (view, pos) in views.items():
+            out[i] = [(pos[s], pos[e - 1] + 1) for s, e in found[view]]
         return out
 
 

@@ -221,6 +221,23 @@ class Scrubber:
     def scrub(self, text: str) -> str:
         if not self.enabled or not text:
             return text
+        text = self._patterns(text)
+        spans = self._person.spans(text) if self._person is not None else []
+        return self._finish(text, spans)
+
+    def scrub_many(self, texts: list[str]) -> list[str]:
+        """``scrub`` for many texts at once: the NER model reads them in one batch (spaCy's pipe,
+        about half the time per text of one call each); the same results as ``scrub`` text by text."""
+        if not self.enabled:
+            return list(texts)
+        pre = [self._patterns(t) if t else t for t in texts]
+        if self._person is None:
+            return [self._finish(t, []) if t else t for t in pre]
+        found = self._person.spans_many([t or "" for t in pre])
+        return [self._finish(t, spans) if t else t for t, spans in zip(pre, found, strict=True)]
+
+    def _patterns(self, text: str) -> str:
+        """Every step before the NER model's: custom patterns, e-mail, numbers, addresses, names listed."""
         for name, rx in self.custom:
             text = self._replace(text, rx, name.lower(), f"<{name}>")
         t = self.types
@@ -241,12 +258,13 @@ class Scrubber:
                 text = self._replace(text, _PHONE, "phone", "<PHONE>", _phone_ok)
         if self.names is not None:
             text = self._replace(text, self.names, "name", "<NAME>")
-        if self._person is not None:
-            spans = self._person.spans(text)
-            if spans:
+        return text
 
-                self.counts[PERSON] += len(spans)
-                text = replace_spans(text, spans)
+    def _finish(self, text: str, person_spans: list[tuple[int, int]]) -> str:
+        """The NER model's person spans replaced, then presidio (when on)."""
+        if person_spans:
+            self.counts[PERSON] += len(person_spans)
+            text = replace_spans(text, person_spans)
         if self._presidio is not None:
             text = self._presidio(text)
         return text

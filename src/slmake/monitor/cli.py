@@ -11,6 +11,7 @@ import yaml
 
 from ..checks import spec_problems
 from ..spec import SpecError, load_params
+from .inputs import MonitorError
 
 
 def _override(spec: dict, item: str) -> None:
@@ -27,8 +28,7 @@ def _override(spec: dict, item: str) -> None:
 
 
 def cmd_monitor(args) -> int:
-    from .inputs import MonitorError  # .inputs, .run, .alerts: numpy and prometheus_client, not for --help
-    from .run import run_monitor
+    from .run import run_monitor  # .run, .alerts: numpy and prometheus_client, not for --help
 
     try:
         spec = load_params(args.params)

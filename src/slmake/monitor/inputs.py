@@ -18,7 +18,7 @@ from ..data.normalize import normalize
 from ..data.shapes import ShapeError, ShapeReader
 from ..data.validate import RecordValidator, ResponseValidator
 from ..prompt import format_prompt
-from ..telemetry import scrubber_for
+from ..request_log import scrubber_for
 
 
 class MonitorError(Exception):

@@ -139,6 +139,8 @@ def create_app(engine: Front, limits: Limits, telemetry=None, otel=None) -> Fast
         if hasattr(engine, "aclose"):
             await engine.aclose()
         engine.close()   # after uvicorn drained in-flight requests (SIGTERM / Ctrl-C)
+        if telemetry is not None:
+            telemetry.close()   # the request log's last lines
         if otel is not None:
             otel.shutdown()  # export the last spans and metrics
 

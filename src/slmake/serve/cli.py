@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..data.ner import NerUnavailable
+from ..request_log import LogWriterError
 from ..toolchain import llama_cpp_tool
 from .engine import Engine
 from .llama_server import DEFAULT_SLOTS, ENGINES, SERVE_LOGS, EngineError, LlamaServerEngine, pick_engine
@@ -80,8 +81,9 @@ def run(args) -> int:
     try:
         telemetry = Telemetry(c["name"], Path(args.request_log) if args.request_log else None,
                               max_bytes=args.log_max_bytes, backups=args.log_backups, pii=c.get("pii"),
-                              label_field=c.get("label_field"), scrub_names=args.log_names == "scrub")
-    except NerUnavailable as e:
+                              label_field=c.get("label_field"), scrub_names=args.log_names == "scrub",
+                              background=True)   # the answer first; the line scrubbed in a process of its own
+    except (NerUnavailable, LogWriterError) as e:
         print(f"slmake serve: {e} (or start with --log-names keep)", file=sys.stderr)
         return 2
     serve = spec.get("serve") or {}
@@ -121,6 +123,7 @@ def run(args) -> int:
         return _serve(args, engine, telemetry, kind)
     finally:
         engine.close()   # idempotent: the app's shutdown closed it already, unless uvicorn never started
+        telemetry.close()
 
 
 def _serve(args, engine, telemetry, kind: str) -> int:
