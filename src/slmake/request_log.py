@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     answered with ``n`` on stdout once every line before it is written."""
     config = json.loads((argv or sys.argv[1:])[0])
     lower_priority()
+    for sig in (signal.SIGINT, signal.SIGTERM):   # a terminal's Ctrl-C, a service manager's stop: the server
+        signal.signal(sig, signal.SIG_IGN)         # drains, then closes the pipe; the writer ends on that
     try:
         log = RequestLog(config.pop("path"), **config)
     except Exception as e:  # noqa: BLE001 - the parent raises it as LogWriterError
