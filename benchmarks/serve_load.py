@@ -40,7 +40,8 @@ four alike.
 
 It also writes reports/serve_load.json (`--out`): slmake's default server's requests/s per
 concurrency, which the report's cost table uses instead of the bench estimate (`cost.load_report`;
-rerun the report with `dvc repro -f -s report`).
+rerun the report with `dvc repro -f -s report`). Measure it with `--request-log`: a default
+`slmake serve` writes its log.
 """
 
 from __future__ import annotations
