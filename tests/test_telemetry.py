@@ -182,3 +182,22 @@ def test_writer_process_gone_the_server_writes_the_log_itself(tmp_path, capsys):
     t.close()
     assert [x["input"] for x in _lines(log)] == ["before, mail <EMAIL>", "after, mail <EMAIL>"]
     assert "its writer process exited" in capsys.readouterr().err
+
+
+def test_writer_process_that_cannot_start_says_why(tmp_path, monkeypatch):
+    """A log folder that cannot be made names the log; a missing person-name model is the same
+    NerUnavailable the server's own process raises (serve's cli adds the --log-names hint)."""
+    from slmake.data.ner import NerUnavailable
+    from slmake.request_log import LogWriterError
+
+    with pytest.raises(LogWriterError, match=r"request log /proc/nope/r.jsonl: FileNotFoundError"):
+        Telemetry("a", "/proc/nope/r.jsonl", background=True)
+    (tmp_path / "spacy").mkdir()
+    (tmp_path / "spacy" / "__init__.py").write_text("raise ImportError('no spaCy here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))   # the writer process finds this spacy first
+    with pytest.raises(NerUnavailable, match="person-name detection needs spaCy"):
+        Telemetry("a", tmp_path / "r.jsonl", background=True)
+    t = Telemetry("a", tmp_path / "r.jsonl", background=True, scrub_names=False)   # no model needed: it starts
+    _record(t, input_text="Aiko Andersson, jane.doe@example.com")
+    t.close()
+    assert _lines(tmp_path / "r.jsonl")[0]["input"] == "Aiko Andersson, <EMAIL>"

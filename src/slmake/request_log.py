@@ -97,7 +97,8 @@ class RequestLog:
 
 
 class LogWriterError(RuntimeError):
-    """The writer process could not start (its scrubber's model missing, …): its own message."""
+    """The writer process could not start (the log's folder cannot be made, …): the log and why.
+    A missing person-name model is NerUnavailable, as in the server's own process."""
 
 
 class LogWriter:
@@ -114,7 +115,11 @@ class LogWriter:
         if ready != "ready":
             self._proc.stdin.close()
             self._proc.wait()
-            raise LogWriterError(ready or f"the request log's writer exited with status {self._proc.returncode}")
+            failed = json.loads(ready) if ready.startswith("{") else {
+                "error": f"the request log's writer exited with status {self._proc.returncode}"}
+            if failed.get("ner"):
+                raise NerUnavailable(failed["error"])
+            raise LogWriterError(f"request log {self.path}: {failed['error']}")
         try:
             import fcntl
 
@@ -185,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, signal.SIG_IGN)         # drains, then closes the pipe; the writer ends on that
     try:
         log = RequestLog(config.pop("path"), **config)
-    except Exception as e:  # noqa: BLE001 - the parent raises it as LogWriterError
-        why = str(e) if isinstance(e, NerUnavailable) else f"{type(e).__name__}: {e}"
-        print(why.replace("\n", " "), flush=True)
+    except Exception as e:  # noqa: BLE001 - the parent raises it (NerUnavailable or LogWriterError)
+        ner = isinstance(e, NerUnavailable)
+        print(json.dumps({"error": str(e) if ner else f"{type(e).__name__}: {e}", "ner": ner}), flush=True)
         return 2
     print("ready", flush=True)
     lines: queue.Queue = queue.Queue()

@@ -83,8 +83,11 @@ def run(args) -> int:
                               max_bytes=args.log_max_bytes, backups=args.log_backups, pii=c.get("pii"),
                               label_field=c.get("label_field"), scrub_names=args.log_names == "scrub",
                               background=True)   # the answer first; the line scrubbed in a process of its own
-    except (NerUnavailable, LogWriterError) as e:
+    except NerUnavailable as e:
         print(f"slmake serve: {e} (or start with --log-names keep)", file=sys.stderr)
+        return 2
+    except LogWriterError as e:
+        print(f"slmake serve: {e} (--request-log '' serves without a log)", file=sys.stderr)
         return 2
     serve = spec.get("serve") or {}
     choice = args.engine or serve.get("engine") or "auto"
