@@ -21,7 +21,7 @@ bare llama-server and to the in-process engine; then, for `slmake serve` streami
 at `--stream-levels`, the time to the first text piece against the time to the whole answer.
 
     python benchmarks/serve_load.py [--artifact cpu/gguf_q4_k_m] [--requests 12] [--levels 1,4,16] [--slots 4] [--rounds 3]
-                                    [--engine-cores 1] [--request-log]
+                                    [--engine-cores 1] [--request-log] [--then <src>]
 
 `--request-log` has slmake's servers write their request log, as `slmake serve` does by default
 (every line PII-scrubbed, person names by the NER model), each to a file of its own in a temporary
@@ -29,6 +29,11 @@ folder, and sends the prompts of every split (train, val, test), each level goin
 last stopped: live traffic is new tickets, and a repeated one would come from the scrubber's
 cache. Without it the servers run with `--request-log ''` (no log: the front's own cost only) on
 the test split's prompts.
+
+`--then <src>` adds the `slmake serve` of an earlier commit (its source folder, e.g. of a git worktree:
+`git worktree add /tmp/at-filing 535db60^`, then `--then /tmp/at-filing/src`), run with this
+environment on the same artifact and threads: "today's req/s" as it was when a goal was set,
+measured beside the rest on the same box.
 
 `--engine-cores 1` runs every llama-server (bare, and slmake's child) on core 1 only, with one thread
 per core given, and the fronts and the clients on the other cores: the layout of a box with cores
@@ -64,8 +69,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from figures import record
 
 
-def start(cmd: list[str], port: int, health: str, cores: set[int] | None = None) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+def start(cmd: list[str], port: int, health: str, cores: set[int] | None = None,
+          env: dict | None = None) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -164,6 +170,8 @@ def main() -> int:
     ap.add_argument("--out", default="reports/serve_load.json", help="results for the cost table ('' = none)")
     ap.add_argument("--engine-cores", default="", help="comma-separated cores for every llama-server (one thread "
                     "each); the fronts and the clients get the others (default: all share every core)")
+    ap.add_argument("--then", default="", help="the src folder of an earlier slmake (a git worktree at an old "
+                    "commit): its `slmake serve`, same artifact and threads, joins the servers compared")
     ap.add_argument("--request-log", action="store_true", help="slmake's servers write their request log "
                     "(slmake serve's default; PII and names scrubbed), each to a temporary file")
     args = ap.parse_args()
@@ -218,8 +226,22 @@ def main() -> int:
         quiet: (slmake("llama_server", "--no-confidence"), "/health", raw_bodies),
         old: (slmake("in_process"), "/health", raw_bodies),
     }
+    then = ""
+    env_of = {}   # server name: its environment (the earlier slmake's source first on the path)
+    if args.then:
+        src = Path(args.then).resolve()
+        rev = subprocess.run(["git", "-C", str(src), "rev-parse", "--short=7", "HEAD"], capture_output=True,
+                             text=True).stdout.strip() or src.name
+        then = f"slmake serve at {rev}"
+        then_log = str(logs / "then.jsonl") if args.request_log else ""
+        servers[then] = (lambda port: [sys.executable, "-m", "slmake.cli", "serve", args.artifact, "--request-log",
+                                       then_log, "--threads", str(threads), "--port", str(port)],
+                         "/health", raw_bodies)
+        env_of[then] = {**os.environ, "PYTHONPATH": str(src)}
+        if args.request_log:
+            log_of[then] = logs / "then.jsonl"
     if args.request_log:
-        log_of = {new: logs / "llama_server-0.jsonl", quiet: logs / "llama_server-1.jsonl", old: logs / "in_process-0.jsonl"}
+        log_of = {**log_of, new: logs / "llama_server-0.jsonl", quiet: logs / "llama_server-1.jsonl", old: logs / "in_process-0.jsonl"}
     lag = {}   # server name: seconds its log's writer went on after the level's last answer (median round)
 
     def caught_up(name: str, requests: int) -> None:
@@ -241,8 +263,9 @@ def main() -> int:
             port = free_port()
             # pinned: the engines on engine_cores (the in-process engine whole: its front is its process),
             # slmake's fronts on the others, their llama-server children moved to engine_cores
-            whole = name in (bare_name, old)
-            up[name] = (start(cmd(port), port, health, (engine_cores if whole else others) if engine_cores else None),
+            whole = name in (bare_name, old, then)
+            up[name] = (start(cmd(port), port, health, (engine_cores if whole else others) if engine_cores else None,
+                              env_of.get(name)),
                         f"http://127.0.0.1:{port}/v1/completions")
             if engine_cores and not whole and pin_engines(up[name][0].pid, engine_cores) != 1:
                 raise SystemExit(f"{name}: no llama-server child to move to cores {args.engine_cores}")
@@ -281,7 +304,8 @@ def main() -> int:
     results = [{"server": name, "concurrency": c, "req/s": round(r["rps"], 1), "p50 ms": round(r["p50"], 1),
                 "p95 ms": round(r["p95"], 1), "p99 ms": round(r["p99"], 1), "errors": r["errors"],
                 "req/s vs bare llama-server": round(r["rps"] / table[(bare_name, c)]["rps"], 2),
-                "req/s vs in-process": round(r["rps"] / table[(old, c)]["rps"], 2)}
+                "req/s vs in-process": round(r["rps"] / table[(old, c)]["rps"], 2),
+                **({f"req/s vs {then}": round(r["rps"] / table[(then, c)]["rps"], 2)} if then else {})}
                for (name, c), r in table.items()]
     record("serve_load", {"artifact": args.artifact, "threads": threads, "engine cores": args.engine_cores or "all",
                           "request log": "on (scrubbed, names by NER)" if args.request_log else "off",
@@ -294,15 +318,17 @@ def main() -> int:
                                "whole answer p50 ms": round(r["whole_p50"], 1), "errors": r["errors"]}
                               for c, r in streaming.items()],
                           "goal": ">= 0.95x bare llama-server at every level (like for like: --no-confidence), "
-                                  ">= 2x the in-process engine at 16"},
+                                  ">= 2x the req/s at 16 of slmake serve when the goal was set (--then)"},
            variant=args.artifact + (f"-engine-cores-{len(engine_cores)}" if engine_cores else "")
            + ("-request-log" if args.request_log else ""),
            title="Serving: slmake serve (llama-server engine) vs bare llama-server and the in-process engine"
                  + (f", the engines on {len(engine_cores)} core(s) of their own" if engine_cores else "")
                  + (", slmake writing its request log" if args.request_log else ""),
            notes=(f"{args.artifact}, {threads} runtime threads, {args.slots} slots, {budget}-token budget, grammar on "
-                  f"for all four, closed-loop clients x {args.requests} requests each on loopback, the levels "
-                  f"interleaved across the four servers, median of {args.rounds} rounds; "
+                  f"for all {len(servers)}, closed-loop clients x {args.requests} requests each on loopback, the levels "
+                  f"interleaved across the {len(servers)} servers, median of {args.rounds} rounds; "
+                  + (f"'{then}' is `slmake serve` as it was at that commit (its source on PYTHONPATH, this "
+                     "environment, the same package and threads; one request at a time in process). " if then else "")
                   + (f"every engine on core(s) {args.engine_cores} (the in-process server whole), slmake's fronts "
                      "and the clients (one asyncio loop) on the others. " if engine_cores else
                      "the clients (one asyncio loop) share the cores with the servers. ")
@@ -315,8 +341,8 @@ def main() -> int:
                      f"{len(prompts)}, each level going on to new ones." if args.request_log else "")))
     print(f"\n{args.artifact}, {threads} threads, {args.slots} slots, {budget} max tokens, "
           f"{args.requests} requests per client\n")
-    print("| server | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | vs bare llama-server | vs in-process |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| " + " | ".join(results[0]) + " |")
+    print("|" + "---|" * len(results[0]))
     for row in results:
         print("| " + " | ".join(str(v) for v in row.values()) + " |")
     return 0
