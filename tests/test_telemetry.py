@@ -172,7 +172,7 @@ def test_writer_process_writes_the_same_lines_in_order_and_close_writes_the_rest
 
 def test_writer_process_gone_the_server_writes_the_log_itself(tmp_path, capsys):
     log = tmp_path / "r.jsonl"
-    t = Telemetry("a", log, background=True)
+    t = Telemetry("a", log, background=True, scrub_names=False)   # (no NER model to load, twice)
     _record(t, input_text="before, mail jane.doe@example.com")
     t.flush()
     t.log._proc.kill()

@@ -51,8 +51,8 @@ class RequestLog:
     def __init__(self, path: str | Path, *, max_bytes: int = 50_000_000, backups: int = 3, pii: dict | None = None,
                  names: bool = True, label_field: str | None = None, max_field_chars: int = 8_000):
         self.path, self.label_field, self.max_field_chars = Path(path), label_field, max_field_chars
+        self.path.parent.mkdir(parents=True, exist_ok=True)   # a bad path fails before the model loads
         self.scrubber = scrubber_for(pii, names=names)   # the NER model loads here, once per process
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handler = RotatingFileHandler(self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         self._handler.setFormatter(logging.Formatter("%(message)s"))
         self._logger = logging.Logger(f"slmake.requests:{self.path}")  # not in the global registry
