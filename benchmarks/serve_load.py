@@ -209,11 +209,17 @@ def main() -> int:
                 *(["--grammar-file", str(grammar)] if gbnf else [])]
 
     logs = Path(tempfile.mkdtemp(prefix="serve-load-logs-"))
+    log_of = {}   # server name: its request log (--request-log)
 
-    log_of = {}   # server name: its request log
+    def log_for(name: str) -> str:
+        """``--request-log``'s value for server ``name``: a file of its own, or '' (no log)."""
+        if not args.request_log:
+            return ""
+        log_of[name] = logs / f"{len(log_of)}.jsonl"
+        return str(log_of[name])
 
-    def slmake(engine: str, *extra: str):
-        log = str(logs / f"{engine}-{len(extra)}.jsonl") if args.request_log else ""
+    def slmake(name: str, engine: str, *extra: str):
+        log = log_for(name)
         return lambda port: [sys.executable, "-m", "slmake.cli", "serve", args.artifact, "--request-log", log,
                              "--engine", engine, "--slots", str(args.slots), "--threads", str(threads),
                              "--port", str(port), *extra]
@@ -222,9 +228,9 @@ def main() -> int:
     quiet = "slmake serve --no-confidence (llama-server engine)"
     servers = {   # name: (command for a port, health path, request bodies)
         bare_name: (bare, "/health", [{"prompt": p, "max_tokens": budget} for p in prompts]),
-        new: (slmake("llama_server"), "/health", raw_bodies),
-        quiet: (slmake("llama_server", "--no-confidence"), "/health", raw_bodies),
-        old: (slmake("in_process"), "/health", raw_bodies),
+        new: (slmake(new, "llama_server"), "/health", raw_bodies),
+        quiet: (slmake(quiet, "llama_server", "--no-confidence"), "/health", raw_bodies),
+        old: (slmake(old, "in_process"), "/health", raw_bodies),
     }
     then = ""
     env_of = {}   # server name: its environment (the earlier slmake's source first on the path)
@@ -233,15 +239,11 @@ def main() -> int:
         rev = subprocess.run(["git", "-C", str(src), "rev-parse", "--short=7", "HEAD"], capture_output=True,
                              text=True).stdout.strip() or src.name
         then = f"slmake serve at {rev}"
-        then_log = str(logs / "then.jsonl") if args.request_log else ""
+        then_log = log_for(then)   # (that day's CLI has no --engine/--slots: it served in process)
         servers[then] = (lambda port: [sys.executable, "-m", "slmake.cli", "serve", args.artifact, "--request-log",
                                        then_log, "--threads", str(threads), "--port", str(port)],
                          "/health", raw_bodies)
         env_of[then] = {**os.environ, "PYTHONPATH": str(src)}
-        if args.request_log:
-            log_of[then] = logs / "then.jsonl"
-    if args.request_log:
-        log_of = {**log_of, new: logs / "llama_server-0.jsonl", quiet: logs / "llama_server-1.jsonl", old: logs / "in_process-0.jsonl"}
     lag = {}   # server name: seconds its log's writer went on after the level's last answer (median round)
 
     def caught_up(name: str, requests: int) -> None:
