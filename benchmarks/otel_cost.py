@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -40,12 +39,6 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
 REQUEST = dict(endpoint="completions", max_tokens=32, stream=False, latency_s=0.05, ttft_s=0.01, queue_s=0.001,
                prompt_tokens=60, completion_tokens=20, finish_reason="stop", schema_valid=True, confidence=0.9,
                needs_review=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Nothing:
@@ -87,6 +80,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--rate", type=float, default=300.0, help="requests recorded per second")
     args = ap.parse_args()
+    from slmake.serve.llama_server import free_port
+
     port = free_port()
     sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)])
     os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
